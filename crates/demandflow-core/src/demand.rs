@@ -1,0 +1,197 @@
+/// Automatic demand accounting for one subscription (SEMANTICS.md §2).
+///
+/// A consumer in automatic mode asks `max_demand` when it subscribes. Every batch
+/// that arrives is split into chunks of at most `max_demand - min_demand` events;
+/// each chunk lowers the pending demand, and once it falls to `min_demand` or below
+/// the consumer asks for enough to bring it back up to `max_demand`. The ask is
+/// sent after the handler has run on that chunk.
+///
+/// # Examples
+///
+/// With max 100 / min 20 and a saturating producer the chunks are 80, 20, 80, 80, …
+/// and the producer sees asks of 100, 80, 100, 80, …:
+///
+/// ```
+/// use demandflow_core::AutoDemand;
+///
+/// let mut demand = AutoDemand::new(100, 20);
+/// assert_eq!(demand.subscribe(), 100);
+/// assert_eq!(demand.chunk_len(), 80);
+/// assert_eq!(demand.consume(80), 80); // pending 20 ≤ 20: ask 80
+/// assert_eq!(demand.consume(20), 0); // pending 80
+/// assert_eq!(demand.consume(80), 100); // pending 0: ask 100
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoDemand {
+    max: u64,
+    min: u64,
+    pending: u64,
+}
+
+impl AutoDemand {
+    /// Accounting for a subscription with these bounds; call
+    /// [`subscribe`](Self::subscribe) for the first ask.
+    ///
+    /// The bounds are expected to be valid (`1 ≤ max`, `min < max`), as
+    /// [`SubscribeOptions::demand_bounds`](crate::SubscribeOptions::demand_bounds) returns them.
+    pub fn new(max_demand: u64, min_demand: u64) -> Self {
+        debug_assert!(max_demand >= 1 && min_demand < max_demand);
+        AutoDemand {
+            max: max_demand,
+            min: min_demand,
+            pending: 0,
+        }
+    }
+
+    /// The first ask: `max_demand`.
+    pub fn subscribe(&mut self) -> u64 {
+        self.pending = self.max;
+        self.max
+    }
+
+    /// The largest chunk a batch is split into: `max_demand - min_demand`.
+    pub fn chunk_len(&self) -> usize {
+        usize::try_from(self.max - self.min).unwrap_or(usize::MAX)
+    }
+
+    /// Records a chunk of `k` events and returns how much to ask once the handler
+    /// has run on it (0 for nothing).
+    pub fn consume(&mut self, k: u64) -> u64 {
+        self.pending = self.pending.saturating_sub(k);
+        if self.pending <= self.min {
+            let ask = self.max - self.pending;
+            self.pending = self.max;
+            ask
+        } else {
+            0
+        }
+    }
+
+    /// Demand asked for but not yet received.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// The configured `max_demand`.
+    pub fn max_demand(&self) -> u64 {
+        self.max
+    }
+
+    /// The configured `min_demand`.
+    pub fn min_demand(&self) -> u64 {
+        self.min
+    }
+}
+
+/// Splits `batch` into the chunks automatic demand hands to the handler, in order.
+///
+/// The first chunk reuses the batch's allocation when the batch fits in one chunk.
+///
+/// ```
+/// use demandflow_core::split_chunks;
+///
+/// let chunks: Vec<Vec<u32>> = split_chunks((0..7).collect(), 3).collect();
+/// assert_eq!(chunks, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+/// ```
+pub fn split_chunks<T>(batch: Vec<T>, chunk_len: usize) -> impl Iterator<Item = Vec<T>> {
+    let chunk_len = chunk_len.max(1);
+    let mut rest = Some(batch);
+    std::iter::from_fn(move || {
+        let mut current = rest.take()?;
+        if current.is_empty() {
+            return None;
+        }
+        if current.len() > chunk_len {
+            let tail = current.split_off(chunk_len);
+            rest = Some(tail);
+        }
+        Some(current)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays a saturating producer: each ask is answered by one batch of exactly
+    /// that many events, and returns the chunks and the asks the producer saw.
+    fn saturate(max: u64, min: u64, events: u64) -> (Vec<(u64, u64)>, Vec<u64>) {
+        let mut demand = AutoDemand::new(max, min);
+        let mut asks = vec![demand.subscribe()];
+        let mut outstanding = asks[0];
+        let mut next = 0;
+        let mut chunks = Vec::new();
+        while next < events {
+            let batch: Vec<u64> = (next..next + outstanding).collect();
+            next += outstanding;
+            outstanding = 0;
+            for chunk in split_chunks(batch, demand.chunk_len()) {
+                chunks.push((chunk[0], *chunk.last().unwrap()));
+                let ask = demand.consume(chunk.len() as u64);
+                if ask > 0 {
+                    asks.push(ask);
+                    outstanding += ask;
+                }
+            }
+        }
+        (chunks, asks)
+    }
+
+    #[test]
+    fn default_bounds_give_chunks_of_five_hundred() {
+        let (chunks, asks) = saturate(1000, 500, 2000);
+        assert_eq!(chunks[0], (0, 499));
+        assert_eq!(chunks[1], (500, 999));
+        assert_eq!(&asks[..3], &[1000, 500, 500]);
+    }
+
+    #[test]
+    fn max_100_min_80_asks_twenty_at_a_time() {
+        let (chunks, asks) = saturate(100, 80, 200);
+        assert!(chunks.iter().all(|(a, b)| b - a == 19));
+        assert_eq!(chunks[0], (0, 19));
+        assert_eq!(&asks[..5], &[100, 20, 20, 20, 20]);
+    }
+
+    #[test]
+    fn max_100_min_20_alternates_eighty_and_one_hundred() {
+        let (chunks, asks) = saturate(100, 20, 400);
+        assert_eq!(
+            &chunks[..5],
+            &[(0, 79), (80, 99), (100, 179), (180, 259), (260, 279)]
+        );
+        assert_eq!(&asks[..5], &[100, 80, 100, 80, 100]);
+    }
+
+    #[test]
+    fn max_1_min_0_asks_one_after_every_event() {
+        let (chunks, asks) = saturate(1, 0, 5);
+        assert_eq!(chunks, vec![(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]);
+        assert_eq!(asks, vec![1, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_chunk_never_spans_batches() {
+        let mut demand = AutoDemand::new(10, 5);
+        demand.subscribe();
+        let chunks: Vec<_> = split_chunks(vec![1, 2, 3], demand.chunk_len()).collect();
+        assert_eq!(chunks, vec![vec![1, 2, 3]]);
+        assert_eq!(demand.consume(3), 0);
+        assert_eq!(demand.pending(), 7);
+        assert_eq!(demand.consume(2), 5);
+        assert_eq!(demand.pending(), 10);
+    }
+
+    #[test]
+    fn oversized_batches_do_not_underflow_pending() {
+        let mut demand = AutoDemand::new(4, 2);
+        demand.subscribe();
+        assert_eq!(demand.consume(9), 4);
+        assert_eq!(demand.pending(), 4);
+    }
+
+    #[test]
+    fn split_chunks_of_empty_batch_is_empty() {
+        assert_eq!(split_chunks(Vec::<u8>::new(), 4).count(), 0);
+    }
+}
