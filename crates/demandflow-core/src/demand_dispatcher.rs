@@ -18,7 +18,7 @@ use crate::{Deliver, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, Su
 /// use demandflow_core::{DemandDispatcher, Dispatcher, StageId, SubscribeOptions, SubscriptionId};
 ///
 /// let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
-/// let opts = SubscribeOptions::new();
+/// let opts = SubscribeOptions::<u32>::new();
 /// let mut d = DemandDispatcher::new();
 /// d.subscribe(a, StageId::from_raw(1), &opts).unwrap();
 /// d.subscribe(b, StageId::from_raw(2), &opts).unwrap();
