@@ -1,4 +1,6 @@
-use crate::{Deliver, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
+use crate::{
+    Deliver, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
+};
 
 /// The default dispatcher: each batch goes to the subscription with the largest
 /// current demand (SEMANTICS.md §4).
@@ -25,7 +27,7 @@ use crate::{Deliver, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, Su
 /// let mut out = Vec::new();
 /// assert_eq!(d.ask(a, 3, &mut out), 3);
 /// assert_eq!(d.ask(b, 2, &mut out), 2);
-/// let left = d.dispatch(vec![1, 2, 3, 4, 5, 6], &mut out);
+/// let left = d.dispatch(vec![1, 2, 3, 4, 5, 6], &mut out).leftover;
 /// assert_eq!(out, vec![(a, vec![1, 2, 3]), (b, vec![4, 5])]);
 /// assert_eq!(left, vec![6]);
 /// ```
@@ -102,7 +104,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         demand - already_sent
     }
 
-    fn dispatch(&mut self, mut events: Vec<T>, out: &mut dyn Deliver<T>) -> Vec<T> {
+    fn dispatch(&mut self, mut events: Vec<T>, out: &mut dyn Deliver<T>) -> Dispatched<T> {
         while !events.is_empty() {
             let Some(&(demand, sub)) = self.demands.first() else {
                 break;
@@ -122,11 +124,14 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             out.deliver(sub, now);
             self.insert(demand - sent, sub);
         }
-        events
+        Dispatched::leftover(events)
     }
 
     fn pending_demand(&self, sub: SubscriptionId) -> Option<u64> {
-        self.demands.iter().find(|(_, s)| *s == sub).map(|(d, _)| *d)
+        self.demands
+            .iter()
+            .find(|(_, s)| *s == sub)
+            .map(|(d, _)| *d)
     }
 }
 
@@ -141,8 +146,13 @@ mod tests {
     fn setup(n: u64) -> DemandDispatcher {
         let mut d = DemandDispatcher::new();
         for i in 1..=n {
-            Dispatcher::<u32>::subscribe(&mut d, sub(i), StageId::from_raw(i), &SubscribeOptions::new())
-                .unwrap();
+            Dispatcher::<u32>::subscribe(
+                &mut d,
+                sub(i),
+                StageId::from_raw(i),
+                &SubscribeOptions::new(),
+            )
+            .unwrap();
         }
         d
     }
@@ -152,7 +162,12 @@ mod tests {
     #[test]
     fn subscribe_forwards_no_demand() {
         let mut d = DemandDispatcher::new();
-        let got = Dispatcher::<u32>::subscribe(&mut d, sub(1), StageId::from_raw(1), &SubscribeOptions::new());
+        let got = Dispatcher::<u32>::subscribe(
+            &mut d,
+            sub(1),
+            StageId::from_raw(1),
+            &SubscribeOptions::new(),
+        );
         assert_eq!(got, Ok(0));
     }
 
@@ -174,11 +189,15 @@ mod tests {
         d.ask(sub(1), 2, &mut out);
         d.ask(sub(2), 4, &mut out);
         d.ask(sub(3), 3, &mut out);
-        let left = d.dispatch((1..=8).collect(), &mut out);
+        let left = d.dispatch((1..=8).collect(), &mut out).leftover;
         assert!(left.is_empty());
         assert_eq!(
             out,
-            vec![(sub(2), vec![1, 2, 3, 4]), (sub(3), vec![5, 6, 7]), (sub(1), vec![8])]
+            vec![
+                (sub(2), vec![1, 2, 3, 4]),
+                (sub(3), vec![5, 6, 7]),
+                (sub(1), vec![8])
+            ]
         );
         assert_eq!(Dispatcher::<u32>::pending_demand(&d, sub(1)), Some(1));
     }
@@ -200,9 +219,9 @@ mod tests {
     fn events_without_demand_are_returned() {
         let mut d = setup(1);
         let mut out: Out = Vec::new();
-        assert_eq!(d.dispatch(vec![1, 2, 3], &mut out), vec![1, 2, 3]);
+        assert_eq!(d.dispatch(vec![1, 2, 3], &mut out).leftover, vec![1, 2, 3]);
         d.ask(sub(1), 2, &mut out);
-        assert_eq!(d.dispatch(vec![1, 2, 3], &mut out), vec![3]);
+        assert_eq!(d.dispatch(vec![1, 2, 3], &mut out).leftover, vec![3]);
         assert_eq!(out, vec![(sub(1), vec![1, 2])]);
     }
 
@@ -217,7 +236,7 @@ mod tests {
         assert_eq!(d.pending(), 6);
         assert_eq!(Dispatcher::<u32>::ask(&mut d, sub(2), 10, &mut out), 4);
         assert_eq!(d.pending(), 0);
-        let left = d.dispatch((0..20).collect(), &mut out);
+        let left = d.dispatch((0..20).collect(), &mut out).leftover;
         assert_eq!(out, vec![(sub(2), (0..14).collect())]);
         assert_eq!(left.len(), 6);
     }

@@ -16,6 +16,25 @@ impl<T> Deliver<T> for Vec<(SubscriptionId, Vec<T>)> {
     }
 }
 
+/// What [`Dispatcher::dispatch`] hands back to the producer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dispatched<T> {
+    /// Events that could not be delivered or kept, in order; the producer buffers them.
+    pub leftover: Vec<T>,
+    /// Demand to forward upstream.
+    pub demand: u64,
+}
+
+impl<T> Dispatched<T> {
+    /// Only leftover events, no new upstream demand.
+    pub fn leftover(leftover: Vec<T>) -> Self {
+        Dispatched {
+            leftover,
+            demand: 0,
+        }
+    }
+}
+
 /// Decides which subscriptions get which events (SEMANTICS.md §4).
 ///
 /// A producer owns exactly one dispatcher. It is a pure state machine: it never
@@ -49,7 +68,7 @@ impl<T> Deliver<T> for Vec<(SubscriptionId, Vec<T>)> {
 /// A round-robin dispatcher that serves subscriptions in turn, one event each:
 ///
 /// ```
-/// use demandflow_core::{Deliver, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
+/// use demandflow_core::{Deliver, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
 ///
 /// #[derive(Default)]
 /// struct RoundRobin {
@@ -75,7 +94,7 @@ impl<T> Deliver<T> for Vec<(SubscriptionId, Vec<T>)> {
 ///             0
 ///         }
 ///     }
-///     fn dispatch(&mut self, events: Vec<T>, out: &mut dyn Deliver<T>) -> Vec<T> {
+///     fn dispatch(&mut self, events: Vec<T>, out: &mut dyn Deliver<T>) -> Dispatched<T> {
 ///         let mut events = events.into_iter();
 ///         let mut left = Vec::new();
 ///         'next: for event in events.by_ref() {
@@ -92,7 +111,7 @@ impl<T> Deliver<T> for Vec<(SubscriptionId, Vec<T>)> {
 ///             break;
 ///         }
 ///         left.extend(events);
-///         left
+///         Dispatched::leftover(left)
 ///     }
 /// }
 ///
@@ -105,7 +124,7 @@ impl<T> Deliver<T> for Vec<(SubscriptionId, Vec<T>)> {
 /// assert_eq!(rr.ask(a, 2, &mut out), 2);
 /// assert_eq!(rr.ask(b, 1, &mut out), 1);
 /// let left = rr.dispatch(vec![10, 11, 12, 13], &mut out);
-/// assert_eq!(left, vec![13]);
+/// assert_eq!(left, Dispatched { leftover: vec![13], demand: 0 });
 /// assert_eq!(out, vec![(b, vec![10]), (a, vec![11]), (a, vec![12])]);
 /// ```
 pub trait Dispatcher<T>: Send + 'static {
@@ -130,10 +149,13 @@ pub trait Dispatcher<T>: Send + 'static {
     /// delivered through `out` right away.
     fn ask(&mut self, sub: SubscriptionId, demand: u64, out: &mut dyn Deliver<T>) -> u64;
 
-    /// Hands `events` (non-empty, in emission order) to subscriptions with demand;
-    /// returns the events it could neither deliver nor keep, which the producer
-    /// buffers.
-    fn dispatch(&mut self, events: Vec<T>, out: &mut dyn Deliver<T>) -> Vec<T>;
+    /// Hands `events` (non-empty, in emission order) to subscriptions with demand.
+    ///
+    /// Returns the events it could neither deliver nor keep, which the producer
+    /// buffers, and any demand to forward upstream that arose while dispatching
+    /// (for example for events that were discarded or that a selector rejected, so
+    /// that they do not use up demand).
+    fn dispatch(&mut self, events: Vec<T>, out: &mut dyn Deliver<T>) -> Dispatched<T>;
 
     /// Events the dispatcher holds in its own queues (reported by
     /// `estimate_buffered_count`). Default: 0.

@@ -27,7 +27,7 @@ mod reason;
 pub use buffer::Buffer;
 pub use demand::{AutoDemand, split_chunks};
 pub use demand_dispatcher::DemandDispatcher;
-pub use dispatcher::{Deliver, Dispatcher};
+pub use dispatcher::{Deliver, Dispatched, Dispatcher};
 pub use error::{ConfigError, SubscribeRefused};
 pub use id::{StageId, SubscriptionId};
 pub use options::{
