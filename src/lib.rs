@@ -1,1 +1,17 @@
-//! facade
+//! demandflow: demand-driven, back-pressured dataflow stages for tokio.
+//!
+//! (The tutorial is being written; see the README.)
+
+pub use demandflow_core::{
+    AutoDemand, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError, DEFAULT_BUFFER_SIZE,
+    DEFAULT_MAX_DEMAND, Deliver, DemandDispatcher, Dispatched, Dispatcher, Partition, Reason,
+    Selector, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId, split_chunks,
+};
+pub use demandflow_runtime::{
+    AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
+    DemandMode, EventStream, Info, InfoSender, IterSource, NotRunning, Peer, Producer,
+    ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder, ProducerConsumerRef, ProducerRef,
+    PushSource, Pusher, SendError, StageKind, StageMonitor, StageStats, StartError, StreamSource,
+    SubscribeError, SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer,
+    producer_consumer, push,
+};

@@ -1,1 +1,36 @@
-//! rt
+//! The tokio runtime of demandflow: stage tasks, handles and subscriptions.
+//!
+//! Most users depend on the `demandflow` facade, which re-exports this crate and
+//! teaches it in its documentation.
+
+mod behaviour;
+mod builder;
+mod catch;
+mod context;
+mod engine;
+mod error;
+mod group;
+mod handle;
+mod info;
+mod port;
+mod source;
+mod stage;
+mod stats;
+mod stream;
+
+pub use builder::{
+    ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
+    producer_consumer,
+};
+pub use context::{Context, DemandFlow, DemandMode, InfoSender, Peer};
+pub use demandflow_core::{
+    BufferKeep, CancelMode, CancelReason, DemandDispatcher, Dispatcher, Reason, StageId,
+    SubscribeOptions, SubscriptionId,
+};
+pub use error::{NotRunning, SendError, StartError, SubscribeError, TrySendError};
+pub use handle::{AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageMonitor};
+pub use info::Info;
+pub use source::{IterSource, PushSource, Pusher, StreamSource, from_iter, from_stream, push};
+pub use stage::{Consumer, ConsumerContext, Producer, ProducerConsumer};
+pub use stats::{StageKind, StageStats, SubscriptionStats};
+pub use stream::EventStream;

@@ -1,0 +1,224 @@
+//! Builders that configure and start stages.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use demandflow_core::{BufferKeep, DEFAULT_BUFFER_SIZE, DemandDispatcher, Dispatcher};
+
+use crate::behaviour::{AsConsumer, AsProducer, AsProducerConsumer};
+use crate::engine::{self, EngineOptions};
+use crate::{
+    Consumer, ConsumerRef, DemandFlow, Producer, ProducerConsumer, ProducerConsumerRef,
+    ProducerRef, StartError,
+};
+
+/// Configures and starts a [`Producer`]. Create one with [`producer`](crate::producer).
+///
+/// | option | default |
+/// |---|---|
+/// | `buffer_size` | 10 000 events |
+/// | `buffer_keep` | [`BufferKeep::Last`] (drop the oldest on overflow) |
+/// | `demand_flow` | [`DemandFlow::Forward`] |
+/// | `dispatcher` | [`DemandDispatcher`] |
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ProducerBuilder<P, D = DemandDispatcher> {
+    stage: P,
+    dispatcher: D,
+    options: EngineOptions,
+}
+
+/// Starts configuring a producer stage.
+pub fn producer<P: Producer>(stage: P) -> ProducerBuilder<P> {
+    ProducerBuilder {
+        stage,
+        dispatcher: DemandDispatcher::new(),
+        options: EngineOptions {
+            name: None,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            buffer_keep: BufferKeep::Last,
+            flow: DemandFlow::Forward,
+        },
+    }
+}
+
+/// Starts configuring a consumer stage.
+pub fn consumer<C: Consumer>(stage: C) -> ConsumerBuilder<C> {
+    ConsumerBuilder { stage, name: None }
+}
+
+/// Starts configuring a producer-consumer stage.
+pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> ProducerConsumerBuilder<S> {
+    ProducerConsumerBuilder {
+        stage,
+        dispatcher: DemandDispatcher::new(),
+        options: EngineOptions {
+            name: None,
+            buffer_size: usize::MAX,
+            buffer_keep: BufferKeep::Last,
+            flow: DemandFlow::Forward,
+        },
+    }
+}
+
+macro_rules! producing_options {
+    ($builder:ident, $event:ty) => {
+        /// Names the stage (in logs, traces and stats).
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.options.name = Some(name.into());
+            self
+        }
+
+        /// How many events may wait for demand before the buffer drops some;
+        /// `usize::MAX` for no bound. Dropped events are reported to the stage's
+        /// `handle_dropped` and counted in its stats.
+        pub fn buffer_size(mut self, events: usize) -> Self {
+            self.options.buffer_size = events;
+            self
+        }
+
+        /// Which events an overflowing buffer drops.
+        pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+            self.options.buffer_keep = keep;
+            self
+        }
+
+        /// Starts forwarding or accumulating demand (see [`DemandFlow`]).
+        pub fn demand_flow(mut self, flow: DemandFlow) -> Self {
+            self.options.flow = flow;
+            self
+        }
+
+        /// Replaces the dispatcher.
+        pub fn dispatcher<D2: Dispatcher<$event>>(self, dispatcher: D2) -> $builder<S, D2> {
+            $builder {
+                stage: self.stage,
+                dispatcher,
+                options: self.options,
+            }
+        }
+    };
+}
+
+impl<S: Producer, D: Dispatcher<S::Event>> ProducerBuilder<S, D> {
+    producing_options!(ProducerBuilder, S::Event);
+
+    /// Spawns the stage on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<ProducerRef<S::Event>, StartError> {
+        let started = engine::start(AsProducer(self.stage), self.dispatcher, self.options)?;
+        Ok(ProducerRef {
+            port: started.mailbox.clone(),
+            control: started.mailbox,
+            guard: started.guard,
+        })
+    }
+}
+
+/// Configures and starts a [`ProducerConsumer`]. Create one with
+/// [`producer_consumer`](crate::producer_consumer).
+///
+/// Options as for [`ProducerBuilder`], except that the buffer is unbounded by
+/// default (as in GenStage).
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ProducerConsumerBuilder<S, D = DemandDispatcher> {
+    stage: S,
+    dispatcher: D,
+    options: EngineOptions,
+}
+
+impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
+    producing_options!(ProducerConsumerBuilder, S::Out);
+
+    /// Spawns the stage on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<ProducerConsumerRef<S::In, S::Out>, StartError> {
+        let started = engine::start(
+            AsProducerConsumer(self.stage),
+            self.dispatcher,
+            self.options,
+        )?;
+        Ok(ProducerConsumerRef {
+            port: started.mailbox.clone(),
+            subscriber: started.mailbox.clone(),
+            control: started.mailbox,
+            guard: started.guard,
+        })
+    }
+}
+
+/// Configures and starts a [`Consumer`]. Create one with [`consumer`](crate::consumer).
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ConsumerBuilder<C> {
+    stage: C,
+    name: Option<String>,
+}
+
+impl<C: Consumer> ConsumerBuilder<C> {
+    /// Names the stage (in logs, traces and stats).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Spawns the stage on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<ConsumerRef<C::Event>, StartError> {
+        let options = EngineOptions {
+            name: self.name,
+            buffer_size: 0,
+            buffer_keep: BufferKeep::Last,
+            flow: DemandFlow::Forward,
+        };
+        let started =
+            engine::start::<_, NoDispatcher>(AsConsumer(self.stage), NoDispatcher, options)?;
+        let subscriber: Arc<dyn crate::port::SubscriberPort<C::Event>> = started.mailbox.clone();
+        Ok(ConsumerRef {
+            subscriber,
+            control: started.mailbox,
+            guard: started.guard,
+        })
+    }
+}
+
+/// The dispatcher slot of a consumer, which never has subscribers.
+pub(crate) struct NoDispatcher;
+
+impl Dispatcher<Infallible> for NoDispatcher {
+    fn subscribe(
+        &mut self,
+        _: demandflow_core::SubscriptionId,
+        _: demandflow_core::StageId,
+        _: &demandflow_core::SubscribeOptions<Infallible>,
+    ) -> Result<u64, demandflow_core::SubscribeRefused> {
+        Err(demandflow_core::SubscribeRefused::Other(
+            "a consumer cannot be subscribed to".into(),
+        ))
+    }
+    fn cancel(&mut self, _: demandflow_core::SubscriptionId) -> u64 {
+        0
+    }
+    fn ask(
+        &mut self,
+        _: demandflow_core::SubscriptionId,
+        _: u64,
+        _: &mut dyn demandflow_core::Deliver<Infallible>,
+    ) -> u64 {
+        0
+    }
+    fn dispatch(
+        &mut self,
+        events: Vec<Infallible>,
+        _: &mut dyn demandflow_core::Deliver<Infallible>,
+    ) -> demandflow_core::Dispatched<Infallible> {
+        demandflow_core::Dispatched::leftover(events)
+    }
+}

@@ -1,0 +1,172 @@
+use std::sync::Arc;
+
+use demandflow_core::{Reason, StageId, SubscriptionId};
+
+use crate::Info;
+use crate::port::ControlPort;
+
+/// Whether a producer hands demand to `handle_demand` as it arrives or records it.
+///
+/// A producer that *accumulates* records incoming demand and emitted events in
+/// order instead of acting on them; switching to *forward* replays them in order,
+/// each demand separately (SEMANTICS.md §3). Start a broadcasting producer in
+/// accumulate mode to let all its consumers subscribe before the first event flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DemandFlow {
+    /// Demand is acted on as it arrives (the default).
+    #[default]
+    Forward,
+    /// Demand and emitted events are recorded until the producer switches to forward.
+    Accumulate,
+}
+
+/// How a consumer asks for events on one subscription, chosen in `handle_subscribe`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DemandMode {
+    /// The runtime asks `max_demand` at once and re-asks as batches are handled
+    /// (SEMANTICS.md §2).
+    #[default]
+    Automatic,
+    /// Nothing is asked automatically; every batch is one `handle_events` call and
+    /// the stage asks itself with [`Context::ask`] or the handle's `ask`.
+    Manual,
+}
+
+/// Which side of a subscription the *other* stage is, for producer-consumers'
+/// `handle_subscribe` and `handle_cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The other stage is a producer this stage consumes from.
+    Producer,
+    /// The other stage is a consumer of this stage.
+    Consumer,
+}
+
+#[derive(Debug)]
+pub(crate) enum Action {
+    Ask(SubscriptionId, u64),
+    Cancel(SubscriptionId, Reason),
+    Stop(Reason),
+    StopAfterBuffered(Reason),
+    Demand(DemandFlow),
+}
+
+/// What a callback can do besides returning: emit events, ask, cancel, stop.
+///
+/// Every callback gets the stage's context. Effects are applied by the runtime in
+/// order once the callback returns: emitted events are dispatched first, then asks,
+/// cancels and stops.
+///
+/// `O` is the type of events the stage emits; consumers get a
+/// `Context<Infallible>`, on which [`emit`](Context::emit) cannot be called.
+pub struct Context<O> {
+    pub(crate) out: Vec<O>,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) id: StageId,
+    pub(crate) me: Arc<dyn ControlPort>,
+}
+
+impl<O> Context<O> {
+    pub(crate) fn new(id: StageId, me: Arc<dyn ControlPort>) -> Self {
+        Context {
+            out: Vec::new(),
+            actions: Vec::new(),
+            id,
+            me,
+        }
+    }
+
+    /// Emits one event. Producers may emit from any callback; events beyond the
+    /// current demand are buffered.
+    pub fn emit(&mut self, event: O) {
+        self.out.push(event);
+    }
+
+    /// Emits a batch of events, in order.
+    pub fn emit_all(&mut self, events: impl IntoIterator<Item = O>) {
+        self.out.extend(events);
+    }
+
+    /// Emits `events`, taking over the vector when nothing else was emitted yet.
+    pub fn emit_vec(&mut self, mut events: Vec<O>) {
+        if self.out.is_empty() {
+            std::mem::swap(&mut self.out, &mut events);
+        } else {
+            self.out.append(&mut events);
+        }
+    }
+
+    /// Asks the producer of `sub` for `demand` more events (manual demand).
+    ///
+    /// Asking 0, or on a subscription that has ended, does nothing.
+    pub fn ask(&mut self, sub: SubscriptionId, demand: u64) {
+        if demand > 0 {
+            self.actions.push(Action::Ask(sub, demand));
+        }
+    }
+
+    /// Cancels subscription `sub` (upstream or downstream) with `reason`.
+    ///
+    /// Cancelling twice, or a subscription that has ended, does nothing.
+    pub fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
+        self.actions.push(Action::Cancel(sub, reason));
+    }
+
+    /// Stops the stage with `reason` once this callback returns.
+    pub fn stop(&mut self, reason: Reason) {
+        self.actions.push(Action::Stop(reason));
+    }
+
+    /// Stops the stage with `reason` once every event emitted or buffered so far
+    /// has been dispatched (how a finite source ends).
+    pub fn stop_after_buffered(&mut self, reason: Reason) {
+        self.actions.push(Action::StopAfterBuffered(reason));
+    }
+
+    /// Switches a producer between forwarding and accumulating demand.
+    pub fn set_demand_flow(&mut self, flow: DemandFlow) {
+        self.actions.push(Action::Demand(flow));
+    }
+
+    /// This stage's id.
+    pub fn stage_id(&self) -> StageId {
+        self.id
+    }
+
+    /// A sender for info messages to this stage, for timers and spawned tasks.
+    ///
+    /// It does not keep the stage's pipeline alive.
+    pub fn info_sender(&self) -> InfoSender {
+        InfoSender(self.me.clone())
+    }
+}
+
+/// Sends info messages to a stage, from a timer or any task.
+///
+/// Unlike a stage handle it does not keep the pipeline alive, so a stage can hold
+/// one to itself.
+#[derive(Clone)]
+pub struct InfoSender(pub(crate) Arc<dyn ControlPort>);
+
+impl InfoSender {
+    /// Queues `message` for the stage's `handle_info` (behind buffered events, for
+    /// a producer).
+    ///
+    /// # Errors
+    ///
+    /// [`NotRunning`](crate::NotRunning) when the stage has stopped.
+    pub fn send<T: std::any::Any + Send>(&self, message: T) -> Result<(), crate::NotRunning> {
+        self.0.info(Info::new(message), None)
+    }
+
+    /// The stage's id.
+    pub fn stage_id(&self) -> StageId {
+        self.0.id()
+    }
+}
+
+impl std::fmt::Debug for InfoSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InfoSender").field(&self.0.id()).finish()
+    }
+}

@@ -1,0 +1,841 @@
+//! The task that runs one stage: its mailbox loop, both sides of its
+//! subscriptions, its buffer and its dispatcher.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use demandflow_core::{
+    AutoDemand, Buffer, BufferKeep, CancelMode, CancelReason, Deliver, Dispatched, Dispatcher,
+    Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId, split_chunks,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use crate::behaviour::Behaviour;
+use crate::catch::{CatchUnwind, panic_reason};
+use crate::context::Action;
+use crate::group::{HandleGuard, Node};
+use crate::port::{ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort};
+use crate::{
+    Context, DemandFlow, DemandMode, Info, Peer, StageKind, StageStats, StartError, SubscribeError,
+    SubscriptionStats,
+};
+
+/// Stage options the builders collect.
+pub(crate) struct EngineOptions {
+    pub(crate) name: Option<String>,
+    pub(crate) buffer_size: usize,
+    pub(crate) buffer_keep: BufferKeep,
+    pub(crate) flow: DemandFlow,
+}
+
+/// What starting a stage hands to the builder that wraps it in a handle.
+pub(crate) struct Started<I, O> {
+    pub(crate) mailbox: Arc<Mailbox<I, O>>,
+    pub(crate) guard: Arc<HandleGuard>,
+}
+
+/// Spawns the stage's task on the current tokio runtime.
+pub(crate) fn start<B, D>(
+    behaviour: B,
+    dispatcher: D,
+    options: EngineOptions,
+) -> Result<Started<B::In, B::Out>, StartError>
+where
+    B: Behaviour,
+    D: Dispatcher<B::Out>,
+{
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let id = StageId::next();
+    let kind = match B::KIND {
+        StageKind::Producer => "producer",
+        StageKind::ProducerConsumer => "producer_consumer",
+        StageKind::Consumer => "consumer",
+    };
+    let name: Arc<str> = options
+        .name
+        .unwrap_or_else(|| format!("{kind}-{}", id.as_u64()))
+        .into();
+    let mailbox = Arc::new(Mailbox {
+        tx,
+        id,
+        name: name.clone(),
+        exit: exit_rx,
+    });
+    let control: Arc<dyn ControlPort> = mailbox.clone();
+    let guard = HandleGuard::new(Node::new(&control));
+    let engine = Engine {
+        ctx: Context::new(id, control),
+        behaviour,
+        dispatcher,
+        rx,
+        me: mailbox.clone(),
+        exit: exit_tx,
+        consumers: HashMap::new(),
+        buffer: Buffer::new(options.buffer_size, options.buffer_keep),
+        flow: options.flow,
+        accumulated: VecDeque::new(),
+        replay: VecDeque::new(),
+        to_serve: 0,
+        pc_demand: 0,
+        producers: HashMap::new(),
+        input: VecDeque::new(),
+        events_in: 0,
+        events_out: 0,
+        events_dropped: 0,
+        stop: None,
+    };
+    let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
+    runtime.spawn(engine.run().instrument(span));
+    Ok(Started { mailbox, guard })
+}
+
+enum Marker {
+    Info(Info),
+    Stop(Reason),
+}
+
+enum Accumulated<T> {
+    Demand(u64),
+    Events(Vec<T>),
+}
+
+/// Work a producer-consumer received and handles once it has downstream demand.
+enum Input<I> {
+    Events(SubscriptionId, Vec<I>),
+    Cancelled(SubscriptionId, CancelReason),
+    Info(Info),
+}
+
+type SubscribeReply = oneshot::Sender<Result<SubscriptionId, SubscribeError>>;
+
+enum UpState {
+    /// Waiting for the producer to accept.
+    Pending(Option<SubscribeReply>),
+    Active,
+    /// Cancel sent, waiting for the producer's confirmation. `apply_mode` is false
+    /// when the subscription is being replaced (resubscribe).
+    Cancelling {
+        apply_mode: bool,
+    },
+}
+
+/// This stage's subscription to a producer.
+struct Upstream<I> {
+    producer: Arc<dyn ProducerPort<I>>,
+    demand: Option<AutoDemand>,
+    cancel: CancelMode,
+    state: UpState,
+}
+
+struct Engine<B: Behaviour, D> {
+    behaviour: B,
+    dispatcher: D,
+    ctx: Context<B::Out>,
+    rx: mpsc::UnboundedReceiver<Msg<B::In, B::Out>>,
+    me: Arc<Mailbox<B::In, B::Out>>,
+    exit: watch::Sender<Option<Reason>>,
+    // Producer side.
+    consumers: HashMap<SubscriptionId, Arc<dyn ConsumerPort<B::Out>>>,
+    buffer: Buffer<B::Out, Marker>,
+    flow: DemandFlow,
+    accumulated: VecDeque<Accumulated<B::Out>>,
+    replay: VecDeque<Accumulated<B::Out>>,
+    /// Demand from the dispatcher waiting to be served from the buffer or by the stage.
+    to_serve: u64,
+    /// Producer-consumers: downstream demand not yet met by emitted events.
+    pc_demand: u64,
+    // Consumer side.
+    producers: HashMap<SubscriptionId, Upstream<B::In>>,
+    input: VecDeque<Input<B::In>>,
+    // Counters.
+    events_in: u64,
+    events_out: u64,
+    events_dropped: u64,
+    stop: Option<Reason>,
+}
+
+/// Sends a dispatcher's deliveries to the subscribed consumers.
+struct Outbox<'a, T> {
+    consumers: &'a HashMap<SubscriptionId, Arc<dyn ConsumerPort<T>>>,
+    delivered: &'a mut u64,
+    lost: &'a mut u64,
+}
+
+impl<T: 'static> Deliver<T> for Outbox<'_, T> {
+    fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
+        let n = batch.len() as u64;
+        let sent = match self.consumers.get(&sub) {
+            Some(port) => port.events(sub, batch).is_ok(),
+            None => false,
+        };
+        if sent {
+            *self.delivered += n;
+        } else {
+            // The consumer stopped; its down notice is on its way. Like a message to
+            // a dead process, the batch is lost, but never silently.
+            *self.lost += n;
+            tracing::warn!(%sub, lost = n, "events delivered to a stopped consumer were lost");
+        }
+    }
+}
+
+impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
+    async fn run(mut self) {
+        let reason = match CatchUnwind::new(self.main_loop()).await {
+            Ok(reason) => reason,
+            Err(payload) => panic_reason(&*payload),
+        };
+        self.shutdown(reason).await;
+    }
+
+    async fn main_loop(&mut self) -> Reason {
+        self.behaviour.init(&mut self.ctx).await;
+        self.settle().await;
+        loop {
+            if let Some(reason) = self.stop.take() {
+                return reason;
+            }
+            let Some(msg) = self.rx.recv().await else {
+                return Reason::Shutdown;
+            };
+            self.handle(msg).await;
+            self.settle().await;
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
+        match msg {
+            Msg::Subscribe {
+                sub,
+                consumer,
+                options,
+            } => self.on_subscribe(sub, consumer, options).await,
+            Msg::Ask { sub, demand } => self.on_ask(sub, demand),
+            Msg::Cancel { sub, reason, echo } => {
+                if let Some(port) = self.consumers.remove(&sub) {
+                    self.remove_consumer(sub, port, reason, echo).await;
+                }
+            }
+            Msg::Events { sub, events } => {
+                self.events_in += events.len() as u64;
+                if B::KIND == StageKind::ProducerConsumer {
+                    self.input.push_back(Input::Events(sub, events));
+                } else {
+                    self.consume(sub, events).await;
+                }
+            }
+            Msg::Cancelled { sub, reason } => {
+                if !self.input.is_empty() {
+                    self.input.push_back(Input::Cancelled(sub, reason));
+                } else {
+                    self.on_upstream_ended(sub, reason).await;
+                }
+            }
+            Msg::Subscribed { sub, result } => self.on_subscribed(sub, result).await,
+            Msg::SubscribeTo {
+                producer,
+                options,
+                sub,
+                replaces,
+                reply,
+            } => {
+                if let Some((old, reason)) = replaces {
+                    self.cancel_upstream(old, reason, false);
+                }
+                self.subscribe_to(producer, options, sub, reply).await;
+            }
+            Msg::Control(control) => self.on_control(control).await,
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Info(info, ack) => {
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+                self.on_info(info).await;
+            }
+            Control::Ask(sub, demand) => self.ask_upstream(sub, demand),
+            Control::Cancel(sub, reason) => self.cancel(sub, reason).await,
+            Control::Demand(flow) => self.set_flow(flow),
+            Control::BufferedCount(reply) => {
+                let _ = reply.send(self.buffer.len() + self.dispatcher.buffered());
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Control::Stop(reason) => {
+                self.stop.get_or_insert(reason);
+            }
+        }
+    }
+
+    // ----- producer side -------------------------------------------------------
+
+    async fn on_subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        consumer: Arc<dyn ConsumerPort<B::Out>>,
+        options: SubscribeOptions<B::Out>,
+    ) {
+        if B::KIND == StageKind::Consumer {
+            consumer.subscribed(
+                sub,
+                Err(SubscribeRefused::Other(
+                    "a consumer cannot be subscribed to".into(),
+                )),
+            );
+            return;
+        }
+        match self.dispatcher.subscribe(sub, consumer.id(), &options) {
+            Err(refused) => {
+                tracing::debug!(%sub, consumer = %consumer.id(), %refused, "subscription refused");
+                consumer.subscribed(sub, Err(refused));
+            }
+            Ok(demand) => {
+                tracing::debug!(%sub, consumer = %consumer.id(), "consumer subscribed");
+                consumer.subscribed(sub, Ok(()));
+                self.consumers.insert(sub, consumer);
+                self.behaviour
+                    .subscribe(Peer::Consumer, sub, &mut self.ctx)
+                    .await;
+                self.add_demand(demand);
+            }
+        }
+    }
+
+    fn on_ask(&mut self, sub: SubscriptionId, demand: u64) {
+        if demand == 0 || !self.consumers.contains_key(&sub) {
+            return;
+        }
+        let mut outbox = Outbox {
+            consumers: &self.consumers,
+            delivered: &mut self.events_out,
+            lost: &mut self.events_dropped,
+        };
+        let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
+        self.add_demand(upstream);
+    }
+
+    async fn remove_consumer(
+        &mut self,
+        sub: SubscriptionId,
+        port: Arc<dyn ConsumerPort<B::Out>>,
+        reason: CancelReason,
+        echo: bool,
+    ) {
+        tracing::debug!(%sub, %reason, "consumer subscription cancelled");
+        let demand = self.dispatcher.cancel(sub);
+        if echo {
+            port.cancelled(sub, reason.clone());
+        }
+        self.behaviour
+            .cancel(Peer::Consumer, sub, &reason, &mut self.ctx)
+            .await;
+        self.add_demand(demand);
+    }
+
+    /// Demand the dispatcher forwarded upstream: served in `settle`, or recorded
+    /// while accumulating.
+    fn add_demand(&mut self, demand: u64) {
+        if demand == 0 {
+            return;
+        }
+        match self.flow {
+            DemandFlow::Accumulate => self.accumulated.push_back(Accumulated::Demand(demand)),
+            DemandFlow::Forward => self.to_serve = self.to_serve.saturating_add(demand),
+        }
+    }
+
+    fn set_flow(&mut self, flow: DemandFlow) {
+        if self.flow == flow {
+            return;
+        }
+        self.flow = flow;
+        if flow == DemandFlow::Forward {
+            self.replay.append(&mut self.accumulated);
+        }
+    }
+
+    /// Serves `demand`: first from the buffer, then from the stage itself.
+    async fn serve(&mut self, demand: u64) {
+        let take = usize::try_from(demand)
+            .unwrap_or(usize::MAX)
+            .min(self.buffer.len());
+        if take > 0 {
+            let events = self.buffer.take(take);
+            let Dispatched { leftover, demand } = self.dispatch_raw(events);
+            if !leftover.is_empty() {
+                self.buffer.push_front(leftover);
+            }
+            self.add_demand(demand);
+        }
+        if !self.release_markers().await {
+            return;
+        }
+        let rest = demand - take as u64;
+        if rest == 0 {
+            return;
+        }
+        match B::KIND {
+            StageKind::Producer => self.behaviour.demand(rest, &mut self.ctx).await,
+            StageKind::ProducerConsumer => self.pc_demand = self.pc_demand.saturating_add(rest),
+            StageKind::Consumer => {}
+        }
+    }
+
+    /// Delivers info messages and deferred stops whose events have left the
+    /// buffer. Returns false when a deferred stop was reached.
+    async fn release_markers(&mut self) -> bool {
+        while let Some(marker) = self.buffer.pop_ready_marker() {
+            match marker {
+                Marker::Info(info) => self.behaviour.info(info, &mut self.ctx).await,
+                Marker::Stop(reason) => {
+                    self.stop.get_or_insert(reason);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn dispatch_raw(&mut self, events: Vec<B::Out>) -> Dispatched<B::Out> {
+        let mut outbox = Outbox {
+            consumers: &self.consumers,
+            delivered: &mut self.events_out,
+            lost: &mut self.events_dropped,
+        };
+        self.dispatcher.dispatch(events, &mut outbox)
+    }
+
+    /// Handles events the stage emitted.
+    fn emit(&mut self, events: Vec<B::Out>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.flow == DemandFlow::Accumulate {
+            self.accumulated.push_back(Accumulated::Events(events));
+            return;
+        }
+        if B::KIND == StageKind::ProducerConsumer {
+            self.pc_demand = self.pc_demand.saturating_sub(events.len() as u64);
+        }
+        if !self.buffer.is_empty() {
+            // Behind buffered events, to keep emission order.
+            self.buffer_events(events);
+            return;
+        }
+        let Dispatched { leftover, demand } = self.dispatch_raw(events);
+        if !leftover.is_empty() {
+            self.buffer_events(leftover);
+        }
+        self.add_demand(demand);
+    }
+
+    fn buffer_events(&mut self, events: Vec<B::Out>) {
+        let dropped = self.buffer.push(events);
+        if dropped > 0 {
+            self.events_dropped += dropped as u64;
+            self.behaviour.dropped(dropped);
+        }
+    }
+
+    /// Stops once every buffered event has been dispatched.
+    fn stop_after_buffered(&mut self, reason: Reason) {
+        if self.consumers.is_empty() && !self.buffer.is_empty() {
+            tracing::warn!(
+                lost = self.buffer.len(),
+                "stopping with buffered events and no consumer to take them"
+            );
+            self.stop.get_or_insert(reason);
+            return;
+        }
+        if let Some(Marker::Stop(reason)) = self.buffer.push_marker(Marker::Stop(reason)) {
+            self.stop.get_or_insert(reason);
+        }
+    }
+
+    async fn on_info(&mut self, info: Info) {
+        match B::KIND {
+            StageKind::Consumer => self.behaviour.info(info, &mut self.ctx).await,
+            StageKind::ProducerConsumer if !self.input.is_empty() => {
+                self.input.push_back(Input::Info(info));
+            }
+            _ => {
+                if let Some(Marker::Info(info)) = self.buffer.push_marker(Marker::Info(info)) {
+                    self.behaviour.info(info, &mut self.ctx).await;
+                }
+            }
+        }
+    }
+
+    // ----- consumer side -------------------------------------------------------
+
+    async fn subscribe_to(
+        &mut self,
+        producer: Arc<dyn ProducerPort<B::In>>,
+        options: SubscribeOptions<B::In>,
+        sub: SubscriptionId,
+        reply: Option<SubscribeReply>,
+    ) {
+        let (max, min) = match options.demand_bounds() {
+            Ok(bounds) => bounds,
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e.into()));
+                }
+                return;
+            }
+        };
+        let cancel = options.cancel_mode();
+        let me: Arc<dyn ConsumerPort<B::In>> = self.me.clone();
+        if !producer.subscribe(sub, me, options) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(SubscribeError::ProducerNotRunning));
+            }
+            return;
+        }
+        tracing::debug!(%sub, producer = %producer.id(), max_demand = max, min_demand = min, "subscribing");
+        self.producers.insert(
+            sub,
+            Upstream {
+                producer,
+                demand: None,
+                cancel,
+                state: UpState::Pending(reply),
+            },
+        );
+        let mode = self
+            .behaviour
+            .subscribe(Peer::Producer, sub, &mut self.ctx)
+            .await;
+        if let Some(up) = self.producers.get_mut(&sub)
+            && mode == DemandMode::Automatic
+        {
+            let mut demand = AutoDemand::new(max, min);
+            up.producer.ask(sub, demand.subscribe());
+            up.demand = Some(demand);
+        }
+    }
+
+    async fn on_subscribed(&mut self, sub: SubscriptionId, result: Result<(), SubscribeRefused>) {
+        let Some(up) = self.producers.get_mut(&sub) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let UpState::Pending(reply) = &mut up.state {
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(Ok(sub));
+                    }
+                    up.state = UpState::Active;
+                }
+            }
+            Err(refused) => {
+                let Some(up) = self.producers.remove(&sub) else {
+                    return;
+                };
+                let reason = CancelReason::Cancel(Reason::error(refused.to_string()));
+                match up.state {
+                    UpState::Pending(Some(reply)) => {
+                        let _ = reply.send(Err(SubscribeError::Refused(refused)));
+                    }
+                    _ => tracing::warn!(%sub, %refused, "subscription refused"),
+                }
+                // A refused subscription never existed: the cancel mode does not apply.
+                self.behaviour
+                    .cancel(Peer::Producer, sub, &reason, &mut self.ctx)
+                    .await;
+            }
+        }
+    }
+
+    fn ask_upstream(&mut self, sub: SubscriptionId, demand: u64) {
+        if demand == 0 {
+            return;
+        }
+        if let Some(up) = self.producers.get(&sub)
+            && !matches!(up.state, UpState::Cancelling { .. })
+        {
+            up.producer.ask(sub, demand);
+        }
+    }
+
+    /// Cancels an upstream subscription; the producer confirms and the
+    /// subscription ends when the confirmation arrives.
+    fn cancel_upstream(&mut self, sub: SubscriptionId, reason: Reason, apply_mode: bool) {
+        let Some(up) = self.producers.get_mut(&sub) else {
+            return;
+        };
+        if matches!(up.state, UpState::Cancelling { .. }) {
+            return;
+        }
+        if let UpState::Pending(reply) = &mut up.state
+            && let Some(reply) = reply.take()
+        {
+            let _ = reply.send(Ok(sub));
+        }
+        up.state = UpState::Cancelling { apply_mode };
+        // If the producer has stopped, its down notice is already in our mailbox.
+        up.producer.cancel(sub, CancelReason::Cancel(reason), true);
+    }
+
+    async fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
+        if self.producers.contains_key(&sub) {
+            self.cancel_upstream(sub, reason, true);
+        } else if let Some(port) = self.consumers.remove(&sub) {
+            self.remove_consumer(sub, port, CancelReason::Cancel(reason), true)
+                .await;
+        }
+    }
+
+    async fn on_upstream_ended(&mut self, sub: SubscriptionId, reason: CancelReason) {
+        let Some(up) = self.producers.remove(&sub) else {
+            return;
+        };
+        tracing::debug!(%sub, %reason, "subscription ended");
+        let apply_mode = match up.state {
+            UpState::Pending(reply) => {
+                // The producer went away before accepting: like a refusal.
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(SubscribeError::ProducerNotRunning));
+                }
+                false
+            }
+            UpState::Active => true,
+            UpState::Cancelling { apply_mode } => apply_mode,
+        };
+        self.behaviour
+            .cancel(Peer::Producer, sub, &reason, &mut self.ctx)
+            .await;
+        if apply_mode && up.cancel.stops_consumer(reason.reason()) {
+            let reason = reason.reason().clone();
+            if B::KIND == StageKind::ProducerConsumer {
+                // Deliver what is already buffered before stopping.
+                self.stop_after_buffered(reason);
+            } else {
+                self.stop.get_or_insert(reason);
+            }
+        }
+    }
+
+    /// Runs the handler on a batch from `sub`, in chunks when demand is automatic.
+    async fn consume(&mut self, sub: SubscriptionId, events: Vec<B::In>) {
+        let Some(up) = self.producers.get(&sub) else {
+            tracing::warn!(%sub, dropped = events.len(), "events for an unknown subscription");
+            return;
+        };
+        let Some(chunk_len) = up.demand.as_ref().map(AutoDemand::chunk_len) else {
+            self.behaviour.events(events, sub, &mut self.ctx).await;
+            self.flush().await;
+            return;
+        };
+        for chunk in split_chunks(events, chunk_len) {
+            let ask = match self.producers.get_mut(&sub) {
+                Some(Upstream {
+                    demand: Some(demand),
+                    ..
+                }) => demand.consume(chunk.len() as u64),
+                _ => 0,
+            };
+            self.behaviour.events(chunk, sub, &mut self.ctx).await;
+            self.flush().await;
+            if ask > 0 {
+                self.ask_upstream(sub, ask);
+            }
+            if self.stop.is_some() {
+                break;
+            }
+        }
+    }
+
+    // ----- effects -------------------------------------------------------------
+
+    async fn perform(&mut self, action: Action) {
+        match action {
+            Action::Ask(sub, demand) => self.ask_upstream(sub, demand),
+            Action::Cancel(sub, reason) => self.cancel(sub, reason).await,
+            Action::Stop(reason) => {
+                self.stop.get_or_insert(reason);
+            }
+            Action::StopAfterBuffered(reason) => self.stop_after_buffered(reason),
+            Action::Demand(flow) => self.set_flow(flow),
+        }
+    }
+
+    /// Applies the effects of callbacks and serves demand, until nothing is left.
+    async fn flush(&mut self) {
+        loop {
+            if !self.ctx.out.is_empty() {
+                let out = std::mem::take(&mut self.ctx.out);
+                self.emit(out);
+                continue;
+            }
+            if !self.ctx.actions.is_empty() {
+                let action = self.ctx.actions.remove(0);
+                self.perform(action).await;
+                continue;
+            }
+            if self.stop.is_some() {
+                return;
+            }
+            if !self.release_markers().await {
+                continue;
+            }
+            if self.to_serve > 0 && self.flow == DemandFlow::Forward {
+                let demand = std::mem::take(&mut self.to_serve);
+                self.serve(demand).await;
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// `flush`, then replays accumulated demand and feeds a producer-consumer's
+    /// queued input while it has downstream demand.
+    async fn settle(&mut self) {
+        loop {
+            self.flush().await;
+            if self.stop.is_some() {
+                return;
+            }
+            if self.flow == DemandFlow::Forward
+                && let Some(entry) = self.replay.pop_front()
+            {
+                match entry {
+                    Accumulated::Demand(demand) => self.serve(demand).await,
+                    Accumulated::Events(events) => self.emit(events),
+                }
+                continue;
+            }
+            if B::KIND == StageKind::ProducerConsumer {
+                match self.input.front() {
+                    Some(Input::Events(..)) if self.pc_demand > 0 => {}
+                    Some(Input::Cancelled(..) | Input::Info(_)) => {}
+                    _ => return,
+                }
+                match self.input.pop_front() {
+                    Some(Input::Events(sub, events)) => self.consume(sub, events).await,
+                    Some(Input::Cancelled(sub, reason)) => {
+                        self.on_upstream_ended(sub, reason).await;
+                    }
+                    Some(Input::Info(info)) => {
+                        if let Some(Marker::Info(info)) =
+                            self.buffer.push_marker(Marker::Info(info))
+                        {
+                            self.behaviour.info(info, &mut self.ctx).await;
+                        }
+                    }
+                    None => return,
+                }
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn stats(&self) -> StageStats {
+        let mut subscriptions: Vec<SubscriptionStats> = self
+            .producers
+            .iter()
+            .map(|(sub, up)| SubscriptionStats {
+                sub: *sub,
+                peer: Peer::Producer,
+                pending_demand: up.demand.as_ref().map(AutoDemand::pending),
+            })
+            .chain(self.consumers.keys().map(|sub| SubscriptionStats {
+                sub: *sub,
+                peer: Peer::Consumer,
+                pending_demand: self.dispatcher.pending_demand(*sub),
+            }))
+            .collect();
+        subscriptions.sort_by_key(|s| s.sub);
+        StageStats {
+            id: self.me.id,
+            name: self.me.name.to_string(),
+            kind: B::KIND,
+            events_in: self.events_in,
+            events_out: self.events_out,
+            events_dropped: self.events_dropped,
+            buffered: self.buffer.len() + self.dispatcher.buffered(),
+            queued_in: self
+                .input
+                .iter()
+                .map(|i| match i {
+                    Input::Events(_, e) => e.len(),
+                    _ => 0,
+                })
+                .sum(),
+            subscriptions,
+        }
+    }
+
+    // ----- termination ---------------------------------------------------------
+
+    async fn shutdown(mut self, reason: Reason) {
+        if let Err(payload) = CatchUnwind::new(self.behaviour.terminate(&reason)).await {
+            tracing::error!(reason = %panic_reason(&*payload), "terminate callback panicked");
+        }
+        for (sub, port) in self.consumers.drain() {
+            port.cancelled(sub, CancelReason::Down(reason.clone()));
+        }
+        for (sub, up) in self.producers.drain() {
+            up.producer
+                .cancel(sub, CancelReason::Down(reason.clone()), false);
+            if let UpState::Pending(Some(reply)) = up.state {
+                let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
+            }
+        }
+        // Answer whatever is still queued so nobody waits on a stopped stage.
+        self.rx.close();
+        let mut lost_in = 0;
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Subscribe { sub, consumer, .. } => {
+                    consumer.cancelled(sub, CancelReason::Down(reason.clone()));
+                }
+                Msg::Events { events, .. } => lost_in += events.len(),
+                Msg::SubscribeTo {
+                    producer,
+                    sub,
+                    reply,
+                    ..
+                } => {
+                    let _ = producer;
+                    let _ = sub;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let buffered = self.buffer.len() + self.dispatcher.buffered();
+        let queued: usize = self
+            .input
+            .iter()
+            .map(|i| match i {
+                Input::Events(_, e) => e.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+            + lost_in;
+        if reason.is_normal() {
+            tracing::debug!(%reason, "stage stopped");
+        } else {
+            tracing::warn!(%reason, "stage stopped");
+        }
+        if buffered > 0 || queued > 0 {
+            tracing::warn!(
+                buffered,
+                unhandled = queued,
+                "stage stopped with events it had not delivered or handled"
+            );
+        }
+        let _ = self.exit.send(Some(reason));
+    }
+}

@@ -1,0 +1,397 @@
+//! Typed, cloneable handles to running stages.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use demandflow_core::{Reason, StageId, SubscribeOptions, SubscriptionId};
+use tokio::sync::{oneshot, watch};
+
+use crate::group::{self, HandleGuard};
+use crate::port::{Control, ControlPort, ProducerPort, SubscriberPort};
+use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
+
+/// Waits for a stage's exit reason.
+async fn wait_exit(mut exit: watch::Receiver<Option<Reason>>) -> Reason {
+    match exit.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone().unwrap_or(Reason::Shutdown),
+        // The task was dropped without finishing: its runtime shut down.
+        Err(_) => Reason::Shutdown,
+    }
+}
+
+/// Watches a stage without keeping its pipeline alive.
+///
+/// Get one from any handle's `monitor()`; use it to await the stage's exit after
+/// dropping the handles.
+#[derive(Clone)]
+pub struct StageMonitor {
+    id: StageId,
+    exit: watch::Receiver<Option<Reason>>,
+}
+
+impl StageMonitor {
+    /// The stage's id.
+    pub fn id(&self) -> StageId {
+        self.id
+    }
+
+    /// The exit reason, if the stage has stopped.
+    pub fn exit_reason(&self) -> Option<Reason> {
+        self.exit.borrow().clone()
+    }
+
+    /// Waits until the stage stops and returns why.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait(&self) -> Reason {
+        wait_exit(self.exit.clone()).await
+    }
+}
+
+impl fmt::Debug for StageMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageMonitor")
+            .field("id", &self.id)
+            .field("exit", &*self.exit.borrow())
+            .finish()
+    }
+}
+
+/// Stage operations every handle has.
+macro_rules! control_methods {
+    () => {
+        /// The stage's id.
+        pub fn id(&self) -> StageId {
+            self.control.id()
+        }
+
+        /// The stage's name (given to the builder, or made from its kind and id).
+        pub fn name(&self) -> &str {
+            self.control.name()
+        }
+
+        /// Queues `message` for the stage's `handle_info` and returns at once
+        /// (GenStage's `async_info`). On a producer it is handled after the events
+        /// buffered before it have been dispatched.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn send_info<M: Any + Send>(&self, message: M) -> Result<(), NotRunning> {
+            self.control.info(Info::new(message), None)
+        }
+
+        /// Queues `message` like [`send_info`](Self::send_info) and waits until the
+        /// stage has received it (GenStage's `sync_info`).
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub async fn sync_info<M: Any + Send>(&self, message: M) -> Result<(), NotRunning> {
+            let (tx, rx) = oneshot::channel();
+            self.control.info(Info::new(message), Some(tx))?;
+            rx.await.map_err(|_| NotRunning)
+        }
+
+        /// Stops the stage with `reason` and waits until it has stopped.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage had already stopped.
+        pub async fn stop(&self, reason: Reason) -> Result<(), NotRunning> {
+            self.control.control(Control::Stop(reason))?;
+            wait_exit(self.control.exit()).await;
+            Ok(())
+        }
+
+        /// Waits until the stage stops and returns why.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel safe.
+        pub async fn wait(&self) -> Reason {
+            wait_exit(self.control.exit()).await
+        }
+
+        /// The exit reason, if the stage has stopped.
+        pub fn exit_reason(&self) -> Option<Reason> {
+            self.control.exit().borrow().clone()
+        }
+
+        /// `true` until the stage has stopped.
+        pub fn is_running(&self) -> bool {
+            self.control.exit().borrow().is_none()
+        }
+
+        /// A watcher for the stage's exit that does not keep the pipeline alive.
+        pub fn monitor(&self) -> StageMonitor {
+            StageMonitor {
+                id: self.control.id(),
+                exit: self.control.exit(),
+            }
+        }
+
+        /// How many events the stage holds undelivered: its buffer plus the
+        /// dispatcher's queues (0 for a consumer).
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub async fn estimate_buffered_count(&self) -> Result<usize, NotRunning> {
+            let (tx, rx) = oneshot::channel();
+            self.control.control(Control::BufferedCount(tx))?;
+            rx.await.map_err(|_| NotRunning)
+        }
+
+        /// A snapshot of the stage's counters and subscriptions.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub async fn stats(&self) -> Result<StageStats, NotRunning> {
+            let (tx, rx) = oneshot::channel();
+            self.control.control(Control::Stats(tx))?;
+            rx.await.map_err(|_| NotRunning)
+        }
+    };
+}
+
+/// Operations of stages that consume.
+macro_rules! consumer_methods {
+    ($in:ty) => {
+        /// Subscribes this stage to `producer` and waits until the producer accepts.
+        ///
+        /// # Errors
+        ///
+        /// [`SubscribeError::Config`] for invalid options,
+        /// [`SubscribeError::Refused`] when the producer's dispatcher refuses, and
+        /// `ProducerNotRunning` / `ConsumerNotRunning` when either side has stopped.
+        /// A refused subscription does not stop this stage.
+        pub async fn subscribe_to(
+            &self,
+            producer: &impl AsProducer<$in>,
+            options: SubscribeOptions<$in>,
+        ) -> Result<SubscriptionId, SubscribeError> {
+            let (tx, rx) = oneshot::channel();
+            self.send_subscribe(producer, options, None, Some(tx))?;
+            rx.await.unwrap_or(Err(SubscribeError::ConsumerNotRunning))
+        }
+
+        /// Subscribes this stage to `producer` without waiting for the producer to
+        /// accept (GenStage's `async_subscribe`); a refusal is logged.
+        ///
+        /// # Errors
+        ///
+        /// Invalid options, or a stopped consumer.
+        pub fn subscribe_to_nowait(
+            &self,
+            producer: &impl AsProducer<$in>,
+            options: SubscribeOptions<$in>,
+        ) -> Result<SubscriptionId, SubscribeError> {
+            self.send_subscribe(producer, options, None, None)
+        }
+
+        /// Cancels subscription `old` with `reason` and subscribes to `producer`
+        /// with `options`, waiting for the producer to accept. The cancel mode of
+        /// `old` is not applied, so the stage keeps running.
+        ///
+        /// # Errors
+        ///
+        /// As [`subscribe_to`](Self::subscribe_to).
+        pub async fn resubscribe(
+            &self,
+            old: SubscriptionId,
+            reason: Reason,
+            producer: &impl AsProducer<$in>,
+            options: SubscribeOptions<$in>,
+        ) -> Result<SubscriptionId, SubscribeError> {
+            let (tx, rx) = oneshot::channel();
+            self.send_subscribe(producer, options, Some((old, reason)), Some(tx))?;
+            rx.await.unwrap_or(Err(SubscribeError::ConsumerNotRunning))
+        }
+
+        /// Cancels subscription `sub` with `reason`. The producer confirms and the
+        /// stage's cancel handler and cancel mode then apply. Cancelling twice, or
+        /// an ended subscription, does nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn cancel(&self, sub: SubscriptionId, reason: Reason) -> Result<(), NotRunning> {
+            self.control.control(Control::Cancel(sub, reason))
+        }
+
+        /// Asks the producer of `sub` for `demand` more events (manual demand).
+        /// Asking 0, or on an ended subscription, does nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn ask(&self, sub: SubscriptionId, demand: u64) -> Result<(), NotRunning> {
+            self.control.control(Control::Ask(sub, demand))
+        }
+
+        fn send_subscribe(
+            &self,
+            producer: &impl AsProducer<$in>,
+            options: SubscribeOptions<$in>,
+            replaces: Option<(SubscriptionId, Reason)>,
+            reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+        ) -> Result<SubscriptionId, SubscribeError> {
+            options.validate()?;
+            let producer = producer.as_producer();
+            group::join(self.guard.node(), producer.guard.node());
+            let sub = SubscriptionId::next();
+            self.subscriber
+                .subscribe_to(producer.port.clone(), options, sub, replaces, reply)
+                .map_err(|_| SubscribeError::ConsumerNotRunning)?;
+            Ok(sub)
+        }
+    };
+}
+
+/// Operations of stages that produce.
+macro_rules! producer_methods {
+    () => {
+        /// Switches between forwarding demand to the stage and accumulating it
+        /// (see [`DemandFlow`]).
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn set_demand_flow(&self, flow: DemandFlow) -> Result<(), NotRunning> {
+            self.control.control(Control::Demand(flow))
+        }
+    };
+}
+
+/// Anything consumers can subscribe to: a producer or a producer-consumer.
+pub trait AsProducer<T> {
+    /// The producing side as a [`ProducerRef`].
+    fn as_producer(&self) -> ProducerRef<T>;
+}
+
+/// A handle to a running producer.
+///
+/// Handles are cheap to clone. A pipeline keeps running while any handle to any
+/// of its stages exists; when the last one is dropped, every stage in it shuts
+/// down.
+pub struct ProducerRef<T> {
+    pub(crate) port: Arc<dyn ProducerPort<T>>,
+    pub(crate) control: Arc<dyn ControlPort>,
+    pub(crate) guard: Arc<HandleGuard>,
+}
+
+impl<T: Send + 'static> ProducerRef<T> {
+    control_methods!();
+    producer_methods!();
+}
+
+impl<T> AsProducer<T> for ProducerRef<T> {
+    fn as_producer(&self) -> ProducerRef<T> {
+        self.clone()
+    }
+}
+
+impl<T> Clone for ProducerRef<T> {
+    fn clone(&self) -> Self {
+        ProducerRef {
+            port: self.port.clone(),
+            control: self.control.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for ProducerRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerRef")
+            .field("id", &self.control.id())
+            .field("name", &self.control.name())
+            .finish()
+    }
+}
+
+/// A handle to a running consumer.
+pub struct ConsumerRef<T> {
+    pub(crate) subscriber: Arc<dyn SubscriberPort<T>>,
+    pub(crate) control: Arc<dyn ControlPort>,
+    pub(crate) guard: Arc<HandleGuard>,
+}
+
+impl<T: Send + 'static> ConsumerRef<T> {
+    control_methods!();
+    consumer_methods!(T);
+}
+
+impl<T> Clone for ConsumerRef<T> {
+    fn clone(&self) -> Self {
+        ConsumerRef {
+            subscriber: self.subscriber.clone(),
+            control: self.control.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for ConsumerRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerRef")
+            .field("id", &self.control.id())
+            .field("name", &self.control.name())
+            .finish()
+    }
+}
+
+/// A handle to a running producer-consumer: it can subscribe to producers and be
+/// subscribed to.
+pub struct ProducerConsumerRef<I, O> {
+    pub(crate) port: Arc<dyn ProducerPort<O>>,
+    pub(crate) subscriber: Arc<dyn SubscriberPort<I>>,
+    pub(crate) control: Arc<dyn ControlPort>,
+    pub(crate) guard: Arc<HandleGuard>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> ProducerConsumerRef<I, O> {
+    control_methods!();
+    producer_methods!();
+    consumer_methods!(I);
+
+    /// This stage seen as a producer.
+    pub fn producer(&self) -> ProducerRef<O> {
+        self.as_producer()
+    }
+}
+
+impl<I, O> AsProducer<O> for ProducerConsumerRef<I, O> {
+    fn as_producer(&self) -> ProducerRef<O> {
+        ProducerRef {
+            port: self.port.clone(),
+            control: self.control.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<I, O> Clone for ProducerConsumerRef<I, O> {
+    fn clone(&self) -> Self {
+        ProducerConsumerRef {
+            port: self.port.clone(),
+            subscriber: self.subscriber.clone(),
+            control: self.control.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<I, O> fmt::Debug for ProducerConsumerRef<I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerConsumerRef")
+            .field("id", &self.control.id())
+            .field("name", &self.control.name())
+            .finish()
+    }
+}

@@ -1,0 +1,206 @@
+//! The typed doors into a stage's mailbox, as its peers and handles see them.
+
+use std::sync::Arc;
+
+use demandflow_core::{
+    CancelReason, Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
+
+/// What a producer sees of a consumer.
+pub(crate) trait ConsumerPort<T>: Send + Sync + 'static {
+    fn id(&self) -> StageId;
+    /// Delivers a batch; hands it back when the consumer has stopped.
+    fn events(&self, sub: SubscriptionId, events: Vec<T>) -> Result<(), Vec<T>>;
+    fn cancelled(&self, sub: SubscriptionId, reason: CancelReason);
+    fn subscribed(&self, sub: SubscriptionId, result: Result<(), SubscribeRefused>);
+}
+
+/// What a consumer sees of a producer.
+pub(crate) trait ProducerPort<T>: Send + Sync + 'static {
+    fn id(&self) -> StageId;
+    fn subscribe(
+        &self,
+        sub: SubscriptionId,
+        consumer: Arc<dyn ConsumerPort<T>>,
+        options: SubscribeOptions<T>,
+    ) -> bool;
+    fn ask(&self, sub: SubscriptionId, demand: u64) -> bool;
+    /// `echo`: the consumer waits for the producer's confirmation.
+    fn cancel(&self, sub: SubscriptionId, reason: CancelReason, echo: bool) -> bool;
+}
+
+/// Requests a handle makes to the consumer side of a stage.
+pub(crate) trait SubscriberPort<T>: Send + Sync + 'static {
+    fn subscribe_to(
+        &self,
+        producer: Arc<dyn ProducerPort<T>>,
+        options: SubscribeOptions<T>,
+        sub: SubscriptionId,
+        replaces: Option<(SubscriptionId, Reason)>,
+        reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+    ) -> Result<(), NotRunning>;
+}
+
+/// Type-independent requests to any stage.
+pub(crate) trait ControlPort: Send + Sync + 'static {
+    fn id(&self) -> StageId;
+    fn name(&self) -> &str;
+    fn control(&self, control: Control) -> Result<(), NotRunning>;
+    fn exit(&self) -> watch::Receiver<Option<Reason>>;
+
+    fn info(&self, info: Info, ack: Option<oneshot::Sender<()>>) -> Result<(), NotRunning> {
+        self.control(Control::Info(info, ack))
+    }
+}
+
+pub(crate) enum Control {
+    Info(Info, Option<oneshot::Sender<()>>),
+    Ask(SubscriptionId, u64),
+    Cancel(SubscriptionId, Reason),
+    Demand(DemandFlow),
+    BufferedCount(oneshot::Sender<usize>),
+    Stats(oneshot::Sender<StageStats>),
+    Stop(Reason),
+}
+
+pub(crate) enum Msg<I, O> {
+    // From consumers: this stage is their producer.
+    Subscribe {
+        sub: SubscriptionId,
+        consumer: Arc<dyn ConsumerPort<O>>,
+        options: SubscribeOptions<O>,
+    },
+    Ask {
+        sub: SubscriptionId,
+        demand: u64,
+    },
+    Cancel {
+        sub: SubscriptionId,
+        reason: CancelReason,
+        echo: bool,
+    },
+    // From producers: this stage is their consumer.
+    Events {
+        sub: SubscriptionId,
+        events: Vec<I>,
+    },
+    Cancelled {
+        sub: SubscriptionId,
+        reason: CancelReason,
+    },
+    Subscribed {
+        sub: SubscriptionId,
+        result: Result<(), SubscribeRefused>,
+    },
+    // From handles.
+    SubscribeTo {
+        producer: Arc<dyn ProducerPort<I>>,
+        options: SubscribeOptions<I>,
+        sub: SubscriptionId,
+        replaces: Option<(SubscriptionId, Reason)>,
+        reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+    },
+    Control(Control),
+}
+
+/// The sending side of a stage's mailbox; implements every port.
+pub(crate) struct Mailbox<I, O> {
+    pub(crate) tx: mpsc::UnboundedSender<Msg<I, O>>,
+    pub(crate) id: StageId,
+    pub(crate) name: Arc<str>,
+    pub(crate) exit: watch::Receiver<Option<Reason>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> ConsumerPort<I> for Mailbox<I, O> {
+    fn id(&self) -> StageId {
+        self.id
+    }
+
+    fn events(&self, sub: SubscriptionId, events: Vec<I>) -> Result<(), Vec<I>> {
+        self.tx
+            .send(Msg::Events { sub, events })
+            .map_err(|e| match e.0 {
+                Msg::Events { events, .. } => events,
+                _ => Vec::new(),
+            })
+    }
+
+    fn cancelled(&self, sub: SubscriptionId, reason: CancelReason) {
+        let _ = self.tx.send(Msg::Cancelled { sub, reason });
+    }
+
+    fn subscribed(&self, sub: SubscriptionId, result: Result<(), SubscribeRefused>) {
+        let _ = self.tx.send(Msg::Subscribed { sub, result });
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> ProducerPort<O> for Mailbox<I, O> {
+    fn id(&self) -> StageId {
+        self.id
+    }
+
+    fn subscribe(
+        &self,
+        sub: SubscriptionId,
+        consumer: Arc<dyn ConsumerPort<O>>,
+        options: SubscribeOptions<O>,
+    ) -> bool {
+        self.tx
+            .send(Msg::Subscribe {
+                sub,
+                consumer,
+                options,
+            })
+            .is_ok()
+    }
+
+    fn ask(&self, sub: SubscriptionId, demand: u64) -> bool {
+        self.tx.send(Msg::Ask { sub, demand }).is_ok()
+    }
+
+    fn cancel(&self, sub: SubscriptionId, reason: CancelReason, echo: bool) -> bool {
+        self.tx.send(Msg::Cancel { sub, reason, echo }).is_ok()
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> SubscriberPort<I> for Mailbox<I, O> {
+    fn subscribe_to(
+        &self,
+        producer: Arc<dyn ProducerPort<I>>,
+        options: SubscribeOptions<I>,
+        sub: SubscriptionId,
+        replaces: Option<(SubscriptionId, Reason)>,
+        reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+    ) -> Result<(), NotRunning> {
+        self.tx
+            .send(Msg::SubscribeTo {
+                producer,
+                options,
+                sub,
+                replaces,
+                reply,
+            })
+            .map_err(|_| NotRunning)
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> ControlPort for Mailbox<I, O> {
+    fn id(&self) -> StageId {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn control(&self, control: Control) -> Result<(), NotRunning> {
+        self.tx.send(Msg::Control(control)).map_err(|_| NotRunning)
+    }
+
+    fn exit(&self) -> watch::Receiver<Option<Reason>> {
+        self.exit.clone()
+    }
+}

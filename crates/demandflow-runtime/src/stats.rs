@@ -1,0 +1,52 @@
+use demandflow_core::{StageId, SubscriptionId};
+
+use crate::Peer;
+
+/// What kind of stage a handle points to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// Emits events.
+    Producer,
+    /// Receives events and emits others.
+    ProducerConsumer,
+    /// Receives events.
+    Consumer,
+}
+
+/// A snapshot of one stage's counters, from `stats()` on its handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StageStats {
+    /// The stage's id.
+    pub id: StageId,
+    /// The stage's name (its id when none was given).
+    pub name: String,
+    /// The stage's kind.
+    pub kind: StageKind,
+    /// Events received from producers.
+    pub events_in: u64,
+    /// Events delivered to consumers.
+    pub events_out: u64,
+    /// Events dropped because the buffer was full (each drop was also reported).
+    pub events_dropped: u64,
+    /// Events buffered, in the producer buffer and inside the dispatcher.
+    pub buffered: usize,
+    /// Events received but not yet handled (producer-consumers wait for demand).
+    pub queued_in: usize,
+    /// One entry per live subscription, on either side.
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// One subscription in a [`StageStats`] snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStats {
+    /// The subscription.
+    pub sub: SubscriptionId,
+    /// The other side of the subscription.
+    pub peer: Peer,
+    /// Demand asked and not yet received: for an upstream subscription in
+    /// automatic mode, as this consumer counts it; for a downstream one, as the
+    /// dispatcher counts it (when it tracks per-subscription demand).
+    pub pending_demand: Option<u64>,
+}
