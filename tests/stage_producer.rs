@@ -1,0 +1,225 @@
+//! Producer buffering, accumulate mode and info ordering (SEMANTICS.md §3).
+
+mod support;
+
+use std::sync::Arc;
+
+use demandflow::{
+    BufferKeep, Context, DemandFlow, Info, Producer, SubscribeOptions, consumer, producer,
+};
+use parking_lot::Mutex;
+use support::{Counter, Recorder, batches, eventually};
+
+/// Emits the `Vec<u64>` it gets as info; records `&str` infos and drop reports.
+struct Probe {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Producer for Probe {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut Context<u64>) {
+        match info.downcast::<Vec<u64>>() {
+            Ok(events) => ctx.emit_vec(events),
+            Err(info) => {
+                if let Some(s) = info.downcast_ref::<&str>() {
+                    self.log.lock().push((*s).to_owned());
+                }
+            }
+        }
+    }
+
+    fn handle_dropped(&mut self, dropped: usize) {
+        self.log.lock().push(format!("dropped {dropped}"));
+    }
+}
+
+fn probe() -> (Probe, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    (Probe { log: log.clone() }, log)
+}
+
+#[tokio::test]
+async fn events_without_demand_are_buffered_and_counted() {
+    let (p, _) = probe();
+    let p = producer(p).start().unwrap();
+    p.send_info(vec![1_u64, 2, 3]).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 3);
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+        .await
+        .unwrap();
+    eventually(|| batches(&log).concat() == vec![1, 2, 3]).await;
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn keep_last_drops_the_oldest_events_and_reports_them() {
+    let (p, plog) = probe();
+    let p = producer(p)
+        .buffer_size(3)
+        .buffer_keep(BufferKeep::Last)
+        .start()
+        .unwrap();
+    p.send_info((1..=5).collect::<Vec<u64>>()).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 3);
+    assert_eq!(*plog.lock(), vec!["dropped 2".to_owned()]);
+    assert_eq!(p.stats().await.unwrap().events_dropped, 2);
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    eventually(|| batches(&log).concat() == vec![3, 4, 5]).await;
+}
+
+#[tokio::test]
+async fn keep_first_drops_the_incoming_events_and_reports_them() {
+    let (p, plog) = probe();
+    let p = producer(p)
+        .buffer_size(3)
+        .buffer_keep(BufferKeep::First)
+        .start()
+        .unwrap();
+    p.send_info((1..=5).collect::<Vec<u64>>()).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 3);
+    assert_eq!(*plog.lock(), vec!["dropped 2".to_owned()]);
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    eventually(|| batches(&log).concat() == vec![1, 2, 3]).await;
+}
+
+#[tokio::test]
+async fn handle_demand_only_sees_what_the_buffer_could_not_supply() {
+    let (counter, demands) = Counter::new();
+    let p = producer(counter).start().unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 5).unwrap();
+    eventually(|| batches(&log).len() == 1).await;
+    assert_eq!(*demands.lock(), vec![5]);
+    // The buffer is empty, so every ask reaches the counter unchanged.
+    c.ask(sub, 2).unwrap();
+    eventually(|| batches(&log).len() == 2).await;
+    assert_eq!(*demands.lock(), vec![5, 2]);
+}
+
+#[tokio::test]
+async fn buffered_events_serve_demand_before_handle_demand() {
+    let (p, _) = probe();
+    let p = producer(p).start().unwrap();
+    p.send_info(vec![10_u64, 11, 12]).unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 2).unwrap();
+    eventually(|| batches(&log).len() == 1).await;
+    assert_eq!(batches(&log), vec![vec![10, 11]]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn accumulated_demands_are_replayed_one_by_one() {
+    let (counter, demands) = Counter::new();
+    let p = producer(counter)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    let (r1, log1) = Recorder::manual();
+    let (r2, log2) = Recorder::manual();
+    let c1 = consumer(r1).start().unwrap();
+    let c2 = consumer(r2).start().unwrap();
+    let s1 = c1.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    let s2 = c2.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c1.ask(s1, 2).unwrap();
+    c2.ask(s2, 2).unwrap();
+    // Round trips through both consumers and the producer: the asks have arrived.
+    c1.stats().await.unwrap();
+    c2.stats().await.unwrap();
+    p.stats().await.unwrap();
+    assert!(demands.lock().is_empty());
+    assert!(batches(&log1).is_empty() && batches(&log2).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log1).len() == 1 && batches(&log2).len() == 1).await;
+    assert_eq!(*demands.lock(), vec![2, 2]);
+    assert_eq!(batches(&log1), vec![vec![0, 1]]);
+    assert_eq!(batches(&log2), vec![vec![2, 3]]);
+}
+
+#[tokio::test]
+async fn events_emitted_while_accumulating_wait_for_forward() {
+    let (p, _) = probe();
+    let p = producer(p)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    p.send_info(vec![1_u64, 2]).unwrap();
+    p.stats().await.unwrap();
+    c.stats().await.unwrap();
+    assert!(batches(&log).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat() == vec![1, 2]).await;
+}
+
+#[tokio::test]
+async fn info_is_handled_only_after_the_events_buffered_before_it() {
+    let (p, plog) = probe();
+    let p = producer(p).start().unwrap();
+    p.send_info(vec![1_u64, 2, 3]).unwrap();
+    p.sync_info("after three").await.unwrap();
+    p.stats().await.unwrap();
+    assert!(plog.lock().is_empty());
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 2).unwrap();
+    eventually(|| batches(&log).len() == 1).await;
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 1);
+    assert!(plog.lock().is_empty());
+    c.ask(sub, 1).unwrap();
+    eventually(|| plog.lock().len() == 1).await;
+    assert_eq!(batches(&log), vec![vec![1, 2], vec![3]]);
+    assert_eq!(*plog.lock(), vec!["after three".to_owned()]);
+}
+
+#[tokio::test]
+async fn info_on_an_empty_buffer_is_handled_at_once() {
+    let (p, plog) = probe();
+    let p = producer(p).start().unwrap();
+    p.sync_info("now").await.unwrap();
+    p.stats().await.unwrap();
+    assert_eq!(*plog.lock(), vec!["now".to_owned()]);
+}
+
+#[tokio::test]
+async fn info_on_a_consumer_is_handled_at_once() {
+    let (rec, log) = Recorder::<u64>::new();
+    let c = consumer(rec).start().unwrap();
+    c.sync_info("hello").await.unwrap();
+    c.stats().await.unwrap();
+    assert_eq!(*log.lock(), vec![support::Seen::Info("hello".into())]);
+}
+
+#[tokio::test]
+async fn stats_report_pending_demand_per_subscription() {
+    let (counter, _) = Counter::new();
+    let p = producer(counter).start().unwrap();
+    let (rec, _log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    let stats = p.stats().await.unwrap();
+    assert_eq!(stats.subscriptions.len(), 1);
+    assert_eq!(stats.subscriptions[0].sub, sub);
+    assert_eq!(stats.subscriptions[0].pending_demand, Some(0));
+    c.ask(sub, 4).unwrap();
+    let c_stats = c.stats().await.unwrap();
+    assert_eq!(c_stats.subscriptions[0].sub, sub);
+    let p_stats = p.stats().await.unwrap();
+    assert_eq!(p_stats.events_out, 4);
+}
