@@ -12,9 +12,11 @@
 //! - [`Buffer`]: the bounded FIFO a producer keeps undelivered events in, with info
 //!   markers behind them.
 //! - [`Dispatcher`]: the interface of dispatchers, and [`DemandDispatcher`], the default.
+//! - [`BroadcastDispatcher`]: every event to every consumer, at the pace of the slowest.
 //!
 //! [demandflow]: https://docs.rs/demandflow
 
+mod broadcast_dispatcher;
 mod buffer;
 mod demand;
 mod demand_dispatcher;
@@ -24,6 +26,7 @@ mod id;
 mod options;
 mod reason;
 
+pub use broadcast_dispatcher::BroadcastDispatcher;
 pub use buffer::Buffer;
 pub use demand::{AutoDemand, split_chunks};
 pub use demand_dispatcher::DemandDispatcher;
