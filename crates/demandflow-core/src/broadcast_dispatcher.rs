@@ -12,7 +12,7 @@ use crate::{
 /// an indexer reading the same events). When each event should be handled once,
 /// by whichever consumer is free, use the default
 /// [`DemandDispatcher`](crate::DemandDispatcher); when each event belongs to one
-/// consumer chosen by a key, use a partition dispatcher.
+/// consumer chosen by a key, use [`PartitionDispatcher`](crate::PartitionDispatcher).
 ///
 /// # Demand
 ///

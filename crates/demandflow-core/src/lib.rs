@@ -13,6 +13,7 @@
 //!   markers behind them.
 //! - [`Dispatcher`]: the interface of dispatchers, and [`DemandDispatcher`], the default.
 //! - [`BroadcastDispatcher`]: every event to every consumer, at the pace of the slowest.
+//! - [`PartitionDispatcher`]: each event to the one consumer of its partition.
 //!
 //! [demandflow]: https://docs.rs/demandflow
 
@@ -24,6 +25,7 @@ mod dispatcher;
 mod error;
 mod id;
 mod options;
+mod partition_dispatcher;
 mod reason;
 
 pub use broadcast_dispatcher::BroadcastDispatcher;
@@ -36,5 +38,9 @@ pub use id::{StageId, SubscriptionId};
 pub use options::{
     BufferKeep, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, Partition, Selector,
     SubscribeOptions,
+};
+pub use partition_dispatcher::{
+    DEFAULT_PARTITION_QUEUE_CAPACITY, PartitionDispatcher, PartitionDispatcherBuilder,
+    key_partition,
 };
 pub use reason::{CancelReason, Reason};
