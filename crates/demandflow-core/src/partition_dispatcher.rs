@@ -71,11 +71,13 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 /// partition (default [`DEFAULT_PARTITION_QUEUE_CAPACITY`]); queued events are
 /// counted by [`buffered`](Dispatcher::buffered). Events for a partition whose
 /// queue is full are returned as leftover, in order, for the producer to buffer;
-/// the producer must keep them ahead of events it emits later. The demand such
-/// events were asked for is held back and forwarded again when their partition
-/// next asks, so that the producer does not hand back the same events at once.
-/// A partition nobody consumes fills its queue and then holds the producer back:
-/// subscribe every partition.
+/// the producer must keep them ahead of events it emits later. Until that
+/// partition asks again they block the producer's buffer, and any event sent for
+/// the other partitions would wait behind them: so the dispatcher holds back the
+/// demand it was still awaiting, and forwards it again when that partition asks
+/// (the producer then takes the blocked events first). A partition nobody
+/// consumes fills its queue and then holds the whole producer back: subscribe
+/// every partition.
 ///
 /// # Cancel
 ///
@@ -153,7 +155,7 @@ pub struct PartitionDispatcher<T> {
     /// One batch per partition, filled during `dispatch` and always left empty.
     batches: Box<[Vec<T>]>,
     capacity: usize,
-    /// Events asked for upstream and not yet received (GenStage's `waiting`).
+    /// The window: events asked for upstream and still awaited (GenStage's `waiting`).
     waiting: u64,
     /// Unmet demand of cancelled subscriptions, already forwarded upstream.
     pending: u64,
@@ -166,8 +168,8 @@ struct Slot<T> {
     /// Asked for and not yet delivered. Positive only while `queue` is empty.
     demand: u64,
     queue: VecDeque<T>,
-    /// Demand used up by events of this partition that overflowed its full queue
-    /// and went back to the producer; forwarded again on this partition's next ask.
+    /// Demand held back while events of this partition that overflowed its full
+    /// queue block the producer's buffer; forwarded again on this partition's next ask.
     withheld: u64,
 }
 
@@ -668,14 +670,11 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         // Events are routed until `target` of them have been delivered; the rest
         // was not asked for and goes back to the producer unhashed.
         let mut target = self.waiting;
-        self.waiting -= asked as u64;
 
         let mut leftover = Vec::new();
         let mut delivered = 0u64;
-        // Asked-for events that met no demand and used up pending demand instead.
-        let mut absorbed = 0u64;
-        // Asked-for events that overflowed a full queue, their demand held back.
-        let mut held = 0u64;
+        // The partition of the first event that overflowed its queue.
+        let mut blocked: Option<usize> = None;
         let mut misrouted: Option<(usize, u64)> = None;
         let mut events = events.into_iter();
         for (position, event) in events.by_ref().enumerate() {
@@ -683,17 +682,13 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 leftover.push(event);
                 break;
             }
-            let overflowed = match (self.hash)(event) {
-                None => {
-                    self.discarded += 1;
-                    None
-                }
+            match (self.hash)(event) {
+                None => self.discarded += 1,
                 Some((index, event)) => match self.slots.get_mut(index) {
                     None => {
                         self.discarded += 1;
                         self.misrouted += 1;
                         misrouted.get_or_insert((index, 0)).1 += 1;
-                        None
                     }
                     Some(slot) if slot.demand > 0 => {
                         let batch = &mut self.batches[index];
@@ -706,27 +701,18 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                         delivered += 1;
                         continue;
                     }
-                    Some(slot) if slot.queue.len() < self.capacity => {
-                        slot.queue.push_back(event);
-                        None
-                    }
+                    Some(slot) if slot.queue.len() < self.capacity => slot.queue.push_back(event),
                     Some(_) => {
                         leftover.push(event);
-                        Some(index)
+                        blocked.get_or_insert(index);
                     }
                 },
-            };
-            // Not delivered: if it was asked for, its demand is unmet.
-            if position < asked {
-                if self.pending > 0 {
-                    // It was asked for a cancelled subscription: nobody misses it.
-                    self.pending -= 1;
-                    absorbed += 1;
-                    target -= 1;
-                } else if let Some(index) = overflowed {
-                    self.slots[index].withheld += 1;
-                    held += 1;
-                }
+            }
+            // Not delivered. If it was asked for a cancelled subscription, nobody
+            // misses it: it uses that pending demand up.
+            if position < asked && self.pending > 0 {
+                self.pending -= 1;
+                target -= 1;
             }
         }
         leftover.extend(events);
@@ -745,24 +731,25 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             }
         }
 
-        // Asked-for events that met no demand (discarded or queued) are asked for
-        // again, less the unasked events of this batch that made up for them.
-        let asked = asked as u64;
-        let used = delivered + absorbed + held;
-        let demand = if asked >= used {
-            let forward = asked - used;
-            self.waiting = self.waiting.saturating_add(forward);
-            forward
-        } else {
-            // Unasked events made up for demand that had been held back.
-            let mut covered = used - asked;
-            for slot in self.slots.iter_mut() {
-                let n = covered.min(slot.withheld);
-                slot.withheld -= n;
-                covered -= n;
+        // Only deliveries (and pending demand used up) close the window: what it
+        // still awaits is `target - delivered`. The producer counted `asked`
+        // events against it, so that many minus the deliveries are asked again.
+        let awaited = target - delivered;
+        let demand = match blocked {
+            None => {
+                let forward = awaited - (self.waiting - asked as u64);
+                self.waiting = awaited;
+                forward
             }
-            debug_assert_eq!(covered, 0, "delivered more than was asked for upstream");
-            0
+            Some(index) => {
+                // The producer's buffer now starts with events that cannot be taken
+                // until partition `index` asks: anything it sends for this window
+                // would queue up behind them. Hold the window back until then.
+                let slot = &mut self.slots[index];
+                slot.withheld = slot.withheld.saturating_add(awaited);
+                self.waiting = 0;
+                0
+            }
         };
         Dispatched { leftover, demand }
     }
@@ -1070,42 +1057,34 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_returns_events_and_holds_their_demand_until_the_partition_asks() {
+    fn a_full_queue_returns_events_and_holds_demand_back_until_its_partition_asks() {
         let mut d = parity(2);
         subscribe(&mut d, 1, 0);
         subscribe(&mut d, 2, 1);
         let mut out: Out = Vec::new();
         assert_eq!(d.ask(sub(2), 2, &mut out), 2);
-        // 0 and 2 fill partition 0's queue; 4 and 6 go back (they were not asked
-        // for); 0 and 2 were, and are asked for again.
+        // 0 and 2 fill partition 0's queue; 4 and 6 go back to the producer. Its
+        // buffer now starts with 4, so partition 1's 2 events would be stuck
+        // behind it: the 2 are held back instead of being asked for.
         let got = d.dispatch(vec![0, 2, 4, 6], &mut out);
-        assert_eq!(
-            got,
-            Dispatched {
-                leftover: vec![4, 6],
-                demand: 2
-            }
-        );
-        // The producer answers from its buffer: the same events, still no room.
-        // Their demand is held back instead of asked again, so this does not loop.
-        let got = d.dispatch(vec![4, 6], &mut out);
-        assert_eq!(
-            got,
-            Dispatched {
-                leftover: vec![4, 6],
-                demand: 0
-            }
-        );
-        assert_eq!(d.slots[0].withheld, 2);
+        assert_eq!(got, Dispatched::leftover(vec![4, 6]));
         assert!(out.is_empty());
+        assert_eq!((d.waiting, d.slots[0].withheld), (0, 2));
+
+        // Partition 1 asks again: the producer takes 4 from its buffer, which
+        // still has no room. Held back again, so this does not loop.
+        assert_eq!(d.ask(sub(2), 1, &mut out), 1);
+        assert_eq!(d.dispatch(vec![4], &mut out), Dispatched::leftover(vec![4]));
+        assert_eq!((d.waiting, d.slots[0].withheld), (0, 3));
 
         // Partition 0 asks: served from its queue, and the held demand is released.
-        assert_eq!(d.ask(sub(1), 3, &mut out), 3);
+        assert_eq!(d.ask(sub(1), 3, &mut out), 1 + 3);
         assert_eq!(out, vec![(sub(1), vec![0, 2])]);
         out.clear();
-        let got = d.dispatch(vec![4, 6, 1], &mut out);
-        assert_eq!(out, vec![(sub(1), vec![4]), (sub(2), vec![1])]);
-        // 6 was queued without using demand up: one replacement for partition 1.
+        // The producer takes 4 and 6 from its buffer and emits 1 and 3.
+        let got = d.dispatch(vec![4, 6, 1, 3], &mut out);
+        assert_eq!(out, vec![(sub(1), vec![4]), (sub(2), vec![1, 3])]);
+        // 6 was queued without using demand up: one replacement, for partition 1.
         assert_eq!(
             got,
             Dispatched {
@@ -1115,7 +1094,7 @@ mod tests {
         );
         assert_eq!(d.pending_demand(sub(1)), Some(0));
         assert_eq!(d.pending_demand(sub(2)), Some(1));
-        assert_eq!(d.waiting, 1);
+        assert_eq!((d.waiting, d.slots[0].withheld), (1, 0));
         assert_eq!(d.buffered(), 1);
     }
 
