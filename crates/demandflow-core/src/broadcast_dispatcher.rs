@@ -570,6 +570,13 @@ mod tests {
     }
 
     #[test]
+    fn the_dispatcher_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<BroadcastDispatcher<u32>>();
+        assert_send_sync::<BroadcastDispatcher<std::cell::Cell<u8>>>();
+    }
+
+    #[test]
     fn demand_saturates_instead_of_overflowing() {
         let mut d = setup(1);
         let mut out: Out = Vec::new();

@@ -1379,6 +1379,14 @@ mod tests {
     }
 
     #[test]
+    fn the_dispatcher_and_its_builder_are_send() {
+        // Not Sync: the hash function is only required to be Send.
+        fn assert_send<T: Send>() {}
+        assert_send::<PartitionDispatcher<u32>>();
+        assert_send::<PartitionDispatcherBuilder<u32>>();
+    }
+
+    #[test]
     fn debug_needs_no_bound_on_the_event_type() {
         struct Opaque;
         let d = PartitionDispatcher::numbered(1, |e: Opaque| Some((0, e)))
