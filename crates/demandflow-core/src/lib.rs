@@ -12,9 +12,12 @@
 //! - [`Buffer`]: the bounded FIFO a producer keeps undelivered events in, with info
 //!   markers behind them.
 //! - [`Dispatcher`]: the interface of dispatchers, and [`DemandDispatcher`], the default.
+//! - [`BroadcastDispatcher`]: every event to every consumer, at the pace of the slowest.
+//! - [`PartitionDispatcher`]: each event to the one consumer of its partition.
 //!
 //! [demandflow]: https://docs.rs/demandflow
 
+mod broadcast_dispatcher;
 mod buffer;
 mod demand;
 mod demand_dispatcher;
@@ -22,8 +25,10 @@ mod dispatcher;
 mod error;
 mod id;
 mod options;
+mod partition_dispatcher;
 mod reason;
 
+pub use broadcast_dispatcher::BroadcastDispatcher;
 pub use buffer::Buffer;
 pub use demand::{AutoDemand, split_chunks};
 pub use demand_dispatcher::DemandDispatcher;
@@ -33,5 +38,9 @@ pub use id::{StageId, SubscriptionId};
 pub use options::{
     BufferKeep, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, Partition, Selector,
     SubscribeOptions,
+};
+pub use partition_dispatcher::{
+    DEFAULT_PARTITION_QUEUE_CAPACITY, PartitionDispatcher, PartitionDispatcherBuilder,
+    key_partition,
 };
 pub use reason::{CancelReason, Reason};
