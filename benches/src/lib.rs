@@ -32,7 +32,9 @@
 //! ```
 
 mod args;
+mod json;
 mod measure;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
+pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
