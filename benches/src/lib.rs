@@ -10,6 +10,8 @@
 //!   repeats, and reports the median events per second;
 //! - prints progress to stderr, a table to stdout and, as the very last line of stdout,
 //!   `RESULT {json}` with the keys BENCH.md fixes ([`Json`] writes it by hand);
+//! - provides the baselines a user would write instead ([`crossbeam_batched`],
+//!   [`tokio_mpsc_batched`]), to be measured in the same run as the figures they frame;
 //! - on a full run, draws the figures next to the baselines as an SVG under
 //!   `target/bench-report/` ([`LogLogPlot`], [`report_dir`]).
 //!
@@ -32,9 +34,11 @@
 //! ```
 
 mod args;
+mod baselines;
 mod json;
 mod measure;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
+pub use baselines::{crossbeam_batched, tokio_mpsc_batched};
 pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
