@@ -37,8 +37,10 @@ mod args;
 mod baselines;
 mod json;
 mod measure;
+mod plot;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched};
 pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
+pub use plot::{LogLogPlot, Reference, Series};
