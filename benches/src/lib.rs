@@ -37,10 +37,17 @@ mod args;
 mod baselines;
 mod json;
 mod measure;
+mod paths;
 mod plot;
+mod throughput;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched};
 pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
+pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};
+pub use throughput::{
+    BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,
+    ThroughputReport, ThroughputSuite,
+};
