@@ -265,12 +265,12 @@ fn si(x: f64) -> String {
     format!("{value:.decimals$}{unit}")
 }
 
-/// A ratio to three significant digits: `1.00x`, `0.123x`, `12.5x`.
+/// A ratio to three significant digits: `1.00x`, `0.123x`, `12.5x`, `0.000233x`.
 fn ratio(r: f64) -> String {
-    let decimals = match r {
-        r if r >= 10.0 => 1,
-        r if r >= 0.1 => 2,
-        _ => 3,
+    let decimals = if r.is_finite() && r > 0.0 {
+        (2.0 - r.log10().floor()).clamp(1.0, 9.0) as usize
+    } else {
+        2
     };
     format!("{r:.decimals$}x")
 }
@@ -833,8 +833,10 @@ mod tests {
         assert_eq!(si(7.5), "7.50");
         assert_eq!(si(1.5e9), "1.50 G");
         assert_eq!(ratio(1.0), "1.00x");
-        assert_eq!(ratio(0.01234), "0.012x");
+        assert_eq!(ratio(0.1234), "0.123x");
+        assert_eq!(ratio(0.000_233_4), "0.000233x");
         assert_eq!(ratio(12.34), "12.3x");
+        assert_eq!(ratio(123.4), "123.4x");
     }
 
     fn fixed_rate(events_per_sec: u64) -> impl FnMut(u64) -> Sample {
@@ -862,7 +864,7 @@ mod tests {
         assert_eq!(base.measurement.rates.len(), 6);
         assert!(base.drift.unwrap().abs() < 1e-6);
         let table = report.table();
-        assert!(table.contains("0.50x"), "{table}");
+        assert!(table.contains("0.500x"), "{table}");
         let svg = report.plot().to_svg();
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(svg.contains("base (1.00 M ev/s)"));
