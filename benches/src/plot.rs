@@ -40,12 +40,19 @@ pub struct LogLogPlot {
     pub references: Vec<Reference>,
 }
 
-const WIDTH: f64 = 960.0;
+// The chart area spans LEFT..RIGHT × TOP..BOTTOM; the legend is right of it, as wide as its
+// longest entry needs.
 const HEIGHT: f64 = 600.0;
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = WIDTH - 260.0;
+const RIGHT: f64 = 700.0;
 const TOP: f64 = 80.0;
 const BOTTOM: f64 = HEIGHT - 70.0;
+/// Legend: line sample, then text at this offset from the legend's left edge.
+const LEGEND_TEXT: f64 = 36.0;
+/// A generous average width of a character at font-size 12, to size the legend.
+const CHAR_WIDTH: f64 = 7.5;
+/// Text drawn over the chart gets a white outline of this width, so lines do not hide it.
+const HALO: &str = r#"stroke="white" stroke-width="4" paint-order="stroke""#;
 
 /// Colours of the series, in order (repeated beyond ten).
 const COLOURS: [&str; 10] = [
@@ -168,17 +175,26 @@ impl LogLogPlot {
             to: TOP,
         };
 
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.name.chars().count())
+            .chain(self.references.iter().map(|r| r.name.chars().count()))
+            .max()
+            .unwrap_or(0);
+        let width = (RIGHT + 20.0 + LEGEND_TEXT + CHAR_WIDTH * longest as f64 + 20.0).round();
+
         let mut svg = String::new();
         let out = &mut svg;
         // `write!` into a `String` cannot fail.
         let _ = writeln!(
             out,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{HEIGHT}" viewBox="0 0 {width} {HEIGHT}" font-family="sans-serif" font-size="12">"#
         );
         let _ = writeln!(out, "<title>{}</title>", xml_escape(&self.title));
         let _ = writeln!(
             out,
-            r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+            r#"<rect width="{width}" height="{HEIGHT}" fill="white"/>"#
         );
         let _ = writeln!(
             out,
@@ -264,7 +280,7 @@ impl LogLogPlot {
             };
             let _ = writeln!(
                 out,
-                r#"<text x="{label_x}" y="{:.1}" text-anchor="{anchor}" fill="{colour}">{}</text>"#,
+                r#"<text x="{label_x}" y="{:.1}" text-anchor="{anchor}" fill="{colour}" {HALO}>{}</text>"#,
                 py - 5.0,
                 xml_escape(&reference.name)
             );
@@ -318,7 +334,7 @@ impl LogLogPlot {
             let _ = writeln!(
                 out,
                 r#"<text x="{}" y="{}">{}</text>"#,
-                legend_x + 36.0,
+                legend_x + LEGEND_TEXT,
                 legend_y + 4.0,
                 xml_escape(&series.name)
             );
@@ -334,7 +350,7 @@ impl LogLogPlot {
             let _ = writeln!(
                 out,
                 r#"<text x="{}" y="{}">{}</text>"#,
-                legend_x + 36.0,
+                legend_x + LEGEND_TEXT,
                 legend_y + 4.0,
                 xml_escape(&reference.name)
             );
