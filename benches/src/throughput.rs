@@ -18,6 +18,10 @@ const BENCH: &str = "throughput";
 /// Events a scenario moves in a smoke test.
 const SMOKE_EVENTS: u64 = 1_000;
 
+/// How far apart two figures of a baseline may be before the report warns that the machine
+/// changed state: 15%, three times the usual range of the steadier baseline.
+const UNSTEADY: f64 = 0.15;
+
 /// A scenario: moves the events it is asked for and says what it moved in how long.
 type Run = Box<dyn FnMut(u64) -> Sample>;
 
@@ -408,6 +412,18 @@ impl ThroughputReport {
                 drifts.join(", ")
             );
         }
+        if self
+            .baselines
+            .iter()
+            .any(|b| b.drift.is_some_and(|d| d.abs() > UNSTEADY))
+        {
+            let _ = writeln!(
+                out,
+                "warning: a baseline changed by more than {:.0}% during the run: the machine's \
+                 state changed (see benches/README.md); ratios to it are unreliable, run again",
+                UNSTEADY * 100.0
+            );
+        }
         out
     }
 
@@ -666,6 +682,19 @@ impl ThroughputFigures {
                 let _ = writeln!(out, "no baseline in common: nothing to normalize with");
             }
         }
+        let lowest = speedups
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(f64::INFINITY, f64::min);
+        let highest = speedups.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+        if highest > lowest * (1.0 + UNSTEADY) {
+            let _ = writeln!(
+                out,
+                "warning: the baselines moved apart by more than {:.0}%: the machine was in another \
+                 state (see benches/README.md); `normalized` is unreliable, run again",
+                UNSTEADY * 100.0
+            );
+        }
 
         let now_rows = self
             .rows
@@ -740,6 +769,8 @@ impl ThroughputFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
     use std::time::Duration;
 
     fn figures(rows: &[(&str, u64, f64)], baselines: &[(&str, f64)]) -> ThroughputFigures {
@@ -824,6 +855,19 @@ mod tests {
         assert!(row.ends_with("4.00x       2.00x"), "{row}");
         assert!(text.contains("only in this run: P->PC->C max_demand=100"));
         assert!(text.contains("only in the saved run: P->C max_demand=1000"));
+        assert!(!text.contains("warning"), "{text}");
+    }
+
+    #[test]
+    fn compare_warns_when_the_baselines_disagree() {
+        let saved = figures(&[], &[("a", 100.0), ("b", 100.0)]);
+        let now = figures(&[], &[("a", 100.0), ("b", 400.0)]);
+        assert!(
+            now.compare(&saved)
+                .contains("warning: the baselines moved apart")
+        );
+        let steady = figures(&[], &[("a", 110.0), ("b", 100.0)]);
+        assert!(!steady.compare(&saved).contains("warning"));
     }
 
     #[test]
@@ -879,5 +923,26 @@ mod tests {
         assert_eq!(report.baselines[0].drift, None);
         assert!(report.rows.is_empty());
         assert!(!report.table().contains("after the rows"));
+    }
+
+    #[test]
+    fn the_table_warns_when_a_baseline_drifted_during_the_run() {
+        let mut suite = ThroughputSuite::new();
+        // Four times faster once the rows have run, as crossbeam's threads on one core instead
+        // of two.
+        let rows_ran = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&rows_ran);
+        suite
+            .baseline("flip", move |events| {
+                let rate = if flag.get() { 4e6 } else { 1e6 };
+                Sample::new(events, Duration::from_secs_f64(events as f64 / rate))
+            })
+            .row("P->C", 1, move |events| {
+                rows_ran.set(true);
+                Sample::new(events, Duration::from_millis(events))
+            });
+        let report = suite.run(&Args::parse(["--quick"]).unwrap());
+        assert!((report.baselines[0].drift.unwrap() - 3.0).abs() < 1e-9);
+        assert!(report.table().contains("warning: a baseline changed"));
     }
 }
