@@ -1,5 +1,5 @@
-//! The harness shared by demandflow's bench targets (see `benches/README.md` and
-//! `/work/shared/BENCH.md` for the conventions every benchmark follows).
+//! The harness shared by demandflow's bench targets (see `benches/README.md`, and the project's
+//! shared `BENCH.md` for the conventions every benchmark follows).
 //!
 //! A bench target is a plain `main` (`harness = false`) that describes its scenarios and hands
 //! them to the harness, which
