@@ -1,1 +1,132 @@
-fn main() {}
+//! Throughput of demandflow topologies at each max_demand, measured next to the channel
+//! pipelines a user would write instead.
+//!
+//! ```text
+//! cargo bench -p demandflow-benches --bench throughput -- --quick
+//! ```
+//!
+//! See `benches/README.md` for the options, what each figure measures and how to compare runs.
+
+use std::process::ExitCode;
+
+use demandflow_benches::{Sample, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched};
+
+/// Events per batch in the baselines (the `_1000` of their names).
+const BATCH: usize = 1_000;
+
+/// Batches a baseline's channel holds before the producer waits: 16 batches, 16 000 events.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// The max_demand of every row, as BENCH.md lists them.
+const MAX_DEMANDS: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+
+/// A scenario of a row: moves the events it is asked for and returns what it moved in how long.
+type Scenario = Box<dyn FnMut(u64) -> Sample>;
+
+/// The topologies of BENCH.md, one line of the plot each.
+#[derive(Debug, Clone, Copy)]
+enum Topology {
+    /// A producer and a consumer.
+    Direct,
+    /// A producer, a producer-consumer and a consumer in a row.
+    ThroughStage,
+    /// A producer with the demand dispatcher and 4 consumers.
+    DemandFanOut,
+    /// A producer with the broadcast dispatcher and 2 consumers, each receiving every event.
+    Broadcast,
+    /// A producer with the partition dispatcher and one consumer per core.
+    Partition,
+    /// A consumer supervisor starting a worker per event: workers started and finished per second.
+    ConsumerSupervisor,
+}
+
+impl Topology {
+    /// Every topology, in the order of the table.
+    const ALL: [Topology; 6] = [
+        Topology::Direct,
+        Topology::ThroughStage,
+        Topology::DemandFanOut,
+        Topology::Broadcast,
+        Topology::Partition,
+        Topology::ConsumerSupervisor,
+    ];
+
+    /// The `"topology"` of its rows in the RESULT line.
+    fn label(self) -> &'static str {
+        match self {
+            Topology::Direct => "P->C",
+            Topology::ThroughStage => "P->PC->C",
+            Topology::DemandFanOut => "P->4C demand",
+            Topology::Broadcast => "P->2C broadcast",
+            Topology::Partition => "P->partition->C",
+            Topology::ConsumerSupervisor => "consumer_supervisor",
+        }
+    }
+
+    /// The scenario measuring this topology with consumers subscribed at `max_demand`, or `None`
+    /// while it cannot be built.
+    ///
+    /// Extension point: when the runtime API exists, return the scenario here, for example
+    /// `Topology::Direct => Some(Box::new(move |events| p_to_c(events, max_demand)))`, where
+    /// `p_to_c` builds the stages (outside the timing, like the baselines' runtime), starts the
+    /// clock, lets the producer emit `0..events`, waits until the consumer has summed all of them,
+    /// checks the sum, and returns `Sample::new(events, elapsed)`. A scenario owns its tokio
+    /// runtime (multi-thread, 2 workers, as the tokio baseline's).
+    #[expect(
+        unused_variables,
+        reason = "max_demand configures the scenarios once the runtime API exists"
+    )]
+    fn scenario(self, max_demand: u64) -> Option<Scenario> {
+        match self {
+            // The demandflow runtime API does not exist yet: no rows rather than made-up ones.
+            Topology::Direct
+            | Topology::ThroughStage
+            | Topology::DemandFanOut
+            | Topology::Broadcast
+            | Topology::Partition
+            | Topology::ConsumerSupervisor => None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut suite = ThroughputSuite::new();
+    suite
+        .baseline("crossbeam_batched_1000", |events| {
+            crossbeam_batched(events, BATCH, CHANNEL_CAPACITY)
+        })
+        .baseline("tokio_mpsc_batched_1000", |events| {
+            tokio_mpsc_batched(events, BATCH, CHANNEL_CAPACITY)
+        });
+
+    // Rows without a scenario yet, named in one line: `P->C` when all its max_demands are missing.
+    let mut pending = Vec::new();
+    for topology in Topology::ALL {
+        let mut missing = Vec::new();
+        for max_demand in MAX_DEMANDS {
+            match topology.scenario(max_demand) {
+                Some(run) => {
+                    suite.row(topology.label(), max_demand, run);
+                }
+                None => missing.push(max_demand.to_string()),
+            }
+        }
+        match missing.len() {
+            0 => {}
+            n if n == MAX_DEMANDS.len() => pending.push(topology.label().to_owned()),
+            _ => pending.push(format!(
+                "{} at max_demand {}",
+                topology.label(),
+                missing.join(", ")
+            )),
+        }
+    }
+    if !pending.is_empty() {
+        eprintln!(
+            "throughput: no scenario yet for {} (see Topology::scenario)",
+            pending.join("; ")
+        );
+    }
+
+    suite.run_cli()
+}
