@@ -24,23 +24,31 @@ struct Group {
 
 struct GroupState {
     handled: usize,
-    members: Vec<Weak<Node>>,
+    members: Vec<Member>,
+}
+
+/// A stage in a group. The node goes away with the stage's last handle, but the
+/// stage stays a member until the group shuts down.
+struct Member {
+    node: Weak<Node>,
+    control: Weak<dyn ControlPort>,
 }
 
 /// One stage's membership.
 pub(crate) struct Node {
-    control: Weak<dyn ControlPort>,
     group: Mutex<Arc<Group>>,
 }
 
 impl Node {
     pub(crate) fn new(control: &Arc<dyn ControlPort>) -> Arc<Node> {
         Arc::new_cyclic(|me| Node {
-            control: Arc::downgrade(control),
             group: Mutex::new(Arc::new(Group {
                 state: Mutex::new(GroupState {
                     handled: 0,
-                    members: vec![me.clone()],
+                    members: vec![Member {
+                        node: me.clone(),
+                        control: Arc::downgrade(control),
+                    }],
                 }),
             })),
         })
@@ -77,10 +85,8 @@ impl Drop for HandleGuard {
             }
             std::mem::take(&mut state.members)
         };
-        for member in members.iter().filter_map(Weak::upgrade) {
-            if let Some(control) = member.control.upgrade() {
-                let _ = control.control(Control::Stop(Reason::Shutdown));
-            }
+        for control in members.iter().filter_map(|m| m.control.upgrade()) {
+            let _ = control.control(Control::Stop(Reason::Shutdown));
         }
     }
 }
@@ -99,11 +105,12 @@ pub(crate) fn join(a: &Arc<Node>, b: &Arc<Node>) {
         sa.handled += sb.handled;
         sb.handled = 0;
         let moved = std::mem::take(&mut sb.members);
-        sa.members.retain(|m| m.strong_count() > 0);
-        sa.members.extend(moved.iter().cloned());
-        moved
+        let nodes: Vec<Arc<Node>> = moved.iter().filter_map(|m| m.node.upgrade()).collect();
+        sa.members.retain(|m| m.control.strong_count() > 0);
+        sa.members.extend(moved);
+        nodes
     };
-    for member in moved.iter().filter_map(Weak::upgrade) {
-        *member.group.lock() = ga.clone();
+    for node in moved {
+        *node.group.lock() = ga.clone();
     }
 }

@@ -24,8 +24,8 @@ pub use builder::{
 };
 pub use context::{Context, DemandFlow, DemandMode, InfoSender, Peer};
 pub use demandflow_core::{
-    BufferKeep, CancelMode, CancelReason, DemandDispatcher, Dispatcher, Reason, StageId,
-    SubscribeOptions, SubscriptionId,
+    BroadcastDispatcher, BufferKeep, CancelMode, CancelReason, DemandDispatcher, Dispatcher,
+    Partition, PartitionDispatcher, Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use error::{NotRunning, SendError, StartError, SubscribeError, TrySendError};
 pub use handle::{AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageMonitor};

@@ -1,0 +1,50 @@
+//! Every public type that crosses tasks is `Send` (and `Sync` where shared).
+
+use demandflow::*;
+
+fn send<T: Send>() {}
+fn sync<T: Sync>() {}
+
+#[test]
+fn handles_are_send_and_sync() {
+    send::<ProducerRef<u64>>();
+    sync::<ProducerRef<u64>>();
+    send::<ConsumerRef<u64>>();
+    sync::<ConsumerRef<u64>>();
+    send::<ProducerConsumerRef<u64, String>>();
+    sync::<ProducerConsumerRef<u64, String>>();
+    send::<StageMonitor>();
+    sync::<StageMonitor>();
+    send::<InfoSender>();
+    sync::<InfoSender>();
+    send::<Pusher<u64>>();
+    sync::<Pusher<u64>>();
+    send::<EventStream<u64>>();
+}
+
+#[test]
+fn values_are_send_and_sync() {
+    send::<Reason>();
+    sync::<Reason>();
+    send::<CancelReason>();
+    sync::<CancelReason>();
+    send::<SubscribeOptions<u64>>();
+    sync::<SubscribeOptions<u64>>();
+    send::<StageStats>();
+    sync::<StageStats>();
+    send::<Info>();
+    send::<SubscribeError>();
+    sync::<SubscribeError>();
+    send::<StartError>();
+    sync::<StartError>();
+    send::<SendError<u64>>();
+    send::<TrySendError<u64>>();
+    send::<Context<u64>>();
+}
+
+#[test]
+fn sources_and_dispatchers_are_send() {
+    send::<IterSource<std::ops::Range<u64>>>();
+    send::<PushSource<u64>>();
+    send::<DemandDispatcher>();
+}
