@@ -3,9 +3,11 @@
 //! (The tutorial is being written; see the README.)
 
 pub use demandflow_core::{
-    AutoDemand, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError, DEFAULT_BUFFER_SIZE,
-    DEFAULT_MAX_DEMAND, Deliver, DemandDispatcher, Dispatched, Dispatcher, Partition, Reason,
-    Selector, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId, split_chunks,
+    AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,
+    DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DEFAULT_PARTITION_QUEUE_CAPACITY, Deliver,
+    DemandDispatcher, Dispatched, Dispatcher, Partition, PartitionDispatcher,
+    PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions, SubscribeRefused,
+    SubscriptionId, key_partition, split_chunks,
 };
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,

@@ -80,6 +80,7 @@ where
         replay: VecDeque::new(),
         to_serve: 0,
         pc_demand: 0,
+        pending_stop: None,
         producers: HashMap::new(),
         input: VecDeque::new(),
         events_in: 0,
@@ -97,7 +98,13 @@ enum Marker {
     Stop(Reason),
 }
 
+/// What an accumulating producer records, replayed in order on forward.
 enum Accumulated<T> {
+    /// A consumer's ask, replayed through the dispatcher: so with a broadcast
+    /// dispatcher every consumer that subscribed while accumulating is counted
+    /// before any demand goes upstream.
+    Ask(SubscriptionId, u64),
+    /// Demand the dispatcher forwarded upstream on its own.
     Demand(u64),
     Events(Vec<T>),
 }
@@ -147,6 +154,9 @@ struct Engine<B: Behaviour, D> {
     to_serve: u64,
     /// Producer-consumers: downstream demand not yet met by emitted events.
     pc_demand: u64,
+    /// A deferred stop whose buffered events have gone, waiting for the
+    /// dispatcher's own queues to empty.
+    pending_stop: Option<Reason>,
     // Consumer side.
     producers: HashMap<SubscriptionId, Upstream<B::In>>,
     input: VecDeque<Input<B::In>>,
@@ -312,6 +322,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if demand == 0 || !self.consumers.contains_key(&sub) {
             return;
         }
+        if self.flow == DemandFlow::Accumulate {
+            self.accumulated.push_back(Accumulated::Ask(sub, demand));
+            return;
+        }
         let mut outbox = Outbox {
             consumers: &self.consumers,
             delivered: &mut self.events_out,
@@ -395,7 +409,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             match marker {
                 Marker::Info(info) => self.behaviour.info(info, &mut self.ctx).await,
                 Marker::Stop(reason) => {
-                    self.stop.get_or_insert(reason);
+                    self.stop_when_dispatched(reason);
                     return false;
                 }
             }
@@ -455,6 +469,16 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             return;
         }
         if let Some(Marker::Stop(reason)) = self.buffer.push_marker(Marker::Stop(reason)) {
+            self.stop_when_dispatched(reason);
+        }
+    }
+
+    /// Stops once the dispatcher's own queues are empty too (at once if they are,
+    /// or if no consumer is left to empty them).
+    fn stop_when_dispatched(&mut self, reason: Reason) {
+        if self.dispatcher.buffered() > 0 && !self.consumers.is_empty() {
+            self.pending_stop = Some(reason);
+        } else {
             self.stop.get_or_insert(reason);
         }
     }
@@ -683,6 +707,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if self.stop.is_some() {
                 return;
             }
+            if self.pending_stop.is_some()
+                && (self.dispatcher.buffered() == 0 || self.consumers.is_empty())
+            {
+                self.stop = self.pending_stop.take();
+                return;
+            }
             if !self.release_markers().await {
                 continue;
             }
@@ -707,6 +737,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 && let Some(entry) = self.replay.pop_front()
             {
                 match entry {
+                    Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
                     Accumulated::Demand(demand) => self.serve(demand).await,
                     Accumulated::Events(events) => self.emit(events),
                 }

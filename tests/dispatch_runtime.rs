@@ -1,0 +1,274 @@
+//! Broadcast and partition dispatchers driven through running stages (SEMANTICS.md §4).
+
+mod support;
+
+use std::sync::Arc;
+
+use demandflow::Partition;
+use demandflow::{
+    BroadcastDispatcher, Context, DemandFlow, Info, PartitionDispatcher, Producer, SubscribeError,
+    SubscribeOptions, SubscribeRefused, consumer, producer,
+};
+use parking_lot::Mutex;
+use support::{Counter, Recorder, batches, eventually};
+
+/// Emits the `Vec<u64>` it receives as info.
+struct Emitter;
+
+impl Producer for Emitter {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut Context<u64>) {
+        if let Ok(events) = info.downcast::<Vec<u64>>() {
+            ctx.emit_vec(events);
+        }
+    }
+}
+
+#[tokio::test]
+async fn broadcast_moves_at_the_pace_of_the_slowest_consumer() {
+    let (counter, demands) = Counter::new();
+    let p = producer(counter)
+        .dispatcher(BroadcastDispatcher::new())
+        .start()
+        .unwrap();
+    let (fast, fast_log) = Recorder::manual();
+    let (slow, slow_log) = Recorder::manual();
+    let fast = consumer(fast).start().unwrap();
+    let slow = consumer(slow).start().unwrap();
+    let fs = fast
+        .subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let ss = slow
+        .subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
+    fast.ask(fs, 10).unwrap();
+    let _ = fast.stats().await;
+    let _ = p.stats().await;
+    assert!(
+        demands.lock().is_empty(),
+        "nothing flows until every consumer asks"
+    );
+    slow.ask(ss, 4).unwrap();
+    eventually(|| batches(&slow_log).concat().len() == 4).await;
+    assert_eq!(batches(&fast_log).concat(), vec![0, 1, 2, 3]);
+    assert_eq!(batches(&slow_log).concat(), vec![0, 1, 2, 3]);
+    assert_eq!(*demands.lock(), vec![4]);
+}
+
+#[tokio::test]
+async fn broadcast_selectors_pick_events_without_stalling() {
+    let (counter, _) = Counter::new();
+    let p = producer(counter)
+        .dispatcher(BroadcastDispatcher::new())
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    let (even, even_log) = Recorder::new();
+    let (odd, odd_log) = Recorder::new();
+    let (all, all_log) = Recorder::new();
+    let even = consumer(even).start().unwrap();
+    let odd = consumer(odd).start().unwrap();
+    let all = consumer(all).start().unwrap();
+    let opts = || SubscribeOptions::<u64>::new().max_demand(4).min_demand(2);
+    even.subscribe_to(&p, opts().selector(|e| e % 2 == 0))
+        .await
+        .unwrap();
+    odd.subscribe_to(&p, opts().selector(|e| e % 2 == 1))
+        .await
+        .unwrap();
+    all.subscribe_to(&p, opts()).await.unwrap();
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&all_log).concat().len() >= 40).await;
+    eventually(|| batches(&even_log).concat().len() >= 20).await;
+    let all: Vec<u64> = batches(&all_log).concat();
+    assert_eq!(all[..40], (0..40).collect::<Vec<_>>()[..]);
+    let even: Vec<u64> = batches(&even_log).concat();
+    assert_eq!(even[..20], (0..40).step_by(2).collect::<Vec<_>>()[..]);
+    let odd: Vec<u64> = batches(&odd_log).concat();
+    assert!(odd.iter().all(|e| e % 2 == 1));
+    assert!(odd.windows(2).all(|w| w[1] == w[0] + 2));
+    for batch in batches(&even_log) {
+        assert!(!batch.is_empty() && batch.len() <= 4);
+    }
+}
+
+#[tokio::test]
+async fn broadcast_refuses_the_same_consumer_twice() {
+    let (counter, _) = Counter::new();
+    let p = producer(counter)
+        .dispatcher(BroadcastDispatcher::new())
+        .start()
+        .unwrap();
+    let (rec, _) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    let err = c
+        .subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SubscribeError::Refused(SubscribeRefused::AlreadySubscribed)
+    );
+    let _ = c.stats().await;
+    assert!(
+        c.is_running(),
+        "a refused subscription does not stop the consumer"
+    );
+}
+
+fn even_odd() -> PartitionDispatcher<u64> {
+    PartitionDispatcher::named(["even", "odd"], |e: u64| {
+        if e % 3 == 0 {
+            None
+        } else {
+            Some((usize::from(e % 2 == 1), e))
+        }
+    })
+    .build()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn partition_worked_example_routes_discards_and_buffers_exactly() {
+    let p = producer(Emitter).dispatcher(even_odd()).start().unwrap();
+    p.send_info((1..=12).collect::<Vec<u64>>()).unwrap();
+    let (even, even_log) = Recorder::manual();
+    let (odd, odd_log) = Recorder::manual();
+    let even = consumer(even).start().unwrap();
+    let odd = consumer(odd).start().unwrap();
+    let es = even
+        .subscribe_to(&p, SubscribeOptions::new().partition("even"))
+        .await
+        .unwrap();
+    let os = odd
+        .subscribe_to(&p, SubscribeOptions::new().partition("odd"))
+        .await
+        .unwrap();
+    even.ask(es, 4).unwrap();
+    odd.ask(os, 4).unwrap();
+    eventually(|| batches(&even_log).concat().len() == 4 && batches(&odd_log).concat().len() == 4)
+        .await;
+    assert_eq!(batches(&even_log).concat(), vec![2, 4, 8, 10]);
+    assert_eq!(batches(&odd_log).concat(), vec![1, 5, 7, 11]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn discarded_events_never_stall_a_partition() {
+    // GenStage delivers [0] and then nothing, forever, in this setup.
+    let (counter, _) = Counter::new();
+    let only_even = PartitionDispatcher::numbered(1, |e: u64| (e % 2 == 0).then_some((0, e)))
+        .build()
+        .unwrap();
+    let p = producer(counter).dispatcher(only_even).start().unwrap();
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(
+        &p,
+        SubscribeOptions::new()
+            .partition(0)
+            .max_demand(2)
+            .min_demand(0),
+    )
+    .await
+    .unwrap();
+    eventually(|| batches(&log).concat().len() >= 20).await;
+    let seen = batches(&log).concat();
+    assert!(seen[..20].iter().copied().eq((0..40).step_by(2)));
+    assert!(batches(&log).iter().all(|b| !b.is_empty() && b.len() <= 2));
+}
+
+#[tokio::test]
+async fn partition_subscriptions_must_name_a_free_existing_partition() {
+    let p = producer(Emitter).dispatcher(even_odd()).start().unwrap();
+    let (rec, _) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let missing = c
+        .subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        missing,
+        SubscribeError::Refused(SubscribeRefused::MissingPartition { .. })
+    ));
+    let unknown = c
+        .subscribe_to(&p, SubscribeOptions::new().partition("prime"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        unknown,
+        SubscribeError::Refused(SubscribeRefused::UnknownPartition { .. })
+    ));
+    c.subscribe_to(&p, SubscribeOptions::new().partition("odd"))
+        .await
+        .unwrap();
+    let (rec2, _) = Recorder::<u64>::manual();
+    let c2 = consumer(rec2).start().unwrap();
+    let taken = c2
+        .subscribe_to(&p, SubscribeOptions::new().partition("odd"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        taken,
+        SubscribeError::Refused(SubscribeRefused::PartitionTaken(Partition::Name(
+            "odd".into()
+        )))
+    );
+    assert!(c.is_running() && c2.is_running());
+}
+
+#[tokio::test]
+async fn partitions_keep_per_key_order_and_lose_nothing() {
+    const N: u64 = 3000;
+    let dispatcher = PartitionDispatcher::by_key(3, |e: &u64| e % 7)
+        .build()
+        .unwrap();
+    let p = producer(demandflow::from_iter(0..N))
+        .dispatcher(dispatcher)
+        .start()
+        .unwrap();
+    let logs: Vec<_> = (0..3).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let mut consumers = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let (mut rec, _) = Recorder::new();
+        rec.log = log.clone();
+        let c = consumer(rec).start().unwrap();
+        c.subscribe_to(&p, SubscribeOptions::new().partition(i).max_demand(8))
+            .await
+            .unwrap();
+        consumers.push(c);
+    }
+    // The source ends normally once every event has left its buffer and the
+    // dispatcher's queues; termination then reaches every consumer.
+    for c in &consumers {
+        assert_eq!(c.wait().await, demandflow::Reason::Normal);
+    }
+    let mut seen: Vec<u64> = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let events = batches(log).concat();
+        assert!(
+            events.windows(2).all(|w| w[0] < w[1]),
+            "order kept in partition {i}"
+        );
+        for e in &events {
+            assert_eq!(
+                demandflow::key_partition(&(e % 7), 3),
+                i,
+                "event {e} in its key's partition"
+            );
+        }
+        seen.extend(events);
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..N).collect::<Vec<u64>>(),
+        "no event lost or duplicated"
+    );
+}
