@@ -15,7 +15,9 @@ use crate::behaviour::Behaviour;
 use crate::catch::{CatchUnwind, panic_reason};
 use crate::context::Action;
 use crate::group::{HandleGuard, Node};
-use crate::port::{ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort};
+use crate::port::{
+    ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, SubscribeMsg, SubscribeToMsg,
+};
 use crate::{
     Context, DemandFlow, DemandMode, Info, Peer, StageKind, StageStats, StartError, SubscribeError,
     SubscriptionStats,
@@ -73,7 +75,7 @@ where
         rx,
         me: mailbox.clone(),
         exit: exit_tx,
-        consumers: HashMap::new(),
+        consumers: IdMap::default(),
         buffer: Buffer::new(options.buffer_size, options.buffer_keep),
         flow: options.flow,
         accumulated: VecDeque::new(),
@@ -81,7 +83,7 @@ where
         to_serve: 0,
         pc_demand: 0,
         pending_stop: None,
-        producers: HashMap::new(),
+        producers: IdMap::default(),
         input: VecDeque::new(),
         events_in: 0,
         events_out: 0,
@@ -145,7 +147,7 @@ struct Engine<B: Behaviour, D> {
     me: Arc<Mailbox<B::In, B::Out>>,
     exit: watch::Sender<Option<Reason>>,
     // Producer side.
-    consumers: HashMap<SubscriptionId, Arc<dyn ConsumerPort<B::Out>>>,
+    consumers: IdMap<Arc<dyn ConsumerPort<B::Out>>>,
     buffer: Buffer<B::Out, Marker>,
     flow: DemandFlow,
     accumulated: VecDeque<Accumulated<B::Out>>,
@@ -158,7 +160,7 @@ struct Engine<B: Behaviour, D> {
     /// dispatcher's own queues to empty.
     pending_stop: Option<Reason>,
     // Consumer side.
-    producers: HashMap<SubscriptionId, Upstream<B::In>>,
+    producers: IdMap<Upstream<B::In>>,
     input: VecDeque<Input<B::In>>,
     // Counters.
     events_in: u64,
@@ -169,7 +171,7 @@ struct Engine<B: Behaviour, D> {
 
 /// Sends a dispatcher's deliveries to the subscribed consumers.
 struct Outbox<'a, T> {
-    consumers: &'a HashMap<SubscriptionId, Arc<dyn ConsumerPort<T>>>,
+    consumers: &'a IdMap<Arc<dyn ConsumerPort<T>>>,
     delivered: &'a mut u64,
     lost: &'a mut u64,
 }
@@ -218,11 +220,14 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
         match msg {
-            Msg::Subscribe {
-                sub,
-                consumer,
-                options,
-            } => self.on_subscribe(sub, consumer, options).await,
+            Msg::Subscribe(msg) => {
+                let SubscribeMsg {
+                    sub,
+                    consumer,
+                    options,
+                } = *msg;
+                self.on_subscribe(sub, consumer, options).await;
+            }
             Msg::Ask { sub, demand } => self.on_ask(sub, demand),
             Msg::Cancel { sub, reason, echo } => {
                 if let Some(port) = self.consumers.remove(&sub) {
@@ -245,19 +250,20 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }
             }
             Msg::Subscribed { sub, result } => self.on_subscribed(sub, result).await,
-            Msg::SubscribeTo {
-                producer,
-                options,
-                sub,
-                replaces,
-                reply,
-            } => {
+            Msg::SubscribeTo(msg) => {
+                let SubscribeToMsg {
+                    producer,
+                    options,
+                    sub,
+                    replaces,
+                    reply,
+                } = *msg;
                 if let Some((old, reason)) = replaces {
                     self.cancel_upstream(old, reason, false);
                 }
                 self.subscribe_to(producer, options, sub, reply).await;
             }
-            Msg::Control(control) => self.on_control(control).await,
+            Msg::Control(control) => self.on_control(*control).await,
         }
     }
 
@@ -826,19 +832,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         let mut lost_in = 0;
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Subscribe { sub, consumer, .. } => {
-                    consumer.cancelled(sub, CancelReason::Down(reason.clone()));
+                Msg::Subscribe(msg) => {
+                    msg.consumer
+                        .cancelled(msg.sub, CancelReason::Down(reason.clone()));
                 }
                 Msg::Events { events, .. } => lost_in += events.len(),
-                Msg::SubscribeTo {
-                    producer,
-                    sub,
-                    reply,
-                    ..
-                } => {
-                    let _ = producer;
-                    let _ = sub;
-                    if let Some(reply) = reply {
+                Msg::SubscribeTo(msg) => {
+                    if let Some(reply) = msg.reply {
                         let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
                     }
                 }
@@ -870,3 +870,27 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         let _ = self.exit.send(Some(reason));
     }
 }
+
+/// A fast hasher for maps keyed by [`SubscriptionId`]: ids are unique counters,
+/// so one multiplication spreads them well, and SipHash's flood resistance buys
+/// nothing here.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<SubscriptionId, V, std::hash::BuildHasherDefault<IdHasher>>;

@@ -67,12 +67,9 @@ pub(crate) enum Control {
 }
 
 pub(crate) enum Msg<I, O> {
-    // From consumers: this stage is their producer.
-    Subscribe {
-        sub: SubscriptionId,
-        consumer: Arc<dyn ConsumerPort<O>>,
-        options: SubscribeOptions<O>,
-    },
+    // From consumers: this stage is their producer. Rare messages are boxed to
+    // keep the hot ones (events, asks) small.
+    Subscribe(Box<SubscribeMsg<O>>),
     Ask {
         sub: SubscriptionId,
         demand: u64,
@@ -96,14 +93,22 @@ pub(crate) enum Msg<I, O> {
         result: Result<(), SubscribeRefused>,
     },
     // From handles.
-    SubscribeTo {
-        producer: Arc<dyn ProducerPort<I>>,
-        options: SubscribeOptions<I>,
-        sub: SubscriptionId,
-        replaces: Option<(SubscriptionId, Reason)>,
-        reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
-    },
-    Control(Control),
+    SubscribeTo(Box<SubscribeToMsg<I>>),
+    Control(Box<Control>),
+}
+
+pub(crate) struct SubscribeMsg<O> {
+    pub(crate) sub: SubscriptionId,
+    pub(crate) consumer: Arc<dyn ConsumerPort<O>>,
+    pub(crate) options: SubscribeOptions<O>,
+}
+
+pub(crate) struct SubscribeToMsg<I> {
+    pub(crate) producer: Arc<dyn ProducerPort<I>>,
+    pub(crate) options: SubscribeOptions<I>,
+    pub(crate) sub: SubscriptionId,
+    pub(crate) replaces: Option<(SubscriptionId, Reason)>,
+    pub(crate) reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
 }
 
 /// The sending side of a stage's mailbox; implements every port.
@@ -149,11 +154,11 @@ impl<I: Send + 'static, O: Send + 'static> ProducerPort<O> for Mailbox<I, O> {
         options: SubscribeOptions<O>,
     ) -> bool {
         self.tx
-            .send(Msg::Subscribe {
+            .send(Msg::Subscribe(Box::new(SubscribeMsg {
                 sub,
                 consumer,
                 options,
-            })
+            })))
             .is_ok()
     }
 
@@ -176,13 +181,13 @@ impl<I: Send + 'static, O: Send + 'static> SubscriberPort<I> for Mailbox<I, O> {
         reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
     ) -> Result<(), NotRunning> {
         self.tx
-            .send(Msg::SubscribeTo {
+            .send(Msg::SubscribeTo(Box::new(SubscribeToMsg {
                 producer,
                 options,
                 sub,
                 replaces,
                 reply,
-            })
+            })))
             .map_err(|_| NotRunning)
     }
 }
@@ -197,7 +202,9 @@ impl<I: Send + 'static, O: Send + 'static> ControlPort for Mailbox<I, O> {
     }
 
     fn control(&self, control: Control) -> Result<(), NotRunning> {
-        self.tx.send(Msg::Control(control)).map_err(|_| NotRunning)
+        self.tx
+            .send(Msg::Control(Box::new(control)))
+            .map_err(|_| NotRunning)
     }
 
     fn exit(&self) -> watch::Receiver<Option<Reason>> {
