@@ -176,3 +176,29 @@ async fn a_producer_consumer_delivers_queued_events_before_it_stops() {
         (0..10).map(|e| e * 2).collect::<Vec<u64>>()
     );
 }
+
+#[tokio::test]
+async fn resubscribing_swaps_producers_without_stopping_a_permanent_consumer() {
+    let (first, _) = Counter::new();
+    let (second, _) = Counter::new();
+    let p1 = producer(first).start().unwrap();
+    let p2 = producer(second).start().unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let old = c.subscribe_to(&p1, SubscribeOptions::new()).await.unwrap();
+    let new = c
+        .resubscribe(old, Reason::Normal, &p2, SubscribeOptions::new())
+        .await
+        .unwrap();
+    assert_ne!(old, new);
+    eventually(|| log.lock().iter().any(|s| matches!(s, Seen::Cancelled(..)))).await;
+    let _ = c.stats().await;
+    assert!(
+        c.is_running(),
+        "the replaced subscription's cancel mode is not applied"
+    );
+    assert!(p1.stats().await.unwrap().subscriptions.is_empty());
+    c.ask(new, 2).unwrap();
+    eventually(|| batches(&log).len() == 1).await;
+    assert_eq!(log.lock().last(), Some(&Seen::Events(new, vec![0, 1])));
+}
