@@ -11,9 +11,10 @@ pub use demandflow_core::{
 };
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
-    DemandMode, EventStream, Info, InfoSender, IterSource, NotRunning, Peer, Producer,
-    ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder, ProducerConsumerRef, ProducerRef,
-    PushSource, Pusher, SendError, StageKind, StageMonitor, StageStats, StartError, StreamSource,
-    SubscribeError, SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer,
-    producer_consumer, push,
+    DemandMode, DrainOutcome, DrainReport, EventStream, Info, InfoSender, IterSource, NotRunning,
+    Peer, Pipeline, Producer, ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder,
+    ProducerConsumerRef, ProducerRef, PushSource, Pusher, SendError, StageDrain, StageHandle,
+    StageKind, StageMonitor, StageStats, StartError, StreamSource, SubscribeError,
+    SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
+    push,
 };

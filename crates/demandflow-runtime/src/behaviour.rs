@@ -43,6 +43,8 @@ pub(crate) trait Behaviour: Send + 'static {
     fn info(&mut self, info: Info, ctx: &mut Context<Self::Out>)
     -> impl Future<Output = ()> + Send;
     fn dropped(&mut self, dropped: usize);
+    /// Producers only: stop taking new input (see `Producer::handle_drain`).
+    fn drain(&mut self, ctx: &mut Context<Self::Out>) -> impl Future<Output = ()> + Send;
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send;
 }
 
@@ -102,6 +104,9 @@ impl<P: Producer> Behaviour for AsProducer<P> {
     fn dropped(&mut self, dropped: usize) {
         self.0.handle_dropped(dropped);
     }
+    fn drain(&mut self, ctx: &mut Context<P::Event>) -> impl Future<Output = ()> + Send {
+        self.0.handle_drain(ctx)
+    }
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         self.0.terminate(reason)
     }
@@ -145,6 +150,7 @@ impl<C: Consumer> Behaviour for AsConsumer<C> {
         self.0.handle_info(info, ctx)
     }
     fn dropped(&mut self, _: usize) {}
+    async fn drain(&mut self, _: &mut ConsumerContext) {}
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         self.0.terminate(reason)
     }
@@ -190,6 +196,7 @@ impl<S: ProducerConsumer> Behaviour for AsProducerConsumer<S> {
     fn dropped(&mut self, dropped: usize) {
         self.0.handle_dropped(dropped);
     }
+    async fn drain(&mut self, _: &mut Context<S::Out>) {}
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         self.0.terminate(reason)
     }

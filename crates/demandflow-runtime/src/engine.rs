@@ -83,6 +83,8 @@ where
         to_serve: 0,
         pc_demand: 0,
         pending_stop: None,
+        draining: false,
+        drain_finishing: false,
         producers: IdMap::default(),
         input: VecDeque::new(),
         events_in: 0,
@@ -159,6 +161,10 @@ struct Engine<B: Behaviour, D> {
     /// A deferred stop whose buffered events have gone, waiting for the
     /// dispatcher's own queues to empty.
     pending_stop: Option<Reason>,
+    /// Draining: producers take no new input; other stages stop once their
+    /// producers are gone and their input is handled.
+    draining: bool,
+    drain_finishing: bool,
     // Consumer side.
     producers: IdMap<Upstream<B::In>>,
     input: VecDeque<Input<B::In>>,
@@ -284,10 +290,41 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             Control::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Control::Drain => {
+                if !self.draining {
+                    self.draining = true;
+                    tracing::debug!("draining");
+                    if B::KIND == StageKind::Producer {
+                        self.behaviour.drain(&mut self.ctx).await;
+                    }
+                }
+            }
             Control::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
         }
+    }
+
+    /// A draining consumer or producer-consumer whose producers are all gone and
+    /// whose input is handled stops (a producer-consumer after delivering its buffer).
+    /// Returns true when it started stopping.
+    fn finish_drain(&mut self) -> bool {
+        if self.drain_finishing
+            || !self.draining
+            || B::KIND == StageKind::Producer
+            || !self.producers.is_empty()
+            || !self.input.is_empty()
+        {
+            return false;
+        }
+        self.drain_finishing = true;
+        match B::KIND {
+            StageKind::ProducerConsumer => self.stop_after_buffered(Reason::Shutdown),
+            _ => {
+                self.stop.get_or_insert(Reason::Shutdown);
+            }
+        }
+        true
     }
 
     // ----- producer side -------------------------------------------------------
@@ -750,25 +787,30 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 continue;
             }
             if B::KIND == StageKind::ProducerConsumer {
-                match self.input.front() {
-                    Some(Input::Events(..)) if self.pc_demand > 0 => {}
-                    Some(Input::Cancelled(..) | Input::Info(_)) => {}
-                    _ => return,
-                }
-                match self.input.pop_front() {
-                    Some(Input::Events(sub, events)) => self.consume(sub, events).await,
-                    Some(Input::Cancelled(sub, reason)) => {
-                        self.on_upstream_ended(sub, reason).await;
-                    }
-                    Some(Input::Info(info)) => {
-                        if let Some(Marker::Info(info)) =
-                            self.buffer.push_marker(Marker::Info(info))
-                        {
-                            self.behaviour.info(info, &mut self.ctx).await;
+                let ready = match self.input.front() {
+                    Some(Input::Events(..)) => self.pc_demand > 0,
+                    Some(Input::Cancelled(..) | Input::Info(_)) => true,
+                    None => false,
+                };
+                if ready {
+                    match self.input.pop_front() {
+                        Some(Input::Events(sub, events)) => self.consume(sub, events).await,
+                        Some(Input::Cancelled(sub, reason)) => {
+                            self.on_upstream_ended(sub, reason).await;
                         }
+                        Some(Input::Info(info)) => {
+                            if let Some(Marker::Info(info)) =
+                                self.buffer.push_marker(Marker::Info(info))
+                            {
+                                self.behaviour.info(info, &mut self.ctx).await;
+                            }
+                        }
+                        None => {}
                     }
-                    None => return,
+                    continue;
                 }
+            }
+            if self.finish_drain() {
                 continue;
             }
             return;

@@ -146,6 +146,20 @@ macro_rules! control_methods {
             rx.await.map_err(|_| NotRunning)
         }
 
+        /// Starts draining the stage: a producer takes no new input, delivers what
+        /// it holds and stops; a consumer or producer-consumer stops once its
+        /// producers are gone and its input is handled (a producer-consumer after
+        /// delivering its buffer). Returns at once; [`wait`](Self::wait) for the end.
+        /// To drain a whole pipeline with a deadline, use
+        /// [`Pipeline::drain`](crate::Pipeline::drain).
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn drain(&self) -> Result<(), NotRunning> {
+            self.control.control(Control::Drain)
+        }
+
         /// A snapshot of the stage's counters and subscriptions.
         ///
         /// # Errors
@@ -395,3 +409,52 @@ impl<I, O> fmt::Debug for ProducerConsumerRef<I, O> {
             .finish()
     }
 }
+
+/// A handle to any stage, whatever its event types: for code that manages
+/// stages without touching their events (draining, supervising, monitoring).
+///
+/// Every typed handle converts into one with `From`/`Into`; it keeps the
+/// pipeline alive like the typed handle.
+#[derive(Clone)]
+pub struct StageHandle {
+    pub(crate) control: Arc<dyn ControlPort>,
+    #[expect(dead_code, reason = "held for its Drop: it keeps the pipeline alive")]
+    pub(crate) guard: Arc<HandleGuard>,
+}
+
+impl StageHandle {
+    control_methods!();
+}
+
+impl fmt::Debug for StageHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageHandle")
+            .field("id", &self.control.id())
+            .field("name", &self.control.name())
+            .finish()
+    }
+}
+
+macro_rules! into_stage_handle {
+    ($($ty:ident<$($p:ident),+>),+) => {$(
+        impl<$($p),+> From<&$ty<$($p),+>> for StageHandle {
+            fn from(handle: &$ty<$($p),+>) -> Self {
+                StageHandle {
+                    control: handle.control.clone(),
+                    guard: handle.guard.clone(),
+                }
+            }
+        }
+
+        impl<$($p),+> From<$ty<$($p),+>> for StageHandle {
+            fn from(handle: $ty<$($p),+>) -> Self {
+                StageHandle {
+                    control: handle.control,
+                    guard: handle.guard,
+                }
+            }
+        }
+    )+};
+}
+
+into_stage_handle!(ProducerRef<T>, ConsumerRef<T>, ProducerConsumerRef<I, O>);

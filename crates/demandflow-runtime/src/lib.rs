@@ -12,6 +12,7 @@ mod error;
 mod group;
 mod handle;
 mod info;
+mod pipeline;
 mod port;
 mod source;
 mod stage;
@@ -28,8 +29,11 @@ pub use demandflow_core::{
     Partition, PartitionDispatcher, Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use error::{NotRunning, SendError, StartError, SubscribeError, TrySendError};
-pub use handle::{AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageMonitor};
+pub use handle::{
+    AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageHandle, StageMonitor,
+};
 pub use info::Info;
+pub use pipeline::{DrainOutcome, DrainReport, Pipeline, StageDrain};
 pub use source::{IterSource, PushSource, Pusher, StreamSource, from_iter, from_stream, push};
 pub use stage::{Consumer, ConsumerContext, Producer, ProducerConsumer};
 pub use stats::{StageKind, StageStats, SubscriptionStats};

@@ -63,6 +63,7 @@ pub(crate) enum Control {
     Demand(DemandFlow),
     BufferedCount(oneshot::Sender<usize>),
     Stats(oneshot::Sender<StageStats>),
+    Drain,
     Stop(Reason),
 }
 

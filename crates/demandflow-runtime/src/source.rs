@@ -287,6 +287,7 @@ pub struct PushSource<T> {
     shared: Arc<PushShared<T>>,
     demand: u64,
     finished: bool,
+    draining: bool,
 }
 
 /// Sends events into a running [`PushSource`] from any task, with back-pressure.
@@ -341,6 +342,7 @@ pub fn push<T: Send + 'static>(capacity: usize) -> (PushSource<T>, Pusher<T>) {
             shared: shared.clone(),
             demand: 0,
             finished: false,
+            draining: false,
         },
         Pusher {
             shared,
@@ -361,9 +363,15 @@ impl<T: Send + 'static> PushSource<T> {
             self.demand -= n as u64;
             self.shared.permits.add_permits(n);
         }
-        if queue.is_empty() && self.shared.senders.load(Ordering::Acquire) == 0 && !self.finished {
+        let closed = self.draining || self.shared.senders.load(Ordering::Acquire) == 0;
+        if queue.is_empty() && closed && !self.finished {
             self.finished = true;
-            ctx.stop_after_buffered(Reason::Normal);
+            let reason = if self.draining {
+                Reason::Shutdown
+            } else {
+                Reason::Normal
+            };
+            ctx.stop_after_buffered(reason);
         }
     }
 }
@@ -387,6 +395,13 @@ impl<T: Send + 'static> Producer for PushSource<T> {
             self.shared.wake_pending.store(false, Ordering::Release);
             self.drain(ctx);
         }
+    }
+
+    /// Refuses new pushes at once; what was already pushed is still delivered.
+    async fn handle_drain(&mut self, ctx: &mut Context<T>) {
+        self.shared.permits.close();
+        self.draining = true;
+        self.drain(ctx);
     }
 
     async fn terminate(&mut self, _: &Reason) {

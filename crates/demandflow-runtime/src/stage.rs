@@ -92,6 +92,19 @@ pub trait Producer: Send + 'static {
         tracing::warn!(dropped, "producer buffer full: events dropped");
     }
 
+    /// The pipeline is draining ([`Pipeline::drain`](crate::Pipeline::drain)): take
+    /// no new input, emit what is already in hand, then stop.
+    ///
+    /// The default stops the stage with [`Reason::Shutdown`] once its buffered
+    /// events are dispatched, so `handle_demand` is not called again. A producer
+    /// holding events of its own (a queue fed from outside) overrides this: it
+    /// refuses new input, keeps answering `handle_demand` from what it holds, and
+    /// calls [`Context::stop_after_buffered`] once that is empty.
+    fn handle_drain(&mut self, ctx: &mut Context<Self::Event>) -> impl Future<Output = ()> + Send {
+        ctx.stop_after_buffered(Reason::Shutdown);
+        async {}
+    }
+
     /// The stage is stopping with `reason`; the last callback it gets.
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         let _ = reason;
