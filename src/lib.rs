@@ -18,3 +18,6 @@ pub use demandflow_runtime::{
     SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
     push,
 };
+pub use demandflow_supervisor::{
+    Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
+};
