@@ -41,9 +41,9 @@
 //!
 //! **Demand flows upstream, events flow downstream.** A consumer asks for a number
 //! of events; the producer may send up to that many, never more, in batches (a
-//! `Vec` of one or more events). That rule is the whole of back-pressure: a
-//! producer-consumer only asks upstream while its own consumers want something,
-//! so the slowest stage sets the pace for the pipeline.
+//! `Vec` of one or more events). That rule is the whole of back-pressure: after
+//! its first ask, a producer-consumer asks upstream again only while its own
+//! consumers want something, so the slowest stage sets the pace of the pipeline.
 //!
 //! Each stage owns its state. Callbacks take `&mut self` and run one at a time in
 //! the stage's task, so a stage needs no locks. Callbacks are plain `async fn`s in
