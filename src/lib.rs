@@ -461,7 +461,6 @@
 //! holds.
 //!
 //! ```
-//! use demandflow::CancelReason;
 //! use demandflow::prelude::*;
 //! use tokio::sync::mpsc;
 //!
@@ -473,7 +472,7 @@
 //!
 //!     async fn handle_demand(&mut self, _demand: u64, _ctx: &mut Context<u64>) {}
 //!
-//!     async fn handle_info(&mut self, _info: demandflow::Info, _ctx: &mut Context<u64>) {
+//!     async fn handle_info(&mut self, _info: Info, _ctx: &mut Context<u64>) {
 //!         panic!("fragile producer broke");
 //!     }
 //! }
