@@ -32,11 +32,12 @@
 //! directions:
 //!
 //! ```text
-//!             asks for 1000            asks for 1000
-//!   Counter  <-------------  Doubler  <-------------  Sink
-//!  (producer) -------------> (prod.-  -------------> (consumer)
-//!              events 0, 1, consumer)  events 0, 2,
-//!              2, …                    4, …
+//!               asks for 1000               asks for 1000
+//!   Counter   <---------------   Doubler   <---------------   Forward
+//!             --------------->             --------------->
+//!                0, 1, 2, …                   0, 2, 4, …
+//!
+//!  producer                 producer-consumer                consumer
 //! ```
 //!
 //! **Demand flows upstream, events flow downstream.** A consumer asks for a number
@@ -153,8 +154,9 @@
 //! - `Counter` is infinite, yet nothing runs away. `Forward` awaits inside
 //!   `handle_events` while the channel is full; until that call returns it asks for
 //!   nothing, so `Doubler` soon has no demand to serve and stops asking `Counter`.
-//! - A producer never sees events, only numbers; a consumer never asks for events
-//!   explicitly; the runtime does it ([Demand](#demand) explains when).
+//! - A producer never sees events, only numbers. A consumer does not ask for
+//!   events itself by default: the runtime asks on its behalf ([Demand](#demand)
+//!   explains when).
 //! - The stages stop when the last handle to the pipeline is dropped, here at the
 //!   end of `main` ([How pipelines stop](#how-pipelines-stop)).
 //!
@@ -166,8 +168,8 @@
 //!
 //! - **All the data is already at hand, and you only want it processed (maybe in
 //!   parallel).** Use an iterator, or rayon's parallel iterators for CPU-bound work.
-//!   Splitting a computation into stages adds a task switch and a message per batch
-//!   and buys no parallelism by itself.
+//!   Stages cost a message and a task switch per batch, and for data already in
+//!   memory rayon spreads the work over the cores with far less ceremony.
 //! - **One async task does the whole job.** A `loop` with `.await`s in it, or a
 //!   bounded `tokio::sync::mpsc` channel between two tasks, already has
 //!   back-pressure and is easier to read.
@@ -365,12 +367,13 @@
 //! The buffer is bounded so memory stays bounded when consumers fall behind:
 //!
 //! - [`buffer_size`](ProducerBuilder::buffer_size) is [10 000](DEFAULT_BUFFER_SIZE)
-//!   events for a producer (a producer-consumer's buffer is unbounded, because it
-//!   only emits in response to demand anyway).
+//!   events for a producer. A producer-consumer's buffer is unbounded by default:
+//!   it only takes input while its consumers have demand, so its buffer only holds
+//!   what a handler emits beyond that demand.
 //! - [`buffer_keep`](ProducerBuilder::buffer_keep) decides what goes on overflow:
 //!   [`BufferKeep::Last`] (the default) drops the oldest buffered events,
 //!   [`BufferKeep::First`] drops the incoming ones.
-//! - Dropped events are never dropped silently: the stage's
+//! - Nothing is dropped silently: the stage's
 //!   [`handle_dropped`](Producer::handle_dropped) is called with how many (by
 //!   default it logs a warning), and they are counted in [`StageStats`].
 //! - [`estimate_buffered_count`](ProducerRef::estimate_buffered_count) says how
@@ -675,8 +678,10 @@
 //! from any task. At most `capacity` pushed events wait for demand:
 //! [`Pusher::send`] waits while that many are waiting, and [`Pusher::try_send`]
 //! hands the event back instead. When every `Pusher` (they are `Clone`) has been
-//! dropped, the source delivers what is left and stops normally. `Pusher` is also a
-//! `futures` `Sink`.
+//! dropped, the source delivers what is left and stops normally. A `Pusher` does
+//! not keep the pipeline alive: once the last stage handle is gone the source
+//! shuts down, and `send` hands the event back in a [`SendError`]. `Pusher` is
+//! also a `futures` `Sink`.
 //!
 //! ```
 //! use demandflow::TrySendError;
