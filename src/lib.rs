@@ -1,6 +1,809 @@
-//! demandflow: demand-driven, back-pressured dataflow stages for tokio.
+//! Demand-driven, back-pressured dataflow stages for [tokio], in the style of
+//! Elixir's GenStage.
 //!
-//! (The tutorial is being written; see the README.)
+//! A pipeline is built from *stages*: small state machines, each running in its
+//! own task, that pass events to one another. No stage ever sends more events than
+//! the stage after it asked for, so a slow stage slows down everything upstream of
+//! it instead of letting queues grow without bound.
+//!
+//! This page is a tutorial. It walks through the pieces in the order you will meet
+//! them; every example on it is a test that runs and checks its result.
+//!
+//! - [Stages](#stages) and [a first pipeline](#a-first-pipeline)
+//! - [When not to use stages](#when-not-to-use-stages)
+//! - [Demand](#demand), [manual demand](#manual-demand) and [buffering](#buffering)
+//! - [How pipelines stop](#how-pipelines-stop): cancel modes, finite sources, handles
+//! - [Streams and push handles](#streams-and-push-handles)
+//! - [Dispatchers](#dispatchers)
+//!
+//! # Stages
+//!
+//! There are three kinds of stage, one trait each:
+//!
+//! - A [`Producer`] is a source. It emits events when it is asked for them, in
+//!   [`handle_demand`](Producer::handle_demand).
+//! - A [`Consumer`] is a sink. It receives events in
+//!   [`handle_events`](Consumer::handle_events) and asks its producers for more.
+//! - A [`ProducerConsumer`] sits in between: it receives events from upstream,
+//!   turns them into other events (or none), and emits those downstream.
+//!
+//! A consumer (or producer-consumer) *subscribes* to a producer (or
+//! producer-consumer). Over that subscription two things travel in opposite
+//! directions:
+//!
+//! ```text
+//!               asks for 1000               asks for 1000
+//!   Counter   <---------------   Doubler   <---------------   Forward
+//!             --------------->             --------------->
+//!                0, 1, 2, …                   0, 2, 4, …
+//!
+//!  producer                 producer-consumer                consumer
+//! ```
+//!
+//! **Demand flows upstream, events flow downstream.** A consumer asks for a number
+//! of events; the producer may send up to that many, never more, in batches (a
+//! `Vec` of one or more events). That rule is the whole of back-pressure: after
+//! its first ask, a producer-consumer asks upstream again only while its own
+//! consumers want something, so the slowest stage sets the pace of the pipeline.
+//!
+//! Each stage owns its state. Callbacks take `&mut self` and run one at a time in
+//! the stage's task, so a stage needs no locks. Callbacks are plain `async fn`s in
+//! the trait (no macro, no boxing); whatever a callback wants to *do* — emit
+//! events, ask, cancel, stop — it records on its [`Context`], and the runtime
+//! carries it out when the callback returns.
+//!
+//! Most code only needs the [`prelude`]:
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! ```
+//!
+//! # A first pipeline
+//!
+//! Three stages: `Counter` emits 0, 1, 2, …; `Doubler` multiplies each event by
+//! two; `Forward` hands what it receives to a channel, so the test can look at it.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! /// Emits 0, 1, 2, … exactly as many as it is asked for.
+//! struct Counter {
+//!     next: u64,
+//! }
+//!
+//! impl Producer for Counter {
+//!     type Event = u64;
+//!
+//!     async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<u64>) {
+//!         ctx.emit_all(self.next..self.next + demand);
+//!         self.next += demand;
+//!     }
+//! }
+//!
+//! /// Doubles every event.
+//! struct Doubler;
+//!
+//! impl ProducerConsumer for Doubler {
+//!     type In = u64;
+//!     type Out = u64;
+//!
+//!     async fn handle_events(
+//!         &mut self,
+//!         events: Vec<u64>,
+//!         _from: SubscriptionId,
+//!         ctx: &mut Context<u64>,
+//!     ) {
+//!         ctx.emit_all(events.into_iter().map(|n| n * 2));
+//!     }
+//! }
+//!
+//! /// Sends every event into a bounded channel, waiting while the channel is full.
+//! struct Forward {
+//!     tx: mpsc::Sender<u64>,
+//! }
+//!
+//! impl Consumer for Forward {
+//!     type Event = u64;
+//!
+//!     async fn handle_events(
+//!         &mut self,
+//!         events: Vec<u64>,
+//!         _from: SubscriptionId,
+//!         ctx: &mut ConsumerContext,
+//!     ) {
+//!         for event in events {
+//!             if self.tx.send(event).await.is_err() {
+//!                 // The receiver is gone: nobody needs more events.
+//!                 ctx.stop(Reason::Normal);
+//!                 return;
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Start each stage on the current tokio runtime…
+//! let counter = producer(Counter { next: 0 }).start()?;
+//! let doubler = producer_consumer(Doubler).start()?;
+//! let (tx, mut rx) = mpsc::channel(8);
+//! let sink = consumer(Forward { tx }).start()?;
+//!
+//! // …then connect them. `subscribe_to` returns once the producer has accepted.
+//! doubler
+//!     .subscribe_to(&counter, SubscribeOptions::new())
+//!     .await?;
+//! sink.subscribe_to(&doubler, SubscribeOptions::new()).await?;
+//!
+//! let mut received = Vec::new();
+//! while received.len() < 6 {
+//!     received.push(rx.recv().await.expect("the pipeline is running"));
+//! }
+//! assert_eq!(received, [0, 2, 4, 6, 8, 10]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A few things to notice:
+//!
+//! - [`producer`], [`producer_consumer`] and [`consumer`] return builders; `start`
+//!   spawns the stage on the current tokio runtime and returns a typed handle
+//!   ([`ProducerRef`], [`ProducerConsumerRef`], [`ConsumerRef`]). The types make
+//!   sure a consumer of `u64` can only subscribe to a producer of `u64`.
+//! - `Counter` is infinite, yet nothing runs away. `Forward` awaits inside
+//!   `handle_events` while the channel is full; until that call returns it asks for
+//!   nothing, so `Doubler` soon has no demand to serve and stops asking `Counter`.
+//! - A producer never sees events, only numbers. A consumer does not ask for
+//!   events itself by default: the runtime asks on its behalf ([Demand](#demand)
+//!   explains when).
+//! - The stages stop when the last handle to the pipeline is dropped, here at the
+//!   end of `main` ([How pipelines stop](#how-pipelines-stop)).
+//!
+//! # When not to use stages
+//!
+//! Stages are for work that flows between concurrent parts at different speeds and
+//! needs back-pressure between them. Reach for something smaller when that is not
+//! the case:
+//!
+//! - **All the data is already at hand, and you only want it processed (maybe in
+//!   parallel).** Use an iterator, or rayon's parallel iterators for CPU-bound work.
+//!   Stages cost a message and a task switch per batch, and for data already in
+//!   memory rayon spreads the work over the cores with far less ceremony.
+//! - **One async task does the whole job.** A `loop` with `.await`s in it, or a
+//!   bounded `tokio::sync::mpsc` channel between two tasks, already has
+//!   back-pressure and is easier to read.
+//! - **You want to organise code, not concurrency.** Stages are a runtime
+//!   structure; for modules and layers, use functions and types.
+//!
+//! Stages pay off when several producers or consumers share work, when a slow sink
+//! must hold back a fast source across several steps, or when events must be
+//! routed (one consumer each, to all of them, or by key; see
+//! [Dispatchers](#dispatchers)).
+//!
+//! # Demand
+//!
+//! By default a consumer manages demand itself, per subscription, from two
+//! [`SubscribeOptions`]: `max_demand` (default [1000](DEFAULT_MAX_DEMAND)) and
+//! `min_demand` (default: half of `max_demand`, rounded down).
+//!
+//! 1. When it subscribes, the consumer asks for `max_demand` events.
+//! 2. Every batch that arrives is cut into chunks of at most
+//!    `max_demand - min_demand` events (a chunk never spans two batches), and
+//!    `handle_events` is called once per chunk.
+//! 3. Each chunk lowers the *pending* demand (asked for, not yet received). When it
+//!    falls to `min_demand` or below, the consumer asks for enough to bring it back
+//!    to `max_demand`. That ask is sent after `handle_events` has returned for the
+//!    chunk (for a producer-consumer: after its output has been handed on).
+//!
+//! With a producer that always has events ready, that gives:
+//!
+//! | max / min | chunks `handle_events` sees | asks the producer sees |
+//! |---|---|---|
+//! | 1000 / 500 (default) | `0..=499`, `500..=999`, … | 1000, 500, 500, … |
+//! | 100 / 80 | 20 events each: `0..=19`, `20..=39`, … | 100, 20, 20, 20, … |
+//! | 100 / 20 | `0..=79`, `80..=99`, `100..=179`, `180..=259`, `260..=279`, … | 100, 80, 100, 80, … |
+//! | 1 / 0 | `[0]`, `[1]`, `[2]`, … | 1, 1, 1, … |
+//!
+//! A small `max_demand` keeps little in flight and makes each batch cheap to lose;
+//! a large one amortises the per-message cost over more events. `min_demand`
+//! decides how early a consumer asks again: close to `max_demand`, it asks often
+//! and keeps the producer busy; at 0, it empties its demand before asking again.
+//!
+//! The accounting is a pure state machine, [`AutoDemand`], with [`split_chunks`]
+//! doing the cutting; the runtime uses exactly these, so the numbers above can be
+//! checked without starting a task:
+//!
+//! ```
+//! use demandflow::{AutoDemand, split_chunks};
+//! use std::ops::RangeInclusive;
+//!
+//! /// Plays a producer that answers every ask at once with one batch of exactly
+//! /// that many events. Returns the first `n` chunks the consumer's handler gets,
+//! /// and every ask the producer got.
+//! fn replay(max_demand: u64, min_demand: u64, n: usize) -> (Vec<RangeInclusive<u64>>, Vec<u64>) {
+//!     let mut demand = AutoDemand::new(max_demand, min_demand);
+//!     let mut asks = vec![demand.subscribe()];
+//!     let (mut answered, mut next_event, mut chunks) = (0, 0, Vec::new());
+//!     while chunks.len() < n {
+//!         let size = asks[answered];
+//!         answered += 1;
+//!         let batch: Vec<u64> = (next_event..next_event + size).collect();
+//!         next_event += size;
+//!         for chunk in split_chunks(batch, demand.chunk_len()) {
+//!             chunks.push(chunk[0]..=chunk[chunk.len() - 1]);
+//!             match demand.consume(chunk.len() as u64) {
+//!                 0 => {}
+//!                 ask => asks.push(ask),
+//!             }
+//!         }
+//!     }
+//!     chunks.truncate(n);
+//!     (chunks, asks)
+//! }
+//!
+//! let (chunks, asks) = replay(1000, 500, 2);
+//! assert_eq!(chunks, [0..=499, 500..=999]);
+//! assert_eq!(asks, [1000, 500, 500]);
+//!
+//! let (chunks, asks) = replay(100, 80, 6);
+//! assert_eq!(
+//!     chunks,
+//!     [0..=19, 20..=39, 40..=59, 60..=79, 80..=99, 100..=119]
+//! );
+//! assert_eq!(asks[..5], [100, 20, 20, 20, 20]);
+//!
+//! let (chunks, asks) = replay(100, 20, 5);
+//! assert_eq!(chunks, [0..=79, 80..=99, 100..=179, 180..=259, 260..=279]);
+//! assert_eq!(asks[..4], [100, 80, 100, 80]);
+//!
+//! let (chunks, asks) = replay(1, 0, 3);
+//! assert_eq!(chunks, [0..=0, 1..=1, 2..=2]);
+//! assert_eq!(asks, [1, 1, 1, 1]);
+//! ```
+//!
+//! On the producer side, [`handle_demand`](Producer::handle_demand) is only called
+//! for demand the producer's buffer could not serve. A producer may emit fewer
+//! events than it was asked for — then it must remember the difference itself, as
+//! the same demand is never sent twice — or more, and the excess is buffered.
+//! Demand adds up across asks and saturates at `u64::MAX` rather than overflowing.
+//!
+//! Options are checked when you subscribe; an invalid combination is an error, not
+//! a panic:
+//!
+//! ```
+//! use demandflow::{ConfigError, SubscribeOptions};
+//!
+//! assert_eq!(
+//!     SubscribeOptions::<u64>::new().demand_bounds(),
+//!     Ok((1000, 500))
+//! );
+//! assert_eq!(
+//!     SubscribeOptions::<u64>::new().max_demand(0).validate(),
+//!     Err(ConfigError::MaxDemandZero)
+//! );
+//! assert!(
+//!     SubscribeOptions::<u64>::new()
+//!         .max_demand(10)
+//!         .min_demand(10)
+//!         .validate()
+//!         .is_err()
+//! );
+//! ```
+//!
+//! # Manual demand
+//!
+//! Sometimes the consumer knows better when to ask: it waits for an external
+//! resource, or for a rate limiter, or it wants exactly one event at a time. Return
+//! [`DemandMode::Manual`] from [`Consumer::handle_subscribe`] and the runtime asks
+//! for nothing on that subscription. Each batch that arrives is then one
+//! `handle_events` call, however large, and the stage asks itself: with
+//! [`Context::ask`] from any callback, or with [`ConsumerRef::ask`] from outside
+//! the stage. Asking for 0 does nothing.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//! # struct Counter { next: u64 }
+//! # impl Producer for Counter {
+//! #     type Event = u64;
+//! #     async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<u64>) {
+//! #         ctx.emit_all(self.next..self.next + demand);
+//! #         self.next += demand;
+//! #     }
+//! # }
+//!
+//! /// Asks for two events when it subscribes, then only when told to.
+//! struct Patient {
+//!     batches: mpsc::UnboundedSender<Vec<u64>>,
+//! }
+//!
+//! impl Consumer for Patient {
+//!     type Event = u64;
+//!
+//!     async fn handle_subscribe(
+//!         &mut self,
+//!         sub: SubscriptionId,
+//!         ctx: &mut ConsumerContext,
+//!     ) -> DemandMode {
+//!         ctx.ask(sub, 2);
+//!         DemandMode::Manual
+//!     }
+//!
+//!     async fn handle_events(
+//!         &mut self,
+//!         events: Vec<u64>,
+//!         _from: SubscriptionId,
+//!         _ctx: &mut ConsumerContext,
+//!     ) {
+//!         let _ = self.batches.send(events);
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let counter = producer(Counter { next: 0 }).start()?;
+//! let (tx, mut batches) = mpsc::unbounded_channel();
+//! let patient = consumer(Patient { batches: tx }).start()?;
+//! let sub = patient
+//!     .subscribe_to(&counter, SubscribeOptions::new())
+//!     .await?;
+//! assert_eq!(batches.recv().await, Some(vec![0, 1]));
+//!
+//! patient.ask(sub, 0)?; // nothing
+//! patient.ask(sub, 3)?;
+//! assert_eq!(batches.recv().await, Some(vec![2, 3, 4]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A manual subscription still never receives more than it asked for; the
+//! `max_demand` and `min_demand` options simply go unused.
+//!
+//! # Buffering
+//!
+//! Events a producer emits that no consumer has asked for yet wait in the
+//! producer's buffer, first in, first out, and are sent as soon as demand arrives.
+//! The buffer is bounded so memory stays bounded when consumers fall behind:
+//!
+//! - [`buffer_size`](ProducerBuilder::buffer_size) is [10 000](DEFAULT_BUFFER_SIZE)
+//!   events for a producer. A producer-consumer's buffer is unbounded by default:
+//!   it only takes input while its consumers have demand, so its buffer only holds
+//!   what a handler emits beyond that demand.
+//! - [`buffer_keep`](ProducerBuilder::buffer_keep) decides what goes on overflow:
+//!   [`BufferKeep::Last`] (the default) drops the oldest buffered events,
+//!   [`BufferKeep::First`] drops the incoming ones.
+//! - Nothing is dropped silently: the stage's
+//!   [`handle_dropped`](Producer::handle_dropped) is called with how many (by
+//!   default it logs a warning), and they are counted in [`StageStats`].
+//! - [`estimate_buffered_count`](ProducerRef::estimate_buffered_count) says how
+//!   many events are waiting, including any a dispatcher holds in its own queues.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! use demandflow::BufferKeep;
+//! use demandflow::prelude::*;
+//! # use std::pin::Pin;
+//! # use futures_core::Stream;
+//! # async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+//! #     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+//! # }
+//!
+//! /// Emits 1..=8 as soon as it starts, before anyone asks.
+//! struct Eager {
+//!     dropped: Arc<AtomicUsize>,
+//! }
+//!
+//! impl Producer for Eager {
+//!     type Event = u32;
+//!
+//!     async fn init(&mut self, ctx: &mut Context<u32>) {
+//!         ctx.emit_all(1..=8);
+//!     }
+//!
+//!     async fn handle_demand(&mut self, _demand: u64, _ctx: &mut Context<u32>) {}
+//!
+//!     fn handle_dropped(&mut self, dropped: usize) {
+//!         self.dropped.fetch_add(dropped, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dropped = Arc::new(AtomicUsize::new(0));
+//! let eager = producer(Eager {
+//!     dropped: dropped.clone(),
+//! })
+//! .buffer_size(5)
+//! .buffer_keep(BufferKeep::Last)
+//! .start()?;
+//!
+//! // Nobody has subscribed: five events wait, the three oldest were dropped.
+//! assert_eq!(eager.estimate_buffered_count().await?, 5);
+//! assert_eq!(dropped.load(Ordering::Relaxed), 3);
+//!
+//! // The first consumer to ask is served from the buffer.
+//! let mut events = eager.stream(SubscribeOptions::new().max_demand(10))?;
+//! for expected in 4..=8 {
+//!     assert_eq!(next(&mut events).await, Some(expected));
+//! }
+//! assert_eq!(eager.estimate_buffered_count().await?, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With `BufferKeep::First` the same producer would keep `1..=5` and drop `6..=8`.
+//! The buffer on its own is [`Buffer`], a pure type you can try out directly.
+//!
+//! # How pipelines stop
+//!
+//! A stage stops with a [`Reason`]: [`Normal`](Reason::Normal) when it finished its
+//! work, [`Shutdown`](Reason::Shutdown) when it was told to stop, and an abnormal
+//! reason otherwise — [`Panic`](Reason::Panic) when a callback panicked (the panic
+//! is caught and stops only that stage), [`Error`](Reason::Error) for any other
+//! failure. A handle's [`wait`](ConsumerRef::wait) returns the reason once the
+//! stage has stopped.
+//!
+//! ## Cancel modes
+//!
+//! When a producer stops, every subscription to it ends and its consumers are
+//! told: their [`handle_cancel`](Consumer::handle_cancel) runs first, then the
+//! subscription's [`CancelMode`] decides whether the consumer stops too.
+//! Termination therefore flows downstream, like events. A producer never stops just
+//! because its consumers left.
+//!
+//! | [`CancelMode`] | producer ended normally (`Normal`, `Shutdown`) | producer ended abnormally |
+//! |---|---|---|
+//! | [`Permanent`](CancelMode::Permanent) (default) | consumer stops with the same reason | consumer stops with the same reason |
+//! | [`Transient`](CancelMode::Transient) | consumer keeps running | consumer stops with the same reason |
+//! | [`Temporary`](CancelMode::Temporary) | consumer keeps running | consumer keeps running |
+//!
+//! A producer-consumer that stops this way first delivers the events it still
+//! holds.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! /// Emits nothing, and panics when it gets an info message.
+//! struct Fragile;
+//!
+//! impl Producer for Fragile {
+//!     type Event = u64;
+//!
+//!     async fn handle_demand(&mut self, _demand: u64, _ctx: &mut Context<u64>) {}
+//!
+//!     async fn handle_info(&mut self, _info: Info, _ctx: &mut Context<u64>) {
+//!         panic!("fragile producer broke");
+//!     }
+//! }
+//!
+//! /// Reports how its subscriptions end.
+//! struct Watcher {
+//!     ended: mpsc::UnboundedSender<CancelReason>,
+//! }
+//!
+//! impl Consumer for Watcher {
+//!     type Event = u64;
+//!
+//!     async fn handle_events(&mut self, _: Vec<u64>, _: SubscriptionId, _: &mut ConsumerContext) {}
+//!
+//!     async fn handle_cancel(
+//!         &mut self,
+//!         _sub: SubscriptionId,
+//!         reason: &CancelReason,
+//!         _: &mut ConsumerContext,
+//!     ) {
+//!         let _ = self.ended.send(reason.clone());
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fragile = producer(Fragile).start()?;
+//! let (tx, mut ended) = mpsc::unbounded_channel();
+//! let permanent = consumer(Watcher { ended: tx.clone() }).start()?;
+//! let temporary = consumer(Watcher { ended: tx }).start()?;
+//! permanent
+//!     .subscribe_to(&fragile, SubscribeOptions::new())
+//!     .await?;
+//! temporary
+//!     .subscribe_to(
+//!         &fragile,
+//!         SubscribeOptions::new().cancel(CancelMode::Temporary),
+//!     )
+//!     .await?;
+//!
+//! fragile.send_info("break")?;
+//! let broke = Reason::Panic("fragile producer broke".into());
+//! assert_eq!(fragile.wait().await, broke);
+//!
+//! // Both consumers are told; the permanent one stops with the same reason…
+//! assert_eq!(ended.recv().await, Some(CancelReason::Down(broke.clone())));
+//! assert_eq!(ended.recv().await, Some(CancelReason::Down(broke.clone())));
+//! assert_eq!(permanent.wait().await, broke);
+//! // …and the temporary one is still there.
+//! assert!(temporary.sync_info(()).await.is_ok());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Finite sources
+//!
+//! [`from_iter`] turns any iterator into a producer that pulls items only on
+//! demand. When the iterator runs out, the producer sends its last events and
+//! stops with `Normal`; with the default permanent mode its consumers then stop
+//! normally too. [`from_stream`] does the same for a `futures` `Stream`.
+//!
+//! Here, `from_iter(1..=7)` and a consumer with `max_demand` 10 and `min_demand` 5:
+//! the consumer asks for 10, gets all seven events in one batch, handles them in
+//! chunks of at most 10 − 5 = 5, and then stops.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! struct Batches(mpsc::UnboundedSender<Vec<u32>>);
+//!
+//! impl Consumer for Batches {
+//!     type Event = u32;
+//!
+//!     async fn handle_events(
+//!         &mut self,
+//!         events: Vec<u32>,
+//!         _: SubscriptionId,
+//!         _: &mut ConsumerContext,
+//!     ) {
+//!         let _ = self.0.send(events);
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let numbers = producer(from_iter(1..=7)).start()?;
+//! let (tx, mut batches) = mpsc::unbounded_channel();
+//! let sink = consumer(Batches(tx)).start()?;
+//! sink.subscribe_to(
+//!     &numbers,
+//!     SubscribeOptions::new().max_demand(10).min_demand(5),
+//! )
+//! .await?;
+//!
+//! assert_eq!(sink.wait().await, Reason::Normal);
+//! assert_eq!(numbers.wait().await, Reason::Normal);
+//! assert_eq!(batches.recv().await, Some(vec![1, 2, 3, 4, 5]));
+//! assert_eq!(batches.recv().await, Some(vec![6, 7]));
+//! assert_eq!(batches.recv().await, None); // the stopped consumer dropped its sender
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Handles keep a pipeline alive
+//!
+//! Subscribing joins two stages into one pipeline. A pipeline runs while at least
+//! one handle to any of its stages exists (or an [`EventStream`] reading from
+//! it); when the last one is dropped, every stage in it shuts down, so a forgotten
+//! pipeline never leaks tasks. To wait for a stage without keeping it alive, take
+//! a [`StageMonitor`] from its handle first.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//!
+//! struct Ignore;
+//!
+//! impl Consumer for Ignore {
+//!     type Event = u32;
+//!
+//!     async fn handle_events(&mut self, _: Vec<u32>, _: SubscriptionId, _: &mut ConsumerContext) {}
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let numbers = producer(from_iter(0..)).start()?; // endless
+//! let sink = consumer(Ignore).start()?;
+//! sink.subscribe_to(&numbers, SubscribeOptions::new()).await?;
+//!
+//! let (numbers_exit, sink_exit) = (numbers.monitor(), sink.monitor());
+//! drop(sink);
+//! drop(numbers); // the last handle: both stages shut down
+//! assert_eq!(numbers_exit.wait().await, Reason::Shutdown);
+//! assert_eq!(sink_exit.wait().await, Reason::Shutdown);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A stage can also stop itself ([`Context::stop`]) or be stopped through a handle
+//! ([`ProducerRef::stop`]).
+//!
+//! # Streams and push handles
+//!
+//! Two bridges connect stages to ordinary async code.
+//!
+//! **Reading a producer as a `Stream`.** [`ProducerRef::stream`] subscribes an
+//! [`EventStream`] to a producer. It asks exactly like an automatic consumer: with
+//! `max_demand` 3 (so `min_demand` 1, chunks of 2) it asks for 3, then for 2 after
+//! the first chunk has been read, then for 3, … Dropping the stream cancels the
+//! subscription. With `futures::StreamExt` you would write `stream.next().await`;
+//! this example uses only the standard library:
+//!
+//! ```
+//! use std::future::poll_fn;
+//! use std::pin::Pin;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use demandflow::prelude::*;
+//! use futures_core::Stream;
+//!
+//! /// Counts up from 0 and records every demand it gets.
+//! struct Counter {
+//!     next: u64,
+//!     demands: Arc<Mutex<Vec<u64>>>,
+//! }
+//!
+//! impl Producer for Counter {
+//!     type Event = u64;
+//!
+//!     async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<u64>) {
+//!         self.demands.lock().unwrap().push(demand);
+//!         ctx.emit_all(self.next..self.next + demand);
+//!         self.next += demand;
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let demands = Arc::new(Mutex::new(Vec::new()));
+//! let counter = producer(Counter {
+//!     next: 0,
+//!     demands: demands.clone(),
+//! })
+//! .start()?;
+//!
+//! let mut stream = counter.stream(SubscribeOptions::new().max_demand(3))?;
+//! let mut taken = Vec::new();
+//! while taken.len() < 7 {
+//!     let next = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+//!     taken.push(next.expect("a counter never ends"));
+//! }
+//! assert_eq!(taken, [0, 1, 2, 3, 4, 5, 6]);
+//! assert_eq!(*demands.lock().unwrap(), [3, 2, 3]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Pushing events in from outside.** [`push`]`(capacity)` returns a
+//! [`PushSource`], a producer to start like any other, and a [`Pusher`] to feed it
+//! from any task. At most `capacity` pushed events wait for demand:
+//! [`Pusher::send`] waits while that many are waiting, and [`Pusher::try_send`]
+//! hands the event back instead. When every `Pusher` (they are `Clone`) has been
+//! dropped, the source delivers what is left and stops normally. A `Pusher` does
+//! not keep the pipeline alive: once the last stage handle is gone the source
+//! shuts down, and `send` hands the event back in a [`SendError`]. `Pusher` is
+//! also a `futures` `Sink`.
+//!
+//! ```
+//! use demandflow::TrySendError;
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! struct Collect(mpsc::UnboundedSender<Vec<u32>>);
+//!
+//! impl Consumer for Collect {
+//!     type Event = u32;
+//!
+//!     async fn handle_events(
+//!         &mut self,
+//!         events: Vec<u32>,
+//!         _: SubscriptionId,
+//!         _: &mut ConsumerContext,
+//!     ) {
+//!         let _ = self.0.send(events);
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (source, pusher) = push::<u32>(2);
+//! pusher.try_send(1)?;
+//! pusher.try_send(2)?;
+//! // Two events wait and nobody has asked yet: the queue is full.
+//! assert!(matches!(pusher.try_send(3), Err(TrySendError::Full(3))));
+//!
+//! let events = producer(source).start()?;
+//! let (tx, mut batches) = mpsc::unbounded_channel();
+//! let sink = consumer(Collect(tx)).start()?;
+//! sink.subscribe_to(&events, SubscribeOptions::new()).await?;
+//!
+//! tokio::spawn(async move {
+//!     for n in 3..=5 {
+//!         pusher.send(n).await.expect("the source is running");
+//!     }
+//!     // `pusher` is dropped here, which ends the source.
+//! });
+//!
+//! assert_eq!(sink.wait().await, Reason::Normal);
+//! let mut received = Vec::new();
+//! while let Some(batch) = batches.recv().await {
+//!     received.extend(batch);
+//! }
+//! assert_eq!(received, [1, 2, 3, 4, 5]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Dispatchers
+//!
+//! Every producer (and producer-consumer) owns one dispatcher, which decides which
+//! of its subscriptions gets which events. The default, [`DemandDispatcher`],
+//! shares work: each batch goes to the subscription with the most outstanding
+//! demand (on a tie, the one that subscribed first), up to that demand, and this
+//! repeats until the events or the demand run out. Events nobody has demand for go
+//! back to the producer's buffer. Several consumers of one producer should use the
+//! same `max_demand`.
+//!
+//! Other routing — every event to every consumer, or events split by key — is a
+//! matter of choosing another dispatcher with
+//! [`ProducerBuilder::dispatcher`]; the core crate is gaining such dispatchers.
+//! [`Dispatcher`] is a public trait, so you can also write your own: it is a pure
+//! state machine with four operations (subscribe, ask, cancel, dispatch), so it can
+//! be tested with exact numbers and no runtime. Its documentation lists what the
+//! runtime guarantees to a dispatcher and what a dispatcher must guarantee back
+//! (above all: never deliver more than was asked, never lose an event silently).
+//!
+//! Here is the default dispatcher on its own, driven by hand:
+//!
+//! ```
+//! use demandflow::{
+//!     DemandDispatcher, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscriptionId,
+//! };
+//!
+//! let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
+//! let options = SubscribeOptions::<u32>::new();
+//! let mut dispatcher = DemandDispatcher::new();
+//! dispatcher.subscribe(a, StageId::from_raw(10), &options)?;
+//! dispatcher.subscribe(b, StageId::from_raw(11), &options)?;
+//!
+//! // Deliveries are recorded in a Vec of (subscription, batch).
+//! let mut out = Vec::new();
+//! // Each ask returns the demand the producer should now be asked for.
+//! assert_eq!(dispatcher.ask(a, 2, &mut out), 2);
+//! assert_eq!(dispatcher.ask(b, 3, &mut out), 3);
+//!
+//! let Dispatched { leftover, .. } = dispatcher.dispatch(vec![1, 2, 3, 4, 5, 6], &mut out);
+//! assert_eq!(out, [(b, vec![1, 2, 3]), (a, vec![4, 5])]);
+//! assert_eq!(leftover, [6]); // no demand left: the producer buffers it
+//! # Ok::<(), demandflow::SubscribeRefused>(())
+//! ```
+//!
+//! And the same dispatcher chosen explicitly for a running producer (this is what
+//! the builder does when you say nothing):
+//!
+//! ```
+//! use demandflow::DemandDispatcher;
+//! use demandflow::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let numbers = producer(from_iter(0..10_u32))
+//!     .dispatcher(DemandDispatcher::new())
+//!     .start()?;
+//! assert_eq!(numbers.estimate_buffered_count().await?, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crates
+//!
+//! This crate re-exports two others; depend on it rather than on them.
+//! `demandflow-core` holds the runtime-free parts (demand accounting, the
+//! buffer, the dispatcher trait and dispatchers) and `demandflow-runtime` the
+//! tokio runtime (stage tasks, handles, sources, streams).
+//!
+//! [tokio]: https://docs.rs/tokio
+
+pub mod prelude;
 
 pub use demandflow_core::{
     AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,

@@ -1,0 +1,45 @@
+//! The names nearly every pipeline uses, in one import.
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! ```
+//!
+//! brings in the three stage traits and the types their callbacks take
+//! ([`Context`], [`ConsumerContext`], [`SubscriptionId`], [`CancelReason`],
+//! [`Info`], [`Peer`]), the builders that
+//! start stages ([`producer`], [`producer_consumer`], [`consumer`]), the
+//! ready-made sources ([`from_iter`], [`from_stream`], [`push`]) and the options
+//! and reasons a pipeline is wired and stopped with ([`SubscribeOptions`],
+//! [`CancelMode`], [`DemandMode`], [`Reason`]).
+//!
+//! Everything else (buffer options, dispatchers, handles, statistics, errors) is
+//! imported from the crate root when it is needed.
+//!
+//! # Examples
+//!
+//! ```
+//! use demandflow::prelude::*;
+//!
+//! struct Numbers(u64);
+//!
+//! impl Producer for Numbers {
+//!     type Event = u64;
+//!
+//!     async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<u64>) {
+//!         ctx.emit_all(self.0..self.0 + demand);
+//!         self.0 += demand;
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let numbers = producer(Numbers(0)).start().unwrap();
+//! assert!(numbers.is_running());
+//! # }
+//! ```
+
+pub use crate::{
+    CancelMode, CancelReason, Consumer, ConsumerContext, Context, DemandMode, Info, Peer, Producer,
+    ProducerConsumer, Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, from_stream,
+    producer, producer_consumer, push,
+};
