@@ -796,10 +796,11 @@
 //!
 //! # Crates
 //!
-//! This crate re-exports two others; depend on it rather than on them.
+//! This crate re-exports three others; depend on it rather than on them.
 //! `demandflow-core` holds the runtime-free parts (demand accounting, the
-//! buffer, the dispatcher trait and dispatchers) and `demandflow-runtime` the
-//! tokio runtime (stage tasks, handles, sources, streams).
+//! buffer, the dispatcher trait and dispatchers), `demandflow-runtime` the
+//! tokio runtime (stage tasks, handles, sources, streams, draining), and
+//! `demandflow-supervisor` supervision (restartable stages).
 //!
 //! [tokio]: https://docs.rs/tokio
 

@@ -79,7 +79,9 @@ where
         let before = ctx.out.len();
         ctx.out.reserve(want.min(4096));
         ctx.out.extend(iter.by_ref().take(want));
-        if ctx.out.len() - before < want {
+        // Ran short, or the iterator says it is empty (exact for ranges and
+        // collections): end now rather than at the next ask.
+        if ctx.out.len() - before < want || iter.size_hint().1 == Some(0) {
             self.iter = None;
             ctx.stop_after_buffered(Reason::Normal);
         }

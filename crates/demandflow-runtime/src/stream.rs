@@ -108,6 +108,18 @@ impl<T: Send + 'static> ProducerRef<T> {
     }
 }
 
+impl<T: Send + 'static> EventStream<T> {
+    /// The next event, or `None` once the stream has ended (no stream
+    /// combinator crate needed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is only taken when the future completes.
+    pub async fn next(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
 impl<T: 'static> EventStream<T> {
     /// The subscription behind the stream.
     pub fn subscription(&self) -> SubscriptionId {

@@ -54,8 +54,11 @@ impl Restart {
 /// [`Supervisor::child`] see them.
 #[derive(Clone, Default)]
 pub struct Children {
-    entries: Arc<Vec<(Arc<str>, Arc<dyn Any + Send + Sync>)>>,
+    entries: Arc<Vec<ChildEntry>>,
 }
+
+/// A running child's name and its handle, as its factory returned it.
+type ChildEntry = (Arc<str>, Arc<dyn Any + Send + Sync>);
 
 impl Children {
     /// The running child `name`, as the handle type its factory returned.
