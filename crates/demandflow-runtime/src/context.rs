@@ -64,6 +64,8 @@ pub struct Context<O> {
     pub(crate) actions: Vec<Action>,
     pub(crate) id: StageId,
     pub(crate) me: Arc<dyn ControlPort>,
+    /// `(sub, max_demand, min_demand)` of each subscription to a producer.
+    pub(crate) bounds: Vec<(SubscriptionId, u64, u64)>,
 }
 
 impl<O> Context<O> {
@@ -73,6 +75,7 @@ impl<O> Context<O> {
             actions: Vec::new(),
             id,
             me,
+            bounds: Vec::new(),
         }
     }
 
@@ -126,6 +129,55 @@ impl<O> Context<O> {
     /// Switches a producer between forwarding and accumulating demand.
     pub fn set_demand_flow(&mut self, flow: DemandFlow) {
         self.actions.push(Action::Demand(flow));
+    }
+
+    /// The `(max_demand, min_demand)` of subscription `sub` to a producer, after
+    /// defaults, from `handle_subscribe` until the subscription's cancel handler
+    /// has run; `None` for any other subscription.
+    ///
+    /// A consumer in manual demand mode uses it to ask as the subscriber
+    /// configured (the consumer supervisor asks `max_demand` on subscribe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use demandflow_runtime::{
+    ///     Consumer, ConsumerContext, DemandMode, SubscribeOptions, SubscriptionId, consumer,
+    ///     from_iter, producer,
+    /// };
+    ///
+    /// /// Asks max_demand once, by hand, and keeps what it gets.
+    /// struct AskOnce(tokio::sync::mpsc::UnboundedSender<Vec<u32>>);
+    ///
+    /// impl Consumer for AskOnce {
+    ///     type Event = u32;
+    ///
+    ///     async fn handle_subscribe(&mut self, sub: SubscriptionId, ctx: &mut ConsumerContext) -> DemandMode {
+    ///         let (max, min) = ctx.demand_bounds(sub).unwrap();
+    ///         assert_eq!((max, min), (4, 2)); // min_demand defaulted to max / 2
+    ///         ctx.ask(sub, max);
+    ///         DemandMode::Manual
+    ///     }
+    ///
+    ///     async fn handle_events(&mut self, events: Vec<u32>, _: SubscriptionId, _: &mut ConsumerContext) {
+    ///         let _ = self.0.send(events);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let numbers = producer(from_iter(0..100)).start().unwrap();
+    /// let c = consumer(AskOnce(tx)).start().unwrap();
+    /// c.subscribe_to(&numbers, SubscribeOptions::new().max_demand(4)).await.unwrap();
+    /// assert_eq!(rx.recv().await, Some(vec![0, 1, 2, 3]));
+    /// # }
+    /// ```
+    pub fn demand_bounds(&self, sub: SubscriptionId) -> Option<(u64, u64)> {
+        self.bounds
+            .iter()
+            .find(|(s, ..)| *s == sub)
+            .map(|&(_, max, min)| (max, min))
     }
 
     /// This stage's id.

@@ -576,6 +576,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 state: UpState::Pending(reply),
             },
         );
+        self.ctx.bounds.push((sub, max, min));
         let mode = self
             .behaviour
             .subscribe(Peer::Producer, sub, &mut self.ctx)
@@ -617,6 +618,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 self.behaviour
                     .cancel(Peer::Producer, sub, &reason, &mut self.ctx)
                     .await;
+                self.ctx.bounds.retain(|b| b.0 != sub);
             }
         }
     }
@@ -679,6 +681,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         self.behaviour
             .cancel(Peer::Producer, sub, &reason, &mut self.ctx)
             .await;
+        self.ctx.bounds.retain(|b| b.0 != sub);
         if apply_mode && up.cancel.stops_consumer(reason.reason()) {
             let reason = reason.reason().clone();
             if B::KIND == StageKind::ProducerConsumer {
