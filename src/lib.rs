@@ -823,5 +823,8 @@ pub use demandflow_runtime::{
     push,
 };
 pub use demandflow_supervisor::{
+    BuildError, ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
+};
+pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };

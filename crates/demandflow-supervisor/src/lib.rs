@@ -3,9 +3,24 @@
 //! A [`Supervisor`] starts stages from factories, watches them, and restarts
 //! them with OTP's strategies (one for one, rest for one, one for all) and
 //! restart intensity. Most users reach it through the `demandflow` facade.
+//!
+//! A [`ConsumerSupervisor`] is a consumer stage that starts one worker task
+//! per event, never more at a time than the subscription's `max_demand` per
+//! producer, and asks for more events as workers finish (GenStage's
+//! `ConsumerSupervisor`; SEMANTICS.md §5). Use it when each event is an
+//! independent piece of slow work, such as a request or a file, and you want
+//! them done concurrently with the producer's back-pressure intact.
 
+mod catch;
+mod consumer;
+mod error;
+mod intensity;
 mod stage_supervisor;
 
+pub use consumer::{
+    ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
+};
+pub use error::BuildError;
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };

@@ -1,0 +1,739 @@
+//! The consumer supervisor: one worker task per event (SEMANTICS.md §5).
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
+use demandflow_runtime::{Consumer, ConsumerContext, DemandMode, Info, InfoSender};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::catch::{catch_panic, panic_message};
+use crate::intensity::Intensity;
+use crate::{BuildError, Restart};
+
+const DEFAULT_MAX_RESTARTS: usize = 3;
+const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
+const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// The work a [`ConsumerSupervisor`] starts for each event.
+///
+/// Any `Fn(T) -> impl Future<Output = Result<(), E>>` closure is a worker, so
+/// most code never names this trait; implement it for a type when the worker
+/// carries state such as a client or a pool.
+///
+/// What the supervisor guarantees you:
+///
+/// - [`start`](Worker::start) is called once per event, on the supervisor's
+///   task, and the future it returns runs on a task of its own (so workers run
+///   concurrently, up to the subscription's `max_demand` per producer).
+/// - Under [`Restart::Transient`], a run that returns `Err` or panics is started
+///   again with a clone of the same event.
+///
+/// What you guarantee back:
+///
+/// - `start` returns quickly: it runs on the supervisor's task, and the
+///   supervisor handles nothing else meanwhile. Do the work in the future.
+/// - A panic in `start` (before the future exists) means the worker *failed to
+///   start*: it is logged and counted, never restarted, and its slot is freed at
+///   once, so it counts towards the next ask like a finished worker.
+///
+/// # Examples
+///
+/// ```
+/// use std::future::Future;
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use demandflow_supervisor::Worker;
+///
+/// /// Adds every event to a shared total.
+/// struct Adder(Arc<AtomicU64>);
+///
+/// impl Worker<u64> for Adder {
+///     type Error = std::convert::Infallible;
+///
+///     fn start(&self, event: u64) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+///         let total = self.0.clone(); // the future outlives `&self`: take what it needs
+///         async move {
+///             total.fetch_add(event, Ordering::Relaxed);
+///             Ok(())
+///         }
+///     }
+/// }
+/// # let total = Arc::new(AtomicU64::new(0));
+/// # let _ = Adder(total).start(1);
+/// ```
+pub trait Worker<T>: Send + Sync + 'static {
+    /// What a failed run returns; logged with `Debug`.
+    type Error: fmt::Debug + Send + 'static;
+
+    /// Starts the work for `event`; the returned future is the worker's run.
+    fn start(&self, event: T) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static;
+}
+
+impl<T, F, Fut, E> Worker<T> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    type Error = E;
+
+    fn start(&self, event: T) -> impl Future<Output = Result<(), E>> + Send + 'static {
+        self(event)
+    }
+}
+
+/// A snapshot of a consumer supervisor's workers, from [`WorkerMonitor::stats`].
+///
+/// Every run (a start or a restart) ends in exactly one of `succeeded`,
+/// `failed` and `aborted`, so once the supervisor has stopped
+/// `started + restarted == succeeded + failed + aborted`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Workers holding a slot: running, or between a failed run and its restart.
+    pub running: u64,
+    /// Workers started for events (restarts not included).
+    pub started: u64,
+    /// Runs whose future returned `Ok`.
+    pub succeeded: u64,
+    /// Runs whose future returned `Err` or panicked, restarted or not.
+    pub failed: u64,
+    /// Starts and restarts whose [`Worker::start`] panicked.
+    pub failed_to_start: u64,
+    /// Restarts of transient workers (restarts whose start panicked are in
+    /// `failed_to_start` instead).
+    pub restarted: u64,
+    /// Runs still going at the shutdown deadline, aborted.
+    pub aborted: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    running: AtomicU64,
+    started: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    failed_to_start: AtomicU64,
+    restarted: AtomicU64,
+    aborted: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Watches a consumer supervisor's workers from outside; cheap to clone.
+///
+/// Get one from [`ConsumerSupervisor::monitor`] before starting the stage. The
+/// counts stay readable after the supervisor has stopped.
+#[derive(Clone)]
+pub struct WorkerMonitor(Arc<Counters>);
+
+impl WorkerMonitor {
+    /// The current counts.
+    pub fn stats(&self) -> WorkerStats {
+        let c = &*self.0;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerStats {
+            running: get(&c.running),
+            started: get(&c.started),
+            succeeded: get(&c.succeeded),
+            failed: get(&c.failed),
+            failed_to_start: get(&c.failed_to_start),
+            restarted: get(&c.restarted),
+            aborted: get(&c.aborted),
+        }
+    }
+
+    /// Workers holding a slot now.
+    pub fn running(&self) -> u64 {
+        self.0.running.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for WorkerMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WorkerMonitor").field(&self.stats()).finish()
+    }
+}
+
+/// Configures a [`ConsumerSupervisor`]; create one with [`ConsumerSupervisor::builder`].
+///
+/// | option | default |
+/// |---|---|
+/// | [`restart`](Self::restart) | [`Restart::Temporary`] |
+/// | [`max_restarts`](Self::max_restarts) | 3 |
+/// | [`max_seconds`](Self::max_seconds) | 5 s |
+/// | [`shutdown`](Self::shutdown) | 5 s |
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConsumerSupervisorBuilder<T, W> {
+    worker: W,
+    restart: Restart,
+    max_restarts: usize,
+    max_seconds: Duration,
+    shutdown: Duration,
+    _event: PhantomData<fn(T)>,
+}
+
+impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
+    /// Sets whether failed runs are restarted: [`Restart::Temporary`] (never,
+    /// the default here) or [`Restart::Transient`] (with a clone of the same
+    /// event, keeping the worker's slot, so a restarting worker generates no
+    /// demand). A run fails when its future returns `Err` or panics; a worker
+    /// that fails to start is never restarted. [`Restart::Permanent`] is refused
+    /// by [`build`](Self::build): a worker that finished its event has nothing
+    /// left to do.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets how many restarts are allowed within `max_seconds`; one more stops
+    /// the supervisor. 0 stops it at the first failed run of a transient worker.
+    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
+        self.max_restarts = max_restarts;
+        self
+    }
+
+    /// Sets the sliding window in which restarts are counted (GenStage's
+    /// `max_seconds`, as a [`Duration`]; greater than zero).
+    pub fn max_seconds(mut self, window: Duration) -> Self {
+        self.max_seconds = window;
+        self
+    }
+
+    /// Sets how long a stopping supervisor waits for running workers before it
+    /// aborts them. Zero aborts at once.
+    pub fn shutdown(mut self, deadline: Duration) -> Self {
+        self.shutdown = deadline;
+        self
+    }
+
+    /// Checks the options and returns the supervisor, ready to be started with
+    /// [`demandflow_runtime::consumer`].
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::PermanentWorkers`] for [`Restart::Permanent`] and
+    /// [`BuildError::ZeroMaxSeconds`] when `max_seconds` is zero.
+    pub fn build(self) -> Result<ConsumerSupervisor<T, W>, BuildError> {
+        if self.restart == Restart::Permanent {
+            return Err(BuildError::PermanentWorkers);
+        }
+        if self.max_seconds.is_zero() {
+            return Err(BuildError::ZeroMaxSeconds);
+        }
+        Ok(self.assemble())
+    }
+
+    /// The supervisor, without checking the options.
+    fn assemble(self) -> ConsumerSupervisor<T, W> {
+        ConsumerSupervisor {
+            worker: self.worker,
+            restart: self.restart,
+            intensity: Intensity::new(self.max_restarts, self.max_seconds),
+            max_restarts: self.max_restarts,
+            max_seconds: self.max_seconds,
+            shutdown: self.shutdown,
+            producers: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            shared: None,
+            finished: Vec::new(),
+            counters: Arc::default(),
+            stopping: false,
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerSupervisorBuilder")
+            .field("restart", &self.restart)
+            .field("max_restarts", &self.max_restarts)
+            .field("max_seconds", &self.max_seconds)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer stage that starts one worker task per event (GenStage's
+/// `ConsumerSupervisor`, SEMANTICS.md §5).
+///
+/// Start it like any consumer, with [`demandflow_runtime::consumer`], and
+/// subscribe it to one or more producers. Per producer it asks `max_demand`
+/// events on subscribe, so at most `max_demand` workers run for that producer.
+/// Each worker that finishes (or fails to start) adds 1 to that producer's
+/// pending count; when the count reaches `min_demand` the supervisor asks that
+/// many events and the count goes back to 0 (it never asks 0). With
+/// `max_demand` 3 and `min_demand` 2 and a producer that always has events, 3
+/// workers start; when 2 have finished it asks 2, so the number running moves
+/// between 1 and 3.
+///
+/// - **Failures**: a run fails when its future returns `Err` or panics; it is
+///   logged. [`Restart::Temporary`] workers (the default) are not restarted;
+///   [`Restart::Transient`] ones are restarted with a clone of the same event
+///   and keep their slot, so a restarting worker generates no demand.
+/// - **Restart intensity**: more than `max_restarts` restarts within
+///   `max_seconds` stop the supervisor with an error [`Reason`] that says so.
+/// - **Producers leaving**: a worker keeps running when its producer cancels
+///   or stops; it just asks for nothing when it finishes. Whether the
+///   supervisor itself keeps running is the subscription's cancel mode
+///   (SEMANTICS.md §6).
+/// - **Shutdown**: when the stage stops, for any reason, it waits up to the
+///   `shutdown` deadline for running workers, then aborts the rest. It logs how
+///   many it aborted and counts them in [`WorkerStats::aborted`]. Failed runs are
+///   not restarted while it stops.
+///
+/// The runtime must have its timer enabled (`#[tokio::main]` and
+/// `#[tokio::test]` do): restarts are timed and the shutdown deadline is a timer.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use demandflow_runtime::{Reason, SubscribeOptions, consumer, from_iter, producer};
+/// use demandflow_supervisor::ConsumerSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let total = Arc::new(AtomicU64::new(0));
+/// let sum = total.clone();
+/// let supervisor = ConsumerSupervisor::new(move |n: u64| {
+///     let sum = sum.clone();
+///     async move {
+///         sum.fetch_add(n, Ordering::Relaxed);
+///         Ok::<(), std::convert::Infallible>(())
+///     }
+/// });
+/// let workers = supervisor.monitor();
+///
+/// let numbers = producer(from_iter(1..=100)).start().unwrap();
+/// let stage = consumer(supervisor).start().unwrap();
+/// stage.subscribe_to(&numbers, SubscribeOptions::new().max_demand(10)).await.unwrap();
+///
+/// // The source ends, the (permanent) subscription stops the supervisor, and
+/// // the supervisor waits for its workers before it stops.
+/// assert_eq!(stage.wait().await, Reason::Normal);
+/// assert_eq!(total.load(Ordering::Relaxed), 5050);
+/// let stats = workers.stats();
+/// assert_eq!((stats.started, stats.succeeded, stats.running), (100, 100, 0));
+/// # }
+/// ```
+pub struct ConsumerSupervisor<T, W> {
+    worker: W,
+    restart: Restart,
+    intensity: Intensity,
+    max_restarts: usize,
+    max_seconds: Duration,
+    shutdown: Duration,
+    /// Demand bookkeeping per producer, in subscription order (usually one).
+    producers: Vec<ProducerDemand>,
+    /// Running workers by slot; a slot is reused once its worker is gone.
+    slots: Vec<Option<Running<T>>>,
+    free: Vec<usize>,
+    /// Created in `init`, when the stage's info sender exists.
+    shared: Option<Arc<Shared>>,
+    /// Reused buffer for reports drained from `shared`.
+    finished: Vec<Done>,
+    counters: Arc<Counters>,
+    /// The restart limit was reached: no more restarts or asks.
+    stopping: bool,
+    _event: PhantomData<fn(T)>,
+}
+
+struct ProducerDemand {
+    sub: SubscriptionId,
+    pending: u64,
+    min_demand: u64,
+}
+
+struct Running<T> {
+    producer: SubscriptionId,
+    /// A copy of the event, kept for restarts (transient workers only).
+    event: Option<T>,
+    /// `None` once taken by `terminate`, or while a restart is refused.
+    task: Option<JoinHandle<()>>,
+}
+
+/// What workers share with the supervisor: the reports of finished runs, and
+/// the doorbell that tells the supervisor to collect them.
+struct Shared {
+    done: Mutex<Vec<Done>>,
+    bell: InfoSender,
+}
+
+/// The info message that says reports are waiting in [`Shared::done`].
+struct Doorbell;
+
+struct Done {
+    slot: usize,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Succeeded,
+    Failed { panicked: bool, message: String },
+}
+
+impl Shared {
+    /// Queues a report; only the report that finds the queue empty rings, so a
+    /// burst of finishing workers costs the supervisor one message.
+    fn report(&self, done: Done) {
+        let ring = {
+            let mut queue = self.done.lock();
+            queue.push(done);
+            queue.len() == 1
+        };
+        if ring {
+            // Fails only when the supervisor has stopped; nobody is left to tell.
+            let _ = self.bell.send(Doorbell);
+        }
+    }
+}
+
+impl<T, W> ConsumerSupervisor<T, W>
+where
+    T: Clone + Send + 'static,
+    W: Worker<T>,
+{
+    /// A supervisor of `worker` with the default options (temporary workers).
+    pub fn new(worker: W) -> Self {
+        // The defaults are valid.
+        Self::builder(worker).assemble()
+    }
+
+    /// Starts configuring a supervisor of `worker`.
+    pub fn builder(worker: W) -> ConsumerSupervisorBuilder<T, W> {
+        ConsumerSupervisorBuilder {
+            worker,
+            restart: Restart::Temporary,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            max_seconds: DEFAULT_MAX_SECONDS,
+            shutdown: DEFAULT_SHUTDOWN,
+            _event: PhantomData,
+        }
+    }
+
+    /// A watcher of this supervisor's worker counts, valid after it is started
+    /// and after it stops.
+    pub fn monitor(&self) -> WorkerMonitor {
+        WorkerMonitor(self.counters.clone())
+    }
+
+    fn shared(&mut self, ctx: &ConsumerContext) -> Arc<Shared> {
+        self.shared
+            .get_or_insert_with(|| {
+                Arc::new(Shared {
+                    done: Mutex::new(Vec::new()),
+                    bell: ctx.info_sender(),
+                })
+            })
+            .clone()
+    }
+
+    /// Calls the worker's `start` and spawns its run, reporting to `slot`.
+    /// `Err` carries the panic message of a failed start.
+    fn launch(
+        &self,
+        slot: usize,
+        event: T,
+        shared: &Arc<Shared>,
+    ) -> Result<JoinHandle<()>, String> {
+        let run = catch_unwind(AssertUnwindSafe(|| self.worker.start(event)))
+            .map_err(|payload| panic_message(&*payload))?;
+        let shared = shared.clone();
+        Ok(tokio::spawn(async move {
+            let outcome = match catch_panic(run).await {
+                Ok(Ok(())) => Outcome::Succeeded,
+                Ok(Err(error)) => Outcome::Failed {
+                    panicked: false,
+                    message: format!("{error:?}"),
+                },
+                Err(message) => Outcome::Failed {
+                    panicked: true,
+                    message,
+                },
+            };
+            shared.report(Done { slot, outcome });
+        }))
+    }
+
+    fn start_worker(
+        &mut self,
+        producer: SubscriptionId,
+        event: T,
+        shared: &Arc<Shared>,
+        ctx: &mut ConsumerContext,
+    ) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let keep = (self.restart == Restart::Transient).then(|| event.clone());
+        match self.launch(slot, event, shared) {
+            Ok(task) => {
+                self.slots[slot] = Some(Running {
+                    producer,
+                    event: keep,
+                    task: Some(task),
+                });
+                Counters::add(&self.counters.started, 1);
+                Counters::add(&self.counters.running, 1);
+            }
+            Err(message) => {
+                tracing::warn!(%message, "worker failed to start (its start panicked)");
+                Counters::add(&self.counters.failed_to_start, 1);
+                self.free.push(slot);
+                self.release(producer, ctx);
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done, shared: &Arc<Shared>, ctx: &mut ConsumerContext) {
+        let Done { slot, outcome } = done;
+        match outcome {
+            Outcome::Succeeded => {
+                Counters::add(&self.counters.succeeded, 1);
+                self.free_slot(slot, ctx);
+            }
+            Outcome::Failed { panicked, message } => {
+                Counters::add(&self.counters.failed, 1);
+                let how = if panicked {
+                    "panicked"
+                } else {
+                    "returned an error"
+                };
+                let event = self.slots.get(slot).and_then(|r| r.as_ref()?.event.clone());
+                match event {
+                    Some(event) if !self.stopping => {
+                        tracing::warn!(%message, "transient worker {how}; restarting it");
+                        self.restart(slot, event, shared, ctx);
+                    }
+                    _ => {
+                        tracing::warn!(%message, "worker {how}");
+                        self.free_slot(slot, ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restarts the worker in `slot` with `event`, unless that is one restart too
+    /// many. A restart whose start panics is tried again, each try counting as a
+    /// restart, as in GenStage.
+    fn restart(&mut self, slot: usize, event: T, shared: &Arc<Shared>, ctx: &mut ConsumerContext) {
+        loop {
+            if !self.intensity.add(Instant::now()) {
+                let message = format!(
+                    "consumer supervisor reached its restart limit: more than {} restarts within {:?}",
+                    self.max_restarts, self.max_seconds
+                );
+                tracing::error!("{message}; stopping");
+                self.stopping = true;
+                self.free_slot(slot, ctx);
+                ctx.stop(Reason::error(message));
+                return;
+            }
+            match self.launch(slot, event.clone(), shared) {
+                Ok(task) => {
+                    Counters::add(&self.counters.restarted, 1);
+                    if let Some(Some(running)) = self.slots.get_mut(slot) {
+                        running.task = Some(task);
+                    }
+                    return;
+                }
+                Err(message) => {
+                    tracing::warn!(%message, "transient worker failed to restart (its start panicked)");
+                    Counters::add(&self.counters.failed_to_start, 1);
+                }
+            }
+        }
+    }
+
+    /// The worker in `slot` is gone: free the slot and count it towards demand.
+    fn free_slot(&mut self, slot: usize, ctx: &mut ConsumerContext) {
+        let Some(running) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        self.counters.running.fetch_sub(1, Ordering::Relaxed);
+        self.release(running.producer, ctx);
+    }
+
+    /// One of `producer`'s slots came free: ask once `min_demand` have.
+    fn release(&mut self, producer: SubscriptionId, ctx: &mut ConsumerContext) {
+        if self.stopping {
+            return;
+        }
+        // Absent when the producer has gone: its workers ask for nothing.
+        if let Some(p) = self.producers.iter_mut().find(|p| p.sub == producer) {
+            p.pending += 1;
+            if p.pending >= p.min_demand {
+                ctx.ask(producer, p.pending);
+                p.pending = 0;
+            }
+        }
+    }
+
+    /// Counts reports that arrived while stopping; nothing is restarted or asked.
+    fn count_late_reports(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let late = std::mem::take(&mut *shared.done.lock());
+        for done in late {
+            match done.outcome {
+                Outcome::Succeeded => Counters::add(&self.counters.succeeded, 1),
+                Outcome::Failed { .. } => Counters::add(&self.counters.failed, 1),
+            }
+        }
+    }
+}
+
+impl<T, W> Consumer for ConsumerSupervisor<T, W>
+where
+    T: Clone + Send + 'static,
+    W: Worker<T>,
+{
+    type Event = T;
+
+    async fn init(&mut self, ctx: &mut ConsumerContext) {
+        self.shared(ctx);
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        ctx: &mut ConsumerContext,
+    ) -> DemandMode {
+        let (max_demand, min_demand) = ctx
+            .demand_bounds(sub)
+            .unwrap_or((DEFAULT_MAX_DEMAND, DEFAULT_MAX_DEMAND / 2));
+        self.producers.push(ProducerDemand {
+            sub,
+            pending: 0,
+            min_demand,
+        });
+        ctx.ask(sub, max_demand);
+        DemandMode::Manual
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<T>,
+        from: SubscriptionId,
+        ctx: &mut ConsumerContext,
+    ) {
+        let shared = self.shared(ctx);
+        for event in events {
+            self.start_worker(from, event, &shared, ctx);
+        }
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        sub: SubscriptionId,
+        reason: &CancelReason,
+        _ctx: &mut ConsumerContext,
+    ) {
+        self.producers.retain(|p| p.sub != sub);
+        let workers = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|r| r.producer == sub)
+            .count();
+        tracing::debug!(%sub, %reason, workers, "producer gone; its workers keep running");
+    }
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut ConsumerContext) {
+        if !info.is::<Doorbell>() {
+            tracing::debug!(?info, "consumer supervisor ignores an unknown info message");
+            return;
+        }
+        let shared = self.shared(ctx);
+        let mut finished = std::mem::take(&mut self.finished);
+        std::mem::swap(&mut *shared.done.lock(), &mut finished);
+        for done in finished.drain(..) {
+            self.on_done(done, &shared, ctx);
+        }
+        self.finished = finished;
+    }
+
+    async fn terminate(&mut self, reason: &Reason) {
+        let mut tasks: Vec<Option<JoinHandle<()>>> = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .filter_map(|r| r.task.take())
+            .map(Some)
+            .collect();
+        let waited = tasks.len();
+        let mut aborted = 0_u64;
+        if waited > 0 {
+            let deadline = Instant::now() + self.shutdown;
+            let all_finished = tokio::time::timeout_at(deadline, async {
+                for task in &mut tasks {
+                    if let Some(handle) = task {
+                        let _ = handle.await;
+                        *task = None;
+                    }
+                }
+            })
+            .await
+            .is_ok();
+            if !all_finished {
+                for handle in tasks.iter().flatten() {
+                    handle.abort();
+                }
+                for handle in tasks.into_iter().flatten() {
+                    if let Err(error) = handle.await
+                        && error.is_cancelled()
+                    {
+                        aborted += 1;
+                    }
+                }
+            }
+        }
+        self.count_late_reports();
+        Counters::add(&self.counters.aborted, aborted);
+        self.counters.running.store(0, Ordering::Relaxed);
+        self.slots.clear();
+        self.free.clear();
+        if aborted > 0 {
+            tracing::warn!(
+                %reason,
+                aborted,
+                deadline = ?self.shutdown,
+                "consumer supervisor stopped; aborted the workers still running at its shutdown deadline"
+            );
+        } else {
+            tracing::debug!(%reason, waited, "consumer supervisor stopped; every worker finished");
+        }
+    }
+}
+
+impl<T, W> fmt::Debug for ConsumerSupervisor<T, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerSupervisor")
+            .field("restart", &self.restart)
+            .field("max_restarts", &self.max_restarts)
+            .field("max_seconds", &self.max_seconds)
+            .field("shutdown", &self.shutdown)
+            .field("running", &self.counters.running.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
