@@ -72,10 +72,6 @@ impl Topology {
     /// clock, lets the producer emit `0..events`, waits until the consumer has summed all of them,
     /// checks the sum, and returns `Sample::new(events, elapsed)`. A scenario owns its tokio
     /// runtime (multi-thread, 2 workers, as the tokio baseline's).
-    #[expect(
-        unused_variables,
-        reason = "max_demand configures the scenarios once the runtime API exists"
-    )]
     fn scenario(self, max_demand: u64) -> Option<Scenario> {
         match self {
             // The demandflow runtime API does not exist yet: no rows rather than made-up ones.
@@ -83,8 +79,10 @@ impl Topology {
             | Topology::ThroughStage
             | Topology::DemandFanOut
             | Topology::Broadcast
-            | Topology::Partition
-            | Topology::ConsumerSupervisor => None,
+            | Topology::Partition => None,
+            Topology::ConsumerSupervisor => {
+                Some(demandflow_benches::consumer_supervisor(max_demand))
+            }
         }
     }
 }

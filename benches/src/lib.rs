@@ -39,6 +39,7 @@ mod json;
 mod measure;
 mod paths;
 mod plot;
+mod supervisor;
 mod throughput;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
@@ -47,6 +48,7 @@ pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
 pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};
+pub use supervisor::consumer_supervisor;
 pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,
     ThroughputReport, ThroughputSuite,

@@ -1,0 +1,66 @@
+//! The `consumer_supervisor` row: workers started and finished per second.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Instant;
+
+use demandflow::{ConsumerSupervisor, Reason, SubscribeOptions, consumer, from_iter, producer};
+
+use crate::Sample;
+
+/// The scenario of the `consumer_supervisor` row at `max_demand`: a producer of `0..events`
+/// feeding a consumer supervisor whose worker does nothing but look at its event, so the figure
+/// is the supervisor's own cost per worker (start a task, learn it finished, ask again).
+///
+/// The scenario owns a multi-thread tokio runtime with 2 workers, like the tokio baseline, built
+/// at its first run, outside the timing. Each run starts fresh stages, starts the clock, subscribes (the
+/// supervisor asks `max_demand`, so up to `max_demand` workers run at once), and stops the clock
+/// when the supervisor has stopped: the source ends after its last event, and the supervisor
+/// (subscribed as permanent) waits for its last workers before it stops.
+///
+/// # Panics
+///
+/// If the runtime cannot be built, or a run did not start and finish exactly `events` workers.
+pub fn consumer_supervisor(max_demand: u64) -> Box<dyn FnMut(u64) -> Sample> {
+    let mut runtime = None;
+    Box::new(move |events| {
+        runtime
+            .get_or_insert_with(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("building the tokio runtime")
+            })
+            .block_on(run(events, max_demand))
+    })
+}
+
+async fn run(events: u64, max_demand: u64) -> Sample {
+    let supervisor = ConsumerSupervisor::new(|event: u64| async move {
+        black_box(event);
+        Ok::<(), Infallible>(())
+    });
+    let workers = supervisor.monitor();
+    let source = producer(from_iter(0..events))
+        .start()
+        .expect("starting the producer");
+    let stage = consumer(supervisor)
+        .start()
+        .expect("starting the consumer supervisor");
+    let start = Instant::now();
+    stage
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(max_demand))
+        .await
+        .expect("subscribing the consumer supervisor");
+    let reason = stage.wait().await;
+    let elapsed = start.elapsed();
+    assert_eq!(reason, Reason::Normal, "the supervisor stopped abnormally");
+    let stats = workers.stats();
+    assert_eq!(
+        (stats.started, stats.succeeded, stats.aborted),
+        (events, events, 0),
+        "every event must start one worker that finishes"
+    );
+    Sample::new(events, elapsed)
+}
