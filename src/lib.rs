@@ -823,7 +823,9 @@ pub use demandflow_runtime::{
     push,
 };
 pub use demandflow_supervisor::{
-    BuildError, ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
+    BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder, Hashed,
+    PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError,
+    Worker, WorkerMonitor, WorkerStats,
 };
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why a supervisor's builder refused its configuration.
+/// Why a consumer or partition supervisor could not be built or started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -11,6 +11,10 @@ pub enum BuildError {
     PermanentWorkers,
     /// `max_seconds` was zero: no restart could ever be counted against the limit.
     ZeroMaxSeconds,
+    /// A partition supervisor needs at least one partition.
+    ZeroPartitions,
+    /// `start` was called outside a tokio runtime.
+    NoRuntime,
 }
 
 impl fmt::Display for BuildError {
@@ -20,6 +24,12 @@ impl fmt::Display for BuildError {
                 f.write_str("consumer supervisor workers cannot be permanent")
             }
             BuildError::ZeroMaxSeconds => f.write_str("max_seconds must be greater than zero"),
+            BuildError::ZeroPartitions => {
+                f.write_str("a partition supervisor needs at least one partition")
+            }
+            BuildError::NoRuntime => {
+                f.write_str("supervisors must be started from within a tokio runtime")
+            }
         }
     }
 }

@@ -10,17 +10,27 @@
 //! `ConsumerSupervisor`; SEMANTICS.md §5). Use it when each event is an
 //! independent piece of slow work, such as a request or a file, and you want
 //! them done concurrently with the producer's back-pressure intact.
+//!
+//! A [`PartitionSupervisor`] runs N long-lived workers, one per partition, each
+//! with a bounded mailbox, and routes messages to them by key (Elixir's
+//! `PartitionSupervisor`). Use it to spread stateful work over a fixed number of
+//! tasks while all the work for one key stays on one task, in order.
 
 mod catch;
 mod consumer;
 mod error;
 mod intensity;
+mod partition;
 mod stage_supervisor;
 
 pub use consumer::{
     ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
 };
 pub use error::BuildError;
+pub use partition::{
+    CallError, CastError, Hashed, PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder,
+    PartitionWorker, TryCastError,
+};
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };

@@ -25,3 +25,19 @@ fn consumer_supervisor_types_are_send_and_sync() {
     send::<BuildError>();
     sync::<BuildError>();
 }
+
+#[test]
+fn partition_supervisor_types_are_send_and_sync() {
+    send::<PartitionSupervisor<String, u64>>();
+    sync::<PartitionSupervisor<String, u64>>();
+    send::<PartitionSupervisorBuilder<fn(usize) -> ()>>();
+    sync::<PartitionSupervisorBuilder<fn(usize) -> ()>>();
+    send::<CastError<String>>();
+    sync::<CastError<String>>();
+    send::<TryCastError<String>>();
+    sync::<TryCastError<String>>();
+    send::<CallError<String>>();
+    sync::<CallError<String>>();
+    send::<Hashed<String>>();
+    sync::<Hashed<String>>();
+}
