@@ -859,18 +859,20 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     // ----- termination ---------------------------------------------------------
 
     async fn shutdown(mut self, reason: Reason) {
-        if let Err(payload) = CatchUnwind::new(self.behaviour.terminate(&reason)).await {
-            tracing::error!(reason = %panic_reason(&*payload), "terminate callback panicked");
-        }
-        for (sub, port) in self.consumers.drain() {
-            port.cancelled(sub, CancelReason::Down(reason.clone()));
-        }
+        // Producers first, so none keeps sending events while `terminate` runs
+        // (a consumer supervisor waiting for its workers, say): those would be lost.
         for (sub, up) in self.producers.drain() {
             up.producer
                 .cancel(sub, CancelReason::Down(reason.clone()), false);
             if let UpState::Pending(Some(reply)) = up.state {
                 let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
             }
+        }
+        if let Err(payload) = CatchUnwind::new(self.behaviour.terminate(&reason)).await {
+            tracing::error!(reason = %panic_reason(&*payload), "terminate callback panicked");
+        }
+        for (sub, port) in self.consumers.drain() {
+            port.cancelled(sub, CancelReason::Down(reason.clone()));
         }
         // Answer whatever is still queued so nobody waits on a stopped stage.
         self.rx.close();
