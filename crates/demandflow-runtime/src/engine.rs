@@ -375,6 +375,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             lost: &mut self.events_dropped,
         };
         let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
+        // Demand the dispatcher did not forward had already been asked of the
+        // stage (the demand dispatcher serves it from a cancelled subscription's
+        // unmet demand). The stage may have emitted those events while nobody had
+        // demand, so they can be waiting in the buffer: serve it from there, or
+        // they would stay buffered while this consumer waits for them.
+        self.serve_buffered(demand.saturating_sub(upstream));
         self.add_demand(upstream);
     }
 
@@ -418,8 +424,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
     }
 
-    /// Serves `demand`: first from the buffer, then from the stage itself.
-    async fn serve(&mut self, demand: u64) {
+    /// Dispatches up to `demand` buffered events; returns how many it took.
+    fn serve_buffered(&mut self, demand: u64) -> usize {
         let take = usize::try_from(demand)
             .unwrap_or(usize::MAX)
             .min(self.buffer.len());
@@ -431,6 +437,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             }
             self.add_demand(demand);
         }
+        take
+    }
+
+    /// Serves `demand`: first from the buffer, then from the stage itself.
+    async fn serve(&mut self, demand: u64) {
+        let take = self.serve_buffered(demand);
         if !self.release_markers().await {
             return;
         }
