@@ -249,7 +249,15 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }
             }
             Msg::Cancelled { sub, reason } => {
-                if !self.input.is_empty() {
+                // Behind the queued input, so that the events of the subscription
+                // are handled before it ends; but a subscription the producer never
+                // accepted has no events queued, and someone may be waiting in
+                // `subscribe_to` to hear that it failed.
+                let pending = self
+                    .producers
+                    .get(&sub)
+                    .is_some_and(|up| matches!(up.state, UpState::Pending(_)));
+                if !self.input.is_empty() && !pending {
                     self.input.push_back(Input::Cancelled(sub, reason));
                 } else {
                     self.on_upstream_ended(sub, reason).await;
