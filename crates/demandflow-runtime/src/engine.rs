@@ -498,6 +498,18 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             self.accumulated.push_back(Accumulated::Events(events));
             return;
         }
+        if !self.replay.is_empty() {
+            // Emitted while what was accumulated is replayed (by `handle_demand`
+            // for a replayed ask): behind the events recorded before, to keep
+            // emission order.
+            self.replay.push_back(Accumulated::Events(events));
+            return;
+        }
+        self.dispatch_emitted(events);
+    }
+
+    /// Dispatches emitted events, or buffers them behind those already buffered.
+    fn dispatch_emitted(&mut self, events: Vec<B::Out>) {
         if B::KIND == StageKind::ProducerConsumer {
             self.pc_demand = self.pc_demand.saturating_sub(events.len() as u64);
         }
@@ -805,7 +817,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 match entry {
                     Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
                     Accumulated::Demand(demand) => self.serve(demand).await,
-                    Accumulated::Events(events) => self.emit(events),
+                    Accumulated::Events(events) => self.dispatch_emitted(events),
                 }
                 continue;
             }
