@@ -33,7 +33,9 @@
 //!   consumer did.
 //!
 //! Then every handle is dropped: every stage must stop and no task may be left on
-//! the runtime.
+//! the runtime. A focused property checks that a panic stops its stage and only
+//! the stages that depend on it under §6, while an unrelated pipeline keeps
+//! working.
 //!
 //! Events are `(emitting stage, sequence number)`: each producing stage numbers
 //! what it emits 0, 1, 2, …, so order and duplication are checked by value.
@@ -1861,5 +1863,170 @@ proptest! {
     #[test]
     fn random_schedules_on_two_worker_threads_keep_every_invariant(program in program()) {
         run(&program, 2)?;
+    }
+}
+
+// ----- a panic stops only its stage -------------------------------------------
+
+/// Where the panic of [`a_panic_stops_its_stage_and_only_what_depends_on_it`]
+/// happens, and how the stages around it are subscribed.
+#[derive(Clone, Debug)]
+struct PanicCase {
+    /// 0: the producer, 1: the producer-consumer, 2: the first consumer of chain A.
+    target: usize,
+    /// Armed before chain A is wired (panics at its first batch or demand), or
+    /// an info message after it has run (`None`).
+    at_first_work: bool,
+    relay_mode: CancelMode,
+    sink_modes: [CancelMode; 2],
+    asks: [u64; 2],
+    threads: usize,
+}
+
+fn panic_case() -> impl Strategy<Value = PanicCase> {
+    (
+        0..3_usize,
+        any::<bool>(),
+        cancel_mode(),
+        [cancel_mode(), cancel_mode()],
+        [0..20_u64, 0..20_u64],
+        prop_oneof![3 => Just(1_usize), 1 => Just(2_usize)],
+    )
+        .prop_map(
+            |(target, at_first_work, relay_mode, sink_modes, asks, threads)| PanicCase {
+                target,
+                at_first_work,
+                relay_mode,
+                sink_modes,
+                asks,
+                threads,
+            },
+        )
+}
+
+/// Chain A (producer → producer-consumer → two consumers) and chain B
+/// (producer → manual consumer) share a runtime; one stage of chain A panics.
+/// Returns the violations.
+async fn run_panic_case(case: &PanicCase, paused: bool) -> Vec<String> {
+    let program = Program {
+        sources: vec![
+            SourceSpec {
+                kind: SourceKind::Exact,
+                budget: 40,
+                buffer: None,
+                parts: None,
+            },
+            SourceSpec {
+                kind: SourceKind::Exact,
+                budget: 1000,
+                buffer: None,
+                parts: None,
+            },
+        ],
+        relays: vec![RelaySpec {
+            kind: RelayKind::Double,
+            buffer: None,
+        }],
+        sinks: vec![false, false, true],
+        ops: Vec::new(),
+    };
+    // Stages: 0 source A, 1 source B, 2 relay A, 3 and 4 consumers of A, 5 consumer of B.
+    let mut world = World::start(&program, paused);
+    let target = [0, 2, 3][case.target];
+    if case.at_first_work {
+        world.stages[target].probe.arm(Trap::Work);
+    }
+    let sub = |consumer, producer, cancel| Op::Subscribe {
+        consumer,
+        producer,
+        partition: 0,
+        max: 4,
+        min: None,
+        cancel,
+        wait: true,
+    };
+    // Consumer and producer numbers index the consuming (2, 3, 4, 5) and
+    // producing (0, 1, 2) stages.
+    world.apply(&sub(3, 1, CancelMode::Permanent)).await;
+    let b = world.subs[0].clone();
+    world.apply(&sub(1, 2, case.sink_modes[0])).await;
+    world.apply(&sub(2, 2, case.sink_modes[1])).await;
+    world.apply(&sub(0, 0, case.relay_mode)).await;
+    let ask = |demand| Op::Ask {
+        sub: 0,
+        demand,
+        via_info: false,
+    };
+    world.apply(&Op::Settle).await;
+    world.apply(&ask(case.asks[0])).await;
+    if !case.at_first_work {
+        world
+            .apply(&Op::Panic {
+                stage: target,
+                trap: None,
+            })
+            .await;
+    }
+    world.apply(&ask(case.asks[1])).await;
+    let running = world.check().await;
+
+    // The panicking stage stopped with the panic; §6 decides who follows it.
+    let abnormal = Reason::Panic(PANIC.into());
+    let relay_follows = target == 0 && case.relay_mode != CancelMode::Temporary;
+    let mut expected = [true; 6];
+    expected[target] = false;
+    if relay_follows {
+        expected[2] = false;
+    }
+    if !expected[2] {
+        for (i, mode) in case.sink_modes.iter().enumerate() {
+            expected[3 + i] = *mode == CancelMode::Temporary;
+        }
+    }
+    for (i, &runs) in expected.iter().enumerate() {
+        if running[i] != runs {
+            world
+                .violations
+                .push(format!("stage {i} running {}, expected {runs}", running[i]));
+        }
+        if !runs && world.stages[i].monitor.exit_reason() != Some(abnormal.clone()) {
+            world.violations.push(format!(
+                "stage {i} exited with {:?}, expected {abnormal}",
+                world.stages[i].monitor.exit_reason()
+            ));
+        }
+    }
+    // Chain B kept working all along: it got exactly what it asked, in order.
+    let got: Vec<u64> = world.stages[5]
+        .probe
+        .log
+        .lock()
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Events(s, events) if *s == b.sub => Some(events.iter().map(|e| e.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let asked = case.asks[0] + case.asks[1];
+    if got != (0..asked).collect::<Vec<u64>>() {
+        world
+            .violations
+            .push(format!("chain B asked {asked} and got {got:?}"));
+    }
+    world.teardown(&running).await;
+    world.violations
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+
+    #[test]
+    fn a_panic_stops_its_stage_and_only_what_depends_on_it(case in panic_case()) {
+        quiet_injected_panics();
+        let runtime = runtime(case.threads);
+        let violations = runtime.block_on(run_panic_case(&case, case.threads == 1));
+        drop(runtime);
+        prop_assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 }
