@@ -249,7 +249,15 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }
             }
             Msg::Cancelled { sub, reason } => {
-                if !self.input.is_empty() {
+                // Behind the queued input, so that the events of the subscription
+                // are handled before it ends; but a subscription the producer never
+                // accepted has no events queued, and someone may be waiting in
+                // `subscribe_to` to hear that it failed.
+                let pending = self
+                    .producers
+                    .get(&sub)
+                    .is_some_and(|up| matches!(up.state, UpState::Pending(_)));
+                if !self.input.is_empty() && !pending {
                     self.input.push_back(Input::Cancelled(sub, reason));
                 } else {
                     self.on_upstream_ended(sub, reason).await;
@@ -375,6 +383,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             lost: &mut self.events_dropped,
         };
         let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
+        // Demand the dispatcher did not forward had already been asked of the
+        // stage (the demand dispatcher serves it from a cancelled subscription's
+        // unmet demand). The stage may have emitted those events while nobody had
+        // demand, so they can be waiting in the buffer: serve it from there, or
+        // they would stay buffered while this consumer waits for them.
+        self.serve_buffered(demand.saturating_sub(upstream));
         self.add_demand(upstream);
     }
 
@@ -418,8 +432,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
     }
 
-    /// Serves `demand`: first from the buffer, then from the stage itself.
-    async fn serve(&mut self, demand: u64) {
+    /// Dispatches up to `demand` buffered events; returns how many it took.
+    fn serve_buffered(&mut self, demand: u64) -> usize {
         let take = usize::try_from(demand)
             .unwrap_or(usize::MAX)
             .min(self.buffer.len());
@@ -431,6 +445,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             }
             self.add_demand(demand);
         }
+        take
+    }
+
+    /// Serves `demand`: first from the buffer, then from the stage itself.
+    async fn serve(&mut self, demand: u64) {
+        let take = self.serve_buffered(demand);
         if !self.release_markers().await {
             return;
         }
@@ -478,6 +498,18 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             self.accumulated.push_back(Accumulated::Events(events));
             return;
         }
+        if !self.replay.is_empty() {
+            // Emitted while what was accumulated is replayed (by `handle_demand`
+            // for a replayed ask): behind the events recorded before, to keep
+            // emission order.
+            self.replay.push_back(Accumulated::Events(events));
+            return;
+        }
+        self.dispatch_emitted(events);
+    }
+
+    /// Dispatches emitted events, or buffers them behind those already buffered.
+    fn dispatch_emitted(&mut self, events: Vec<B::Out>) {
         if B::KIND == StageKind::ProducerConsumer {
             self.pc_demand = self.pc_demand.saturating_sub(events.len() as u64);
         }
@@ -785,7 +817,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 match entry {
                     Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
                     Accumulated::Demand(demand) => self.serve(demand).await,
-                    Accumulated::Events(events) => self.emit(events),
+                    Accumulated::Events(events) => self.dispatch_emitted(events),
                 }
                 continue;
             }
