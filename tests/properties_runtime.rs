@@ -1642,14 +1642,8 @@ impl World {
                 }
             }
             // Nothing waits in a buffer while a consumer has unmet demand (§3).
-            // Skipped for stages that dropped events on overflow: the demand
-            // dispatcher keeps a cancelled subscription's unmet demand as pending
-            // even after the stage emitted those events and they were dropped,
-            // so a later ask is absorbed and never served: a bug in the demand
-            // dispatcher, reproduced at the end of this file.
             // A partition's queue rightly waits while other partitions have demand.
-            let waiting = reported[i] == 0
-                && self.stages[i].parts.is_none()
+            let waiting = self.stages[i].parts.is_none()
                 && (s.buffered > 0 || (kind == Kind::Relay && s.queued_in > 0));
             for x in s.subscriptions.iter().filter(|x| x.peer == Peer::Consumer) {
                 if waiting && x.pending_demand.unwrap_or(0) > 0 {
@@ -2198,9 +2192,6 @@ async fn subscribe_to_a_producer_that_stops_before_accepting_fails_while_input_i
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug in demandflow-core, not fixed here: the demand dispatcher keeps a \
-            cancelled subscription's unmet demand pending after the producer emitted \
-            those events, so a later ask is never forwarded"]
 async fn demand_left_by_a_cancel_is_forgotten_once_its_events_are_dropped() {
     // The producer emits only when told, and keeps no events nobody asked for.
     let p = producer(source(SourceKind::Silent, 100))

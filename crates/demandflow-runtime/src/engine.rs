@@ -82,6 +82,7 @@ where
         replay: VecDeque::new(),
         to_serve: 0,
         pc_demand: 0,
+        dropped_unclaimed: 0,
         pending_stop: None,
         draining: false,
         drain_finishing: false,
@@ -158,6 +159,8 @@ struct Engine<B: Behaviour, D> {
     to_serve: u64,
     /// Producer-consumers: downstream demand not yet met by emitted events.
     pc_demand: u64,
+    /// Events the buffer dropped that no ask has re-requested yet (see `on_ask`).
+    dropped_unclaimed: u64,
     /// A deferred stop whose buffered events have gone, waiting for the
     /// dispatcher's own queues to empty.
     pending_stop: Option<Reason>,
@@ -388,8 +391,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         // unmet demand). The stage may have emitted those events while nobody had
         // demand, so they can be waiting in the buffer: serve it from there, or
         // they would stay buffered while this consumer waits for them.
-        self.serve_buffered(demand.saturating_sub(upstream));
-        self.add_demand(upstream);
+        // If they are not there because the buffer overflowed and dropped them,
+        // they will never come: ask for them again, or this consumer would stall.
+        let absorbed = demand.saturating_sub(upstream);
+        let taken = self.serve_buffered(absorbed) as u64;
+        let refill = (absorbed - taken).min(self.dropped_unclaimed);
+        self.dropped_unclaimed -= refill;
+        self.add_demand(upstream + refill);
     }
 
     async fn remove_consumer(
@@ -529,6 +537,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         let dropped = self.buffer.push(events);
         if dropped > 0 {
             self.events_dropped += dropped as u64;
+            self.dropped_unclaimed += dropped as u64;
             self.behaviour.dropped(dropped);
         }
     }
