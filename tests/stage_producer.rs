@@ -223,3 +223,27 @@ async fn stats_report_pending_demand_per_subscription() {
     let p_stats = p.stats().await.unwrap();
     assert_eq!(p_stats.events_out, 4);
 }
+
+#[tokio::test]
+async fn a_finite_source_started_accumulating_delivers_everything_before_it_ends() {
+    let p = producer(demandflow::from_iter(0..1000_u64))
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    let mut consumers = Vec::new();
+    let mut logs = Vec::new();
+    for _ in 0..4 {
+        let (rec, log) = Recorder::new();
+        let c = consumer(rec).start().unwrap();
+        c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+        consumers.push(c);
+        logs.push(log);
+    }
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    for c in &consumers {
+        assert_eq!(c.wait().await, demandflow::Reason::Normal);
+    }
+    let mut all: Vec<u64> = logs.iter().flat_map(|l| batches(l).concat()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<u64>>());
+}

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use demandflow_benches::{Sample, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched};
+use demandflow_benches::{Scenario, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched};
 
 /// Events per batch in the baselines (the `_1000` of their names).
 const BATCH: usize = 1_000;
@@ -19,9 +19,6 @@ const CHANNEL_CAPACITY: usize = 16;
 
 /// The max_demand of every row, as BENCH.md lists them.
 const MAX_DEMANDS: [u64; 5] = [1, 10, 100, 1_000, 10_000];
-
-/// A scenario of a row: moves the events it is asked for and returns what it moved in how long.
-type Scenario = Box<dyn FnMut(u64) -> Sample>;
 
 /// The topologies of BENCH.md, one line of the plot each.
 #[derive(Debug, Clone, Copy)]
@@ -63,27 +60,16 @@ impl Topology {
         }
     }
 
-    /// The scenario measuring this topology with consumers subscribed at `max_demand`, or `None`
-    /// while it cannot be built.
-    ///
-    /// Extension point: when the runtime API exists, return the scenario here, for example
-    /// `Topology::Direct => Some(Box::new(move |events| p_to_c(events, max_demand)))`, where
-    /// `p_to_c` builds the stages (outside the timing, like the baselines' runtime), starts the
-    /// clock, lets the producer emit `0..events`, waits until the consumer has summed all of them,
-    /// checks the sum, and returns `Sample::new(events, elapsed)`. A scenario owns its tokio
-    /// runtime (multi-thread, 2 workers, as the tokio baseline's).
+    /// The scenario measuring this topology with consumers subscribed at `max_demand`.
     fn scenario(self, max_demand: u64) -> Option<Scenario> {
-        match self {
-            // The demandflow runtime API does not exist yet: no rows rather than made-up ones.
-            Topology::Direct
-            | Topology::ThroughStage
-            | Topology::DemandFanOut
-            | Topology::Broadcast
-            | Topology::Partition => None,
-            Topology::ConsumerSupervisor => {
-                Some(demandflow_benches::consumer_supervisor(max_demand))
-            }
-        }
+        Some(match self {
+            Topology::Direct => demandflow_benches::p_to_c(max_demand),
+            Topology::ThroughStage => demandflow_benches::p_pc_c(max_demand),
+            Topology::DemandFanOut => demandflow_benches::p_4c_demand(max_demand),
+            Topology::Broadcast => demandflow_benches::p_2c_broadcast(max_demand),
+            Topology::Partition => demandflow_benches::p_partition_c(max_demand),
+            Topology::ConsumerSupervisor => demandflow_benches::consumer_supervisor(max_demand),
+        })
     }
 }
 

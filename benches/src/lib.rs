@@ -41,6 +41,7 @@ mod paths;
 mod plot;
 mod supervisor;
 mod throughput;
+mod topologies;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched};
@@ -53,3 +54,4 @@ pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,
     ThroughputReport, ThroughputSuite,
 };
+pub use topologies::{Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_pc_c, p_to_c};

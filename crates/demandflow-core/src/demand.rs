@@ -95,18 +95,21 @@ impl AutoDemand {
 /// ```
 pub fn split_chunks<T>(batch: Vec<T>, chunk_len: usize) -> impl Iterator<Item = Vec<T>> {
     let chunk_len = chunk_len.max(1);
-    let mut rest = Some(batch);
-    std::iter::from_fn(move || {
-        let mut current = rest.take()?;
-        if current.is_empty() {
-            return None;
-        }
-        if current.len() > chunk_len {
-            let tail = current.split_off(chunk_len);
-            rest = Some(tail);
-        }
-        Some(current)
-    })
+    // A batch that fits is handed on as it is; a larger one is cut front to back
+    // in one pass (cutting with `split_off` would copy the tail at every cut).
+    let (whole, mut rest) = if batch.len() <= chunk_len {
+        (Some(batch), None)
+    } else {
+        (None, Some(batch.into_iter()))
+    };
+    whole
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .chain(std::iter::from_fn(move || {
+            let events = rest.as_mut()?;
+            let chunk: Vec<T> = events.by_ref().take(chunk_len).collect();
+            (!chunk.is_empty()).then_some(chunk)
+        }))
 }
 
 #[cfg(test)]
@@ -188,6 +191,15 @@ mod tests {
         demand.subscribe();
         assert_eq!(demand.consume(9), 4);
         assert_eq!(demand.pending(), 4);
+    }
+
+    #[test]
+    fn split_chunks_keeps_order_and_sizes_of_a_large_batch() {
+        let chunks: Vec<Vec<u32>> = split_chunks((0..100_000).collect(), 1).collect();
+        assert_eq!(chunks.len(), 100_000);
+        assert!(chunks.iter().enumerate().all(|(i, c)| c == &[i as u32]));
+        let chunks: Vec<Vec<u32>> = split_chunks((0..10).collect(), 4).collect();
+        assert_eq!(chunks, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
     }
 
     #[test]

@@ -112,6 +112,8 @@ enum Accumulated<T> {
     /// Demand the dispatcher forwarded upstream on its own.
     Demand(u64),
     Events(Vec<T>),
+    /// A stop after everything recorded before it (a finite source ran dry).
+    StopAfter(Reason),
 }
 
 /// Work a producer-consumer received and handles once it has downstream demand.
@@ -544,6 +546,15 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     /// Stops once every buffered event has been dispatched.
     fn stop_after_buffered(&mut self, reason: Reason) {
+        // Recorded or replayed events come first.
+        if self.flow == DemandFlow::Accumulate {
+            self.accumulated.push_back(Accumulated::StopAfter(reason));
+            return;
+        }
+        if !self.replay.is_empty() {
+            self.replay.push_back(Accumulated::StopAfter(reason));
+            return;
+        }
         if self.consumers.is_empty() && !self.buffer.is_empty() {
             tracing::warn!(
                 lost = self.buffer.len(),
@@ -827,6 +838,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
                     Accumulated::Demand(demand) => self.serve(demand).await,
                     Accumulated::Events(events) => self.dispatch_emitted(events),
+                    Accumulated::StopAfter(reason) => self.stop_after_buffered(reason),
                 }
                 continue;
             }
