@@ -22,18 +22,7 @@ use crate::Sample;
 ///
 /// If the runtime cannot be built, or a run did not start and finish exactly `events` workers.
 pub fn consumer_supervisor(max_demand: u64) -> Box<dyn FnMut(u64) -> Sample> {
-    let mut runtime = None;
-    Box::new(move |events| {
-        runtime
-            .get_or_insert_with(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("building the tokio runtime")
-            })
-            .block_on(run(events, max_demand))
-    })
+    crate::topologies::scenario(move |events| run(events, max_demand))
 }
 
 async fn run(events: u64, max_demand: u64) -> Sample {

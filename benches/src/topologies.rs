@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use demandflow::{
-    BroadcastDispatcher, Consumer, ConsumerContext, ConsumerRef, Context, DemandFlow,
-    PartitionDispatcher, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId, consumer,
-    from_iter, producer, producer_consumer,
+    AsProducer, BroadcastDispatcher, Consumer, ConsumerContext, Context, DemandDispatcher,
+    DemandFlow, Dispatcher, PartitionDispatcher, ProducerConsumer, ProducerRef, Reason,
+    SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
 };
 
 use crate::Sample;
@@ -64,7 +64,7 @@ impl ProducerConsumer for Pass {
 }
 
 /// Wraps a per-run async body in a scenario that owns a 2-worker runtime.
-fn scenario<F, Fut>(mut run: F) -> Scenario
+pub(crate) fn scenario<F, Fut>(mut run: F) -> Scenario
 where
     F: FnMut(u64) -> Fut + 'static,
     Fut: Future<Output = Sample>,
@@ -83,91 +83,92 @@ where
     })
 }
 
-fn tally() -> (Tally, Arc<(AtomicU64, AtomicU64)>) {
-    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    (
-        Tally {
-            count: 0,
-            sum: 0,
-            totals: totals.clone(),
-        },
-        totals,
-    )
-}
-
 fn sum_below(events: u64) -> u64 {
     (0..events).fold(0_u64, |acc, e| acc.wrapping_add(e))
 }
 
-async fn wait_all(consumers: &[ConsumerRef<u64>]) {
-    for c in consumers {
-        let reason = c.wait().await;
-        assert_eq!(reason, Reason::Normal, "a consumer stopped abnormally");
+/// Subscribes `consumers` tallies to `upstream` with `options(i)`, starts the
+/// clock, switches `source` (accumulating until now) to forward, and stops the
+/// clock when every consumer has stopped; then checks the count and the sum
+/// over all consumers against `copies` copies of `0..events`.
+async fn fan_out(
+    events: u64,
+    source: &ProducerRef<u64>,
+    upstream: &impl AsProducer<u64>,
+    consumers: usize,
+    copies: u64,
+    options: impl Fn(usize) -> SubscribeOptions<u64>,
+) -> Sample {
+    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let mut sinks = Vec::with_capacity(consumers);
+    for i in 0..consumers {
+        let tally = Tally {
+            count: 0,
+            sum: 0,
+            totals: totals.clone(),
+        };
+        let sink = consumer(tally).start().expect("starting a consumer");
+        sink.subscribe_to(upstream, options(i))
+            .await
+            .expect("subscribing");
+        sinks.push(sink);
     }
-}
-
-fn check(totals: &(AtomicU64, AtomicU64), count: u64, sum: u64) {
+    let start = Instant::now();
+    source
+        .set_demand_flow(DemandFlow::Forward)
+        .expect("forward");
+    for sink in &sinks {
+        assert_eq!(
+            sink.wait().await,
+            Reason::Normal,
+            "a consumer stopped abnormally"
+        );
+    }
+    let elapsed = start.elapsed();
     assert_eq!(
         totals.0.load(Ordering::Relaxed),
-        count,
+        copies * events,
         "events lost or duplicated"
     );
     assert_eq!(
         totals.1.load(Ordering::Relaxed),
-        sum,
+        sum_below(events).wrapping_mul(copies),
         "wrong events delivered"
     );
+    Sample::new(events, elapsed)
+}
+
+/// A finite source of `0..events`, accumulating demand until the clock starts.
+fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
+    producer(from_iter(0..events))
+        .dispatcher(dispatcher)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .expect("starting the producer")
+}
+
+fn at(max_demand: u64) -> SubscribeOptions<u64> {
+    SubscribeOptions::new().max_demand(max_demand)
 }
 
 /// `P->C`: a producer and one consumer.
 pub fn p_to_c(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
-        let source = producer(from_iter(0..events))
-            .demand_flow(DemandFlow::Accumulate)
-            .start()
-            .expect("starting the producer");
-        let (sink, totals) = tally();
-        let sink = consumer(sink).start().expect("starting the consumer");
-        sink.subscribe_to(&source, SubscribeOptions::new().max_demand(max_demand))
-            .await
-            .expect("subscribing");
-        let start = Instant::now();
-        source
-            .set_demand_flow(DemandFlow::Forward)
-            .expect("forward");
-        wait_all(std::slice::from_ref(&sink)).await;
-        let elapsed = start.elapsed();
-        check(&totals, events, sum_below(events));
-        Sample::new(events, elapsed)
+        let source = source(events, DemandDispatcher::new());
+        fan_out(events, &source, &source, 1, 1, |_| at(max_demand)).await
     })
 }
 
 /// `P->PC->C`: a producer, a pass-through producer-consumer and a consumer.
 pub fn p_pc_c(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
-        let source = producer(from_iter(0..events))
-            .demand_flow(DemandFlow::Accumulate)
-            .start()
-            .expect("starting the producer");
+        let source = source(events, DemandDispatcher::new());
         let middle = producer_consumer(Pass).start().expect("starting the stage");
-        let (sink, totals) = tally();
-        let sink = consumer(sink).start().expect("starting the consumer");
-        let options = || SubscribeOptions::new().max_demand(max_demand);
         middle
-            .subscribe_to(&source, options())
+            .subscribe_to(&source, at(max_demand))
             .await
             .expect("subscribing");
-        sink.subscribe_to(&middle, options())
-            .await
-            .expect("subscribing");
-        let start = Instant::now();
-        source
-            .set_demand_flow(DemandFlow::Forward)
-            .expect("forward");
-        wait_all(std::slice::from_ref(&sink)).await;
-        let elapsed = start.elapsed();
-        check(&totals, events, sum_below(events));
-        Sample::new(events, elapsed)
+        fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await
     })
 }
 
@@ -175,32 +176,8 @@ pub fn p_pc_c(max_demand: u64) -> Scenario {
 /// figure is the total over the consumers.
 pub fn p_4c_demand(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
-        let source = producer(from_iter(0..events))
-            .demand_flow(DemandFlow::Accumulate)
-            .start()
-            .expect("starting the producer");
-        let (_, totals) = tally();
-        let mut sinks = Vec::new();
-        for _ in 0..4 {
-            let sink = Tally {
-                count: 0,
-                sum: 0,
-                totals: totals.clone(),
-            };
-            let sink = consumer(sink).start().expect("starting a consumer");
-            sink.subscribe_to(&source, SubscribeOptions::new().max_demand(max_demand))
-                .await
-                .expect("subscribing");
-            sinks.push(sink);
-        }
-        let start = Instant::now();
-        source
-            .set_demand_flow(DemandFlow::Forward)
-            .expect("forward");
-        wait_all(&sinks).await;
-        let elapsed = start.elapsed();
-        check(&totals, events, sum_below(events));
-        Sample::new(events, elapsed)
+        let source = source(events, DemandDispatcher::new());
+        fan_out(events, &source, &source, 4, 1, |_| at(max_demand)).await
     })
 }
 
@@ -208,33 +185,8 @@ pub fn p_4c_demand(max_demand: u64) -> Scenario {
 /// each receiving every event; the figure is events per second per consumer.
 pub fn p_2c_broadcast(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
-        let source = producer(from_iter(0..events))
-            .dispatcher(BroadcastDispatcher::new())
-            .demand_flow(DemandFlow::Accumulate)
-            .start()
-            .expect("starting the producer");
-        let (_, totals) = tally();
-        let mut sinks = Vec::new();
-        for _ in 0..2 {
-            let sink = Tally {
-                count: 0,
-                sum: 0,
-                totals: totals.clone(),
-            };
-            let sink = consumer(sink).start().expect("starting a consumer");
-            sink.subscribe_to(&source, SubscribeOptions::new().max_demand(max_demand))
-                .await
-                .expect("subscribing");
-            sinks.push(sink);
-        }
-        let start = Instant::now();
-        source
-            .set_demand_flow(DemandFlow::Forward)
-            .expect("forward");
-        wait_all(&sinks).await;
-        let elapsed = start.elapsed();
-        check(&totals, 2 * events, sum_below(events).wrapping_mul(2));
-        Sample::new(events, elapsed)
+        let source = source(events, BroadcastDispatcher::new());
+        fan_out(events, &source, &source, 2, 2, |_| at(max_demand)).await
     })
 }
 
@@ -248,37 +200,10 @@ pub fn p_partition_c(max_demand: u64) -> Scenario {
             PartitionDispatcher::numbered(partitions, move |e: u64| Some(((e % n) as usize, e)))
                 .build()
                 .expect("building the partition dispatcher");
-        let source = producer(from_iter(0..events))
-            .dispatcher(dispatcher)
-            .demand_flow(DemandFlow::Accumulate)
-            .start()
-            .expect("starting the producer");
-        let (_, totals) = tally();
-        let mut sinks = Vec::new();
-        for partition in 0..partitions {
-            let sink = Tally {
-                count: 0,
-                sum: 0,
-                totals: totals.clone(),
-            };
-            let sink = consumer(sink).start().expect("starting a consumer");
-            sink.subscribe_to(
-                &source,
-                SubscribeOptions::new()
-                    .max_demand(max_demand)
-                    .partition(partition),
-            )
-            .await
-            .expect("subscribing");
-            sinks.push(sink);
-        }
-        let start = Instant::now();
-        source
-            .set_demand_flow(DemandFlow::Forward)
-            .expect("forward");
-        wait_all(&sinks).await;
-        let elapsed = start.elapsed();
-        check(&totals, events, sum_below(events));
-        Sample::new(events, elapsed)
+        let source = source(events, dispatcher);
+        fan_out(events, &source, &source, partitions, 1, |i| {
+            at(max_demand).partition(i)
+        })
+        .await
     })
 }

@@ -1,7 +1,6 @@
 //! Restarting stages: OTP's supervisor strategies for demandflow pipelines.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +13,8 @@ use demandflow_runtime::{DrainReport, Pipeline, StageHandle};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+use crate::intensity::Intensity;
 
 /// Which children restart when one fails (OTP's strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -214,7 +215,7 @@ impl SupervisorBuilder {
                     running: None,
                 })
                 .collect(),
-            restart_times: VecDeque::new(),
+            intensity: Intensity::new(self.max_restarts, self.max_seconds),
             exits_tx,
             exits,
             cmds,
@@ -357,7 +358,7 @@ struct SupervisorTask {
     max_restarts: usize,
     max_seconds: Duration,
     slots: Vec<Slot>,
-    restart_times: VecDeque<Instant>,
+    intensity: Intensity,
     exits_tx: mpsc::UnboundedSender<(usize, u64, Reason)>,
     exits: mpsc::UnboundedReceiver<(usize, u64, Reason)>,
     cmds: mpsc::UnboundedReceiver<Command>,
@@ -413,16 +414,7 @@ impl SupervisorTask {
             tracing::debug!(child = &*name, %reason, "child stopped; not restarted");
             return Ok(());
         }
-        let now = Instant::now();
-        self.restart_times.push_back(now);
-        while let Some(&first) = self.restart_times.front() {
-            if now.duration_since(first) > self.max_seconds {
-                self.restart_times.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.restart_times.len() > self.max_restarts {
+        if !self.intensity.add(Instant::now()) {
             tracing::error!(child = &*name, %reason, "restart intensity exceeded; supervisor stops");
             return Err(Reason::error(format!(
                 "child {name:?} needed more than {} restarts in {:?} (last exit: {reason})",
