@@ -825,3 +825,7 @@ pub use demandflow_runtime::{
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };
+pub use demandflow_supervisor::{
+    DenseKeys, HashedKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
+    KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
+};
