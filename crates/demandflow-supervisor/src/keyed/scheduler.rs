@@ -597,7 +597,11 @@ where
             if done == total {
                 return Ok(done);
             }
-            room.await;
+            if pushed == 0 {
+                // The partition was full when checked, after `room` was
+                // enabled: the next take wakes us.
+                room.await;
+            }
         }
     }
 
