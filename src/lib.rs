@@ -826,6 +826,6 @@ pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };
 pub use demandflow_supervisor::{
-    DenseKeys, HashedKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
-    KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
+    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
+    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
 };

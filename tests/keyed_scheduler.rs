@@ -138,6 +138,81 @@ async fn a_key_whose_handler_is_slow_does_not_hold_up_other_keys_in_its_partitio
     assert_eq!(recorder.overlaps.load(Ordering::SeqCst), 0);
 }
 
+/// Handles events at once, except that a key with a slow job is held and
+/// finished in a task of its own.
+#[derive(Default)]
+struct Holder {
+    handled: Mutex<Vec<(u64, u32)>>,
+    slow: Arc<Mutex<Vec<(u64, u32)>>>,
+}
+
+impl KeyedHandler for Holder {
+    type Key = u64;
+    type Event = Job;
+
+    async fn handle(&self, batch: &mut KeyedBatch<u64, Job>) {
+        let slow = batch
+            .iter()
+            .position(|(_, jobs)| jobs.iter().any(|j| j.millis > 0));
+        if let Some(run) = slow {
+            let (hold, jobs) = batch.hold(run);
+            let log = self.slow.clone();
+            tokio::spawn(async move {
+                for job in jobs {
+                    tokio::time::sleep(Duration::from_millis(job.millis)).await;
+                    log.lock().push((*hold.key(), job.id));
+                }
+                drop(hold); // releases the key
+            });
+        }
+        for (key, jobs) in batch.iter() {
+            for job in jobs {
+                self.handled.lock().push((*key, job.id));
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_key_leaves_its_batch_so_its_batch_mates_go_on() {
+    let keyed = KeyedBuilder::dense(Holder::default())
+        .partitions(nz(1))
+        .max_workers(nz(1))
+        .max_batch(nz(100))
+        .start()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    // One batch: keys 0 (slow), 1 and 2.
+    keyed
+        .send_all([
+            (
+                0,
+                Job {
+                    id: 0,
+                    millis: 1000,
+                },
+            ),
+            (1, job(1)),
+            (2, job(2)),
+        ])
+        .await
+        .unwrap();
+    // Later events for key 1 and 2 flow while key 0 sleeps; key 0's waits.
+    keyed
+        .send_all([(1, job(3)), (2, job(4)), (0, job(5))])
+        .await
+        .unwrap();
+    let holder = keyed.handler();
+    eventually(|| holder.handled.lock().len() == 4).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(*holder.handled.lock(), [(1, 1), (2, 2), (1, 3), (2, 4)]);
+    assert_eq!(keyed.stats().in_flight_keys, 1);
+    keyed.wait_idle().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(1000));
+    assert_eq!(*holder.slow.lock(), [(0, 0)]);
+    assert_eq!(holder.handled.lock().last(), Some(&(0, 5)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_events_for_one_key_are_handled_one_after_the_other_even_when_the_first_is_slow() {
     let keyed = KeyedBuilder::dense(Recorder::default())

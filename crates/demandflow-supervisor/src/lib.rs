@@ -12,8 +12,8 @@ mod keyed;
 mod stage_supervisor;
 
 pub use keyed::{
-    DenseKeys, HashedKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
-    KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
+    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
+    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
 };
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,

@@ -20,7 +20,7 @@ mod scheduler;
 
 pub use consumer::KeyedConsumer;
 pub use index::{DenseKeys, HashedKeys, KeyIndex};
-pub use queue::{KeyedBatch, KeyedQueue};
+pub use queue::{KeyHold, KeyedBatch, KeyedQueue};
 pub use scheduler::{
     Keyed, KeyedBuilder, KeyedHandler, KeyedPanic, KeyedSendError, KeyedStats, KeyedTrySendError,
 };

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::KeyIndex;
@@ -169,9 +170,9 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
         self.ready.len()
     }
 
-    /// `true` when no event is queued or in flight.
+    /// `true` when no event is queued, no batch is out and no key is held.
     pub fn is_idle(&self) -> bool {
-        self.queued == 0 && self.in_flight_events == 0 && self.batches_out == 0
+        self.queued == 0 && self.in_flight_keys == 0 && self.batches_out == 0
     }
 
     /// Adds `event` behind the events already pushed for `key`.
@@ -284,11 +285,11 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
     ///
     /// # Panics
     ///
-    /// If `batch` is not empty (acknowledge it first: [`ack`](Self::ack)
+    /// If `batch` was taken and not acknowledged yet ([`ack`](Self::ack)
     /// empties it).
     pub fn take_into(&mut self, batch: &mut KeyedBatch<X::Key, E>, max_events: usize) -> usize {
         assert!(
-            batch.is_empty(),
+            batch.queue == 0 && batch.is_empty(),
             "take_into needs an empty batch: acknowledge it first"
         );
         while let Some((slot, event)) = self.ready.pop_front() {
@@ -330,13 +331,15 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
     /// [`take_into`](Self::take_into) again; its events, if the handler left
     /// them there, are dropped. Returns how many events the batch held.
     ///
-    /// Acknowledging an empty batch does nothing.
+    /// Keys taken out of the batch with [`KeyedBatch::hold`] stay busy until
+    /// their hold is [`release`](Self::release)d. Acknowledging a batch twice,
+    /// or one that was never taken, does nothing.
     ///
     /// # Panics
     ///
     /// If the batch was taken from another queue.
     pub fn ack(&mut self, batch: &mut KeyedBatch<X::Key, E>) -> usize {
-        if batch.runs.is_empty() {
+        if batch.queue == 0 {
             return 0;
         }
         assert_eq!(
@@ -345,22 +348,50 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
         );
         let events = batch.events.len();
         for run in &batch.runs {
-            let s = run.slot as usize;
-            if self.state[s] == BUSY_MORE {
-                let (event, more) = self.pop_list(s);
-                self.ready.push_back((run.slot, event));
-                self.state[s] = if more { READY_MORE } else { READY };
-            } else {
-                debug_assert_eq!(self.state[s], BUSY);
-                self.state[s] = IDLE;
-                self.index.release(s);
-            }
+            self.release_slot(run.slot);
         }
         self.in_flight_events -= events;
         self.in_flight_keys -= batch.runs.len();
         self.batches_out -= 1;
         batch.clear();
         events
+    }
+
+    /// The work on a key taken out of its batch with [`KeyedBatch::hold`] is
+    /// done: the key is no longer busy (ready again if events wait behind it).
+    ///
+    /// # Panics
+    ///
+    /// If the hold comes from another queue.
+    pub fn release(&mut self, mut hold: KeyHold<X::Key>) {
+        hold.release = None;
+        self.release_held(hold.queue, hold.slot, hold.events);
+    }
+
+    /// Releases a held key from its parts (what a [`KeyHold`] carries).
+    pub(crate) fn release_held(&mut self, queue: u64, slot: u32, events: usize) {
+        assert_eq!(
+            queue, self.id,
+            "a hold must be released by the queue it was taken from"
+        );
+        self.release_slot(slot);
+        self.in_flight_events -= events;
+        self.in_flight_keys -= 1;
+    }
+
+    /// A busy key is done: ready again with its first waiting event, or idle.
+    #[inline]
+    fn release_slot(&mut self, slot: u32) {
+        let s = slot as usize;
+        if self.state[s] == BUSY_MORE {
+            let (event, more) = self.pop_list(s);
+            self.ready.push_back((slot, event));
+            self.state[s] = if more { READY_MORE } else { READY };
+        } else {
+            debug_assert_eq!(self.state[s], BUSY);
+            self.state[s] = IDLE;
+            self.index.release(s);
+        }
     }
 }
 
@@ -417,7 +448,10 @@ pub struct KeyedBatch<K, E> {
     runs: Vec<Run<K>>,
     events: Vec<E>,
     partition: usize,
+    /// The queue the batch was taken from; 0 when it is not out.
     queue: u64,
+    /// Set by the runtime: how a hold releases its key when dropped.
+    pub(crate) releaser: Option<Arc<dyn ReleaseHeld>>,
 }
 
 impl<K, E> KeyedBatch<K, E> {
@@ -428,6 +462,7 @@ impl<K, E> KeyedBatch<K, E> {
             events: Vec::new(),
             partition: 0,
             queue: 0,
+            releaser: None,
         }
     }
 
@@ -480,9 +515,122 @@ impl<K, E> KeyedBatch<K, E> {
         })
     }
 
+    /// Takes run `run` (a key and its events) out of the batch, so that the
+    /// rest of the batch can be acknowledged while this key's work goes on —
+    /// say, in a task of its own while it waits for a timer or a reply. The key
+    /// stays busy, its later events waiting behind it, until the hold is
+    /// released.
+    ///
+    /// With the [`Keyed`](crate::Keyed) scheduler the key is released when the
+    /// hold is dropped (also when the task holding it panics). With a bare
+    /// [`KeyedQueue`], hand it back to [`KeyedQueue::release`]; a hold dropped
+    /// otherwise leaves its key busy for good.
+    ///
+    /// Runs after `run` move up by one. Costs O(events in the batch).
+    ///
+    /// # Panics
+    ///
+    /// If `run >= self.run_count()`.
+    pub fn hold(&mut self, run: usize) -> (KeyHold<K>, Vec<E>) {
+        let start = match run {
+            0 => 0,
+            _ => self.runs[run - 1].end as usize,
+        };
+        let Run { key, slot, end } = self.runs.remove(run);
+        let end = end as usize;
+        let events: Vec<E> = self.events.drain(start..end).collect();
+        let shift = (end - start) as u32;
+        for later in &mut self.runs[run..] {
+            later.end -= shift;
+        }
+        let hold = KeyHold {
+            key,
+            slot,
+            queue: self.queue,
+            partition: self.partition,
+            events: events.len(),
+            release: self.releaser.clone(),
+        };
+        (hold, events)
+    }
+
     fn clear(&mut self) {
         self.runs.clear();
         self.events.clear();
+        self.queue = 0;
+    }
+}
+
+/// How the runtime releases a held key when its [`KeyHold`] is dropped.
+pub(crate) trait ReleaseHeld: Send + Sync {
+    fn release_held(&self, partition: usize, queue: u64, slot: u32, events: usize);
+}
+
+/// A key taken out of its batch with [`KeyedBatch::hold`]: the key stays busy
+/// (no other worker gets it, its later events wait) until the hold is released.
+///
+/// Taken from a [`Keyed`](crate::Keyed) scheduler's batch, dropping the hold
+/// releases the key. Taken from a bare [`KeyedQueue`], give it back with
+/// [`KeyedQueue::release`].
+///
+/// # Examples
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use demandflow_supervisor::{DenseKeys, KeyIndex, KeyedQueue};
+///
+/// let mut queue = KeyedQueue::new(DenseKeys::new(0, NonZeroUsize::MIN));
+/// queue.push(&1, "slow");
+/// queue.push(&2, "fast");
+/// let mut batch = queue.take(10).unwrap();
+/// let (hold, events) = batch.hold(0); // key 1 goes on elsewhere
+/// assert_eq!((*hold.key(), events), (1, vec!["slow"]));
+/// queue.ack(&mut batch); // key 2 is free again, key 1 is not
+/// queue.push(&1, "later");
+/// queue.push(&2, "again");
+/// let mut batch = queue.take(10).unwrap();
+/// assert_eq!(batch.keys().copied().collect::<Vec<_>>(), [2]);
+/// queue.release(hold);
+/// queue.ack(&mut batch);
+/// let batch = queue.take(10).unwrap();
+/// assert_eq!(batch.keys().copied().collect::<Vec<_>>(), [1]);
+/// ```
+#[must_use = "the key stays busy until the hold is released"]
+pub struct KeyHold<K> {
+    key: K,
+    slot: u32,
+    queue: u64,
+    partition: usize,
+    events: usize,
+    release: Option<Arc<dyn ReleaseHeld>>,
+}
+
+impl<K> KeyHold<K> {
+    /// The key held.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// The partition of the key.
+    pub fn partition(&self) -> usize {
+        self.partition
+    }
+}
+
+impl<K> Drop for KeyHold<K> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release.release_held(self.partition, self.queue, self.slot, self.events);
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for KeyHold<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHold")
+            .field("key", &self.key)
+            .field("partition", &self.partition)
+            .finish()
     }
 }
 
@@ -697,6 +845,48 @@ mod tests {
         // last one freed.
         q.push(&"c".to_owned(), 5);
         assert_eq!(q.index().key(1), "c");
+    }
+
+    #[test]
+    fn a_held_key_stays_busy_after_its_batch_is_acknowledged() {
+        let mut q = dense();
+        for (key, n) in [(1, 10), (2, 20), (3, 30), (2, 21)] {
+            q.push(&key, n);
+        }
+        let mut batch = q.take(10).unwrap();
+        let (hold, events) = batch.hold(1);
+        assert_eq!((*hold.key(), events), (2, vec![20, 21]));
+        assert_eq!(runs(&batch), [(1, vec![10]), (3, vec![30])]);
+        assert_eq!(q.ack(&mut batch), 2);
+        assert_eq!(
+            (q.in_flight_keys(), q.in_flight_events(), q.batches_out()),
+            (1, 2, 0)
+        );
+        assert!(!q.is_idle());
+        q.push(&2, 22);
+        q.push(&1, 11);
+        let mut batch = q.take(10).unwrap();
+        assert_eq!(runs(&batch), [(1, vec![11])]);
+        q.ack(&mut batch);
+        q.release(hold);
+        let mut batch = q.take(10).unwrap();
+        assert_eq!(runs(&batch), [(2, vec![22])]);
+        q.ack(&mut batch);
+        assert!(q.is_idle());
+    }
+
+    #[test]
+    fn a_batch_whose_every_run_is_held_is_still_acknowledged() {
+        let mut q = dense();
+        q.push(&4, ());
+        let mut batch = q.take(10).unwrap();
+        let (hold, _) = batch.hold(0);
+        assert!(batch.is_empty());
+        assert_eq!(q.ack(&mut batch), 0);
+        assert_eq!(q.batches_out(), 0);
+        assert_eq!(q.ack(&mut batch), 0, "acknowledging twice does nothing");
+        q.release(hold);
+        assert!(q.is_idle());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::index::{DenseKeys, HashedKeys, KeyIndex};
-use super::queue::{KeyedBatch, KeyedQueue};
+use super::queue::{KeyedBatch, KeyedQueue, ReleaseHeld};
 
 /// The code a [`Keyed`] scheduler runs on each batch: what a worker does.
 ///
@@ -26,9 +26,15 @@ use super::queue::{KeyedBatch, KeyedQueue};
 /// to the scheduler's worker cap), so `handle` takes `&self`: keep shared state
 /// behind locks or atomics, or split it by [`KeyedBatch::partition`].
 ///
+/// The keys of a batch stay busy until `handle` returns. A handler that has to
+/// wait on one key (a timer, a reply) should not wait inside `handle`, which
+/// would hold up that key's batch-mates too: it takes the key out with
+/// [`KeyedBatch::hold`], moves the waiting into a task of its own, and
+/// returns; the key stays busy until the hold is dropped.
+///
 /// A panic in `handle` is caught: it is reported (see
 /// [`KeyedBuilder::on_panic`]), the batch's keys are released, and the worker
-/// goes on with the next batch.
+/// goes on with the next batch. The events of the batch count as failed.
 ///
 /// # Examples
 ///
@@ -343,8 +349,11 @@ type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
 /// - **per-key FIFO**: a key's events are handled in the order they were sent
 ///   (by one sender; sends from several tasks interleave);
 /// - **per-key mutual exclusion**: a key is handled by one worker at a time;
-/// - **cross-key concurrency**: a key whose handler is slow or waiting holds up
-///   only its own events, never other keys, even in its own partition;
+/// - **cross-key concurrency**: keys are handled by up to `max_workers`
+///   workers per partition at once, so a batch whose handler is slow or
+///   waiting holds up only its own keys, never other keys of its partition;
+///   and a handler that [`hold`](KeyedBatch::hold)s its slow key releases the
+///   rest of its batch at once, so a blocked key holds up only itself;
 /// - **nothing lost or duplicated**: every event sent is handled once, or
 ///   reported as failed when its handler panicked.
 ///
@@ -752,6 +761,7 @@ where
     async fn work(self: Arc<Self>, mut batch: KeyedBatch<X::Key, H::Event>) {
         let p = batch.partition();
         let partition = &self.partitions[p];
+        batch.releaser = Some(Arc::new(Releaser(self.clone())));
         loop {
             let events = batch.len();
             let outcome = {
@@ -772,6 +782,7 @@ where
                 let took = state.queue.take_into(&mut batch, self.max_batch);
                 if took == 0 {
                     state.workers -= 1;
+                    batch.releaser = None;
                     state.spare.push(std::mem::take(&mut batch));
                 }
                 (took, was_full, state.queue.is_idle())
@@ -827,6 +838,31 @@ where
                 %message,
                 "keyed handler panicked; its keys were released"
             ),
+        }
+    }
+}
+
+/// Releases held keys of a scheduler (what its batches hand to their holds).
+struct Releaser<X: KeyIndex, H: KeyedHandler>(Arc<Inner<X, H>>);
+
+impl<X, H> ReleaseHeld for Releaser<X, H>
+where
+    X: KeyIndex,
+    H: KeyedHandler<Key = X::Key>,
+{
+    fn release_held(&self, partition: usize, queue: u64, slot: u32, events: usize) {
+        let inner = &self.0;
+        let (starts, idle) = {
+            let mut state = inner.partitions[partition].state.lock();
+            state.queue.release_held(queue, slot, events);
+            (
+                inner.start_workers(partition, &mut state),
+                state.queue.is_idle(),
+            )
+        };
+        inner.spawn_all(starts);
+        if idle {
+            inner.idle.notify_waiters();
         }
     }
 }
