@@ -443,6 +443,8 @@ struct Run<K> {
 /// }
 /// assert_eq!(batch.iter().map(|(k, e)| (*k, e.to_vec())).collect::<Vec<_>>(), [(1, vec![11, 12]), (2, vec![21])]);
 /// assert_eq!(batch.keys().copied().collect::<Vec<_>>(), [1, 2]);
+/// // With dense keys and one partition, a key's slot is the key itself.
+/// assert_eq!(batch.iter_mut_with_slots().map(|(_, slot, _)| slot).collect::<Vec<_>>(), [1, 2]);
 /// ```
 pub struct KeyedBatch<K, E> {
     runs: Vec<Run<K>>,
@@ -512,6 +514,23 @@ impl<K, E> KeyedBatch<K, E> {
             rest = tail;
             start = end;
             (&run.key, events)
+        })
+    }
+
+    /// Like [`iter_mut`](Self::iter_mut), with each key's slot in its
+    /// partition (see [`KeyIndex`]): with [`DenseKeys`](crate::DenseKeys),
+    /// `key / partitions`, a dense index for state kept per partition.
+    pub fn iter_mut_with_slots(
+        &mut self,
+    ) -> impl ExactSizeIterator<Item = (&K, usize, &mut [E])> + '_ {
+        let mut rest: &mut [E] = &mut self.events;
+        let mut start = 0;
+        self.runs.iter().map(move |run| {
+            let end = run.end as usize;
+            let (events, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            start = end;
+            (&run.key, run.slot as usize, events)
         })
     }
 
