@@ -202,7 +202,8 @@ struct Shared<A> {
     attached: Box<[AtomicU64]>,
     objects: AtomicU64,
     shards: Box<[Mutex<Shard>]>,
-    index: DenseKeys,
+    /// Per partition: how object ids become slots.
+    indexes: Vec<DenseKeys>,
     handled: AtomicU64,
     halted: AtomicU64,
     waited: AtomicU64,
@@ -256,7 +257,7 @@ impl<A: Send + 'static> Shared<A> {
         mut next: usize,
         mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
     ) {
-        let slot = self.index.clone().slot(hold.key());
+        let slot = self.indexes[hold.partition()].clone().slot(hold.key());
         let shard = &self.shards[hold.partition()];
         let mut handled = 0;
         for event in &mut events {
@@ -431,7 +432,9 @@ impl<A: Send + 'static> WorldBuilder<A> {
             attached: (0..self.capacity).map(|_| AtomicU64::new(0)).collect(),
             objects: AtomicU64::new(0),
             shards,
-            index: DenseKeys::new(0, self.partitions),
+            indexes: (0..self.partitions.get())
+                .map(|p| DenseKeys::new(p, self.partitions))
+                .collect(),
             handled: AtomicU64::new(0),
             halted: AtomicU64::new(0),
             waited: AtomicU64::new(0),
@@ -495,8 +498,8 @@ impl<A: Send + 'static> World<A> {
 
     /// Where `object`'s state lives: its partition and slot.
     fn place(&self, object: ObjectId) -> (usize, usize) {
-        let mut index = self.shared.index.clone();
-        (index.partition_of(&object.0), index.slot(&object.0))
+        let p = self.shared.indexes[0].partition_of(&object.0);
+        (p, self.shared.indexes[p].clone().slot(&object.0))
     }
 
     /// Attaches behaviour `id` to `object`, with `state` as its component state.
