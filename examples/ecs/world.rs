@@ -662,6 +662,11 @@ impl<A: Send + 'static> World<A> {
         self.keyed.shutdown().await;
     }
 
+    /// The keyed scheduler's counters.
+    pub(crate) fn keyed_stats(&self) -> demandflow::KeyedStats {
+        self.keyed.stats()
+    }
+
     /// The counters.
     pub(crate) fn stats(&self) -> WorldStats {
         let keyed = self.keyed.stats();

@@ -710,7 +710,12 @@ where
 }
 
 /// Batches taken for new workers, spawned once the partition lock is released.
-type Starts<K, E> = Vec<KeyedBatch<K, E>>;
+struct Starts<K, E> {
+    partition: usize,
+    batches: Vec<KeyedBatch<K, E>>,
+    /// The partition was full before these were taken: senders may be waiting.
+    was_full: bool,
+}
 
 impl<X, H> Inner<X, H>
 where
@@ -720,25 +725,33 @@ where
     /// Takes batches for new workers while keys are ready and the cap allows.
     fn start_workers(
         &self,
-        _p: usize,
+        partition: usize,
         state: &mut PartitionState<X, H::Event>,
     ) -> Starts<X::Key, H::Event> {
-        let mut starts = Vec::new();
+        let mut starts = Starts {
+            partition,
+            batches: Vec::new(),
+            was_full: state.queue.queued() >= self.capacity,
+        };
         while state.workers < self.max_workers && state.queue.ready_keys() > 0 {
             let mut batch = state.spare.pop().unwrap_or_default();
             state.queue.take_into(&mut batch, self.max_batch);
             state.workers += 1;
-            starts.push(batch);
+            starts.batches.push(batch);
         }
         starts
     }
 
+    /// Spawns the workers of `starts`, and tells whoever waits for room.
     fn spawn_all(self: &Arc<Self>, starts: Starts<X::Key, H::Event>) {
-        if starts.is_empty() {
+        if starts.batches.is_empty() {
             return;
         }
+        if starts.was_full {
+            self.partitions[starts.partition].space.notify_waiters();
+        }
         self.made_room();
-        for batch in starts {
+        for batch in starts.batches {
             let inner = self.clone();
             self.runtime.spawn(async move { inner.work(batch).await });
         }
