@@ -830,3 +830,7 @@ pub use demandflow_supervisor::{
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };
+pub use demandflow_supervisor::{
+    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
+    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
+};

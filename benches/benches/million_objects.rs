@@ -1,0 +1,539 @@
+//! A million objects, each hit once per frame, through the `ecs` example's world on the keyed
+//! scheduler, next to a hand-written single-threaded loop doing the same updates.
+//!
+//! ```text
+//! cargo bench -p demandflow-benches --bench million_objects -- --quick
+//! ```
+//!
+//! Every object has two behaviours, armor (takes its rating off the damage) and health
+//! (subtracts what gets through, and checks that frames arrive in order). A frame sends one
+//! event to every object; the next frame starts as soon as every event of the previous one has
+//! been handled (a game loop), and a frame's drain time is from its first send to its last
+//! event handled. Then a small scenario: 1 000 objects receiving an event every 10 ms.
+//! See `benches/README.md` for what each figure means.
+
+#[path = "../../examples/ecs/world.rs"]
+mod world;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use demandflow_benches::{
+    Args, ArgsError, Json, LogLogPlot, Mode, Reference, Series, USAGE, median, report_dir,
+};
+use world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+
+/// Damage of every hit; armor takes `ARMOR` off it.
+const DAMAGE: u32 = 7;
+const ARMOR: u32 = 3;
+/// Health every object starts with: enough for every frame of a full run.
+const HEALTH: i64 = 1 << 40;
+
+/// The arguments of a hit: the damage, which armor lowers, and the frame it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hit {
+    damage: u32,
+    frame: u32,
+}
+
+/// Takes its rating off the damage.
+struct ArmorB {
+    hit: EventName,
+}
+
+impl Behaviour<Hit> for ArmorB {
+    type State = u32;
+
+    fn name(&self) -> &str {
+        "armor"
+    }
+
+    fn handles(&self) -> Vec<EventName> {
+        vec![self.hit]
+    }
+
+    #[inline]
+    fn handle(&self, _: ObjectId, rating: &mut u32, event: &mut Event<Hit>) -> Handled {
+        event.args.damage -= event.args.damage.min(*rating);
+        Handled::Continue
+    }
+}
+
+/// An object's health and the last frame that reached it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Health {
+    hp: i64,
+    last_frame: u32,
+}
+
+/// Subtracts the damage that gets through; counts frames arriving out of order.
+struct HealthB {
+    hit: EventName,
+    violations: Arc<AtomicU64>,
+}
+
+impl Behaviour<Hit> for HealthB {
+    type State = Health;
+
+    fn name(&self) -> &str {
+        "health"
+    }
+
+    fn handles(&self) -> Vec<EventName> {
+        vec![self.hit]
+    }
+
+    #[inline]
+    fn handle(&self, _: ObjectId, health: &mut Health, event: &mut Event<Hit>) -> Handled {
+        health.hp -= i64::from(event.args.damage);
+        if event.args.frame != health.last_frame + 1 {
+            self.violations.fetch_add(1, Ordering::Relaxed);
+        }
+        health.last_frame = event.args.frame;
+        Handled::Continue
+    }
+}
+
+/// How big a run is.
+struct Plan {
+    objects: u64,
+    frames: u32,
+    /// Frames of the hand-written loop, before and after the world's.
+    hand_frames: u32,
+    /// The small scenario: how long, and its tick.
+    small_for: Duration,
+    small_tick: Duration,
+}
+
+impl Plan {
+    fn for_mode(mode: Mode) -> Plan {
+        match mode {
+            Mode::Smoke => Plan {
+                objects: 10_000,
+                frames: 3,
+                hand_frames: 3,
+                small_for: Duration::from_millis(100),
+                small_tick: Duration::from_millis(10),
+            },
+            Mode::Quick => Plan {
+                objects: 1_000_000,
+                frames: 120,
+                hand_frames: 20,
+                small_for: Duration::from_secs(2),
+                small_tick: Duration::from_millis(10),
+            },
+            Mode::Full => Plan {
+                objects: 1_000_000,
+                frames: 600,
+                hand_frames: 60,
+                small_for: Duration::from_secs(10),
+                small_tick: Duration::from_millis(10),
+            },
+        }
+    }
+}
+
+/// A world with armor and health on every object.
+struct Setup {
+    world: World<Hit>,
+    hit: EventName,
+    health: world::BehaviourId<HealthB>,
+    /// Counted by the health behaviour.
+    violations: Arc<AtomicU64>,
+}
+
+/// The world with armor and health on `objects` objects.
+fn build_world(objects: u64) -> Setup {
+    let violations = Arc::new(AtomicU64::new(0));
+    let mut builder = WorldBuilder::<Hit>::new(objects as usize);
+    let hit = builder.event("hit");
+    let armor = builder.register(ArmorB { hit });
+    let health = builder.register(HealthB {
+        hit,
+        violations: violations.clone(),
+    });
+    let world = builder.start().expect("inside a tokio runtime");
+    let all = world.spawn_many(objects);
+    world.attach_many(all.clone(), armor, |_| ARMOR);
+    world.attach_many(all, health, |_| Health {
+        hp: HEALTH,
+        last_frame: 0,
+    });
+    Setup {
+        world,
+        hit,
+        health,
+        violations,
+    }
+}
+
+/// What the world's run measured.
+struct WorldRun {
+    drains: Vec<Duration>,
+    total: Duration,
+    max_backlog: u64,
+    peak_queued: usize,
+    handled: u64,
+    violations: u64,
+    wrong_state: u64,
+}
+
+/// Sends `frames` frames of one hit per object, each after the previous one has drained.
+async fn run_world(plan: &Plan) -> WorldRun {
+    let Setup {
+        world,
+        hit,
+        health,
+        violations,
+    } = build_world(plan.objects);
+    let mut drains = Vec::with_capacity(plan.frames as usize);
+    let mut max_backlog = 0;
+    let start = Instant::now();
+    for frame in 1..=plan.frames {
+        let t0 = Instant::now();
+        let events = (0..plan.objects).map(|o| Event {
+            name: hit,
+            target: ObjectId(o),
+            args: Hit {
+                damage: DAMAGE,
+                frame,
+            },
+        });
+        world.send_all(events).await.expect("the world is running");
+        let keyed = world.keyed_stats();
+        max_backlog = max_backlog.max(keyed.sent - keyed.handled);
+        world.idle().await;
+        drains.push(t0.elapsed());
+        if frame % 60 == 0 {
+            let last = &drains[drains.len() - 60..];
+            eprintln!(
+                "[million_objects] frame {frame}/{}: drain median {:.2} ms",
+                plan.frames,
+                ms(median_duration(last))
+            );
+        }
+    }
+    let total = start.elapsed();
+    let stats = world.stats();
+    let keyed = world.keyed_stats();
+    // Every object lost (damage - armor) per frame, exactly once per frame.
+    let expected = HEALTH - i64::from(plan.frames) * i64::from(DAMAGE - ARMOR);
+    let wrong_state = (0..plan.objects)
+        .filter(|&o| {
+            world
+                .state(ObjectId(o), health)
+                .map(|h| (h.hp, h.last_frame))
+                != Some((expected, plan.frames))
+        })
+        .count() as u64;
+    world.shutdown().await;
+    WorldRun {
+        drains,
+        total,
+        max_backlog,
+        peak_queued: keyed.peak_queued,
+        handled: stats.handled,
+        violations: violations.load(Ordering::Relaxed),
+        wrong_state,
+    }
+}
+
+/// The hand-written loop: the same two updates on dense vectors, one thread. Returns the time of
+/// each frame.
+fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
+    let armor = vec![ARMOR; objects as usize];
+    let mut health = vec![
+        Health {
+            hp: HEALTH,
+            last_frame: 0
+        };
+        objects as usize
+    ];
+    let mut violations = 0_u64;
+    let mut times = Vec::with_capacity(frames as usize);
+    for frame in 1..=frames {
+        let t0 = Instant::now();
+        for (h, &rating) in health.iter_mut().zip(&armor) {
+            let mut damage = std::hint::black_box(DAMAGE);
+            damage -= damage.min(rating);
+            h.hp -= i64::from(damage);
+            if frame != h.last_frame + 1 {
+                violations += 1;
+            }
+            h.last_frame = frame;
+        }
+        times.push(t0.elapsed());
+    }
+    let expected = HEALTH - i64::from(frames) * i64::from(DAMAGE - ARMOR);
+    let ok = violations == 0 && health.iter().all(|h| h.hp == expected);
+    (times, ok)
+}
+
+/// The small scenario: `objects` objects, one event each every `tick`, for `duration`; the
+/// drain time of each tick.
+async fn run_small(objects: u64, tick: Duration, duration: Duration) -> (Vec<Duration>, u64) {
+    let Setup {
+        world,
+        hit,
+        violations,
+        ..
+    } = build_world(objects);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticks = (duration.as_nanos() / tick.as_nanos().max(1)) as u32;
+    let mut drains = Vec::with_capacity(ticks as usize);
+    for frame in 1..=ticks {
+        interval.tick().await;
+        let t0 = Instant::now();
+        let events = (0..objects).map(|o| Event {
+            name: hit,
+            target: ObjectId(o),
+            args: Hit {
+                damage: DAMAGE,
+                frame,
+            },
+        });
+        world.send_all(events).await.expect("the world is running");
+        world.idle().await;
+        drains.push(t0.elapsed());
+    }
+    world.shutdown().await;
+    let lost = u64::from(ticks) * objects - world.stats().handled;
+    (drains, lost + violations.load(Ordering::Relaxed))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median_duration(values: &[Duration]) -> Duration {
+    Duration::from_secs_f64(median(
+        &values.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+    ))
+}
+
+/// The `q` quantile (0..=1) of `values`, nearest rank.
+fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+fn peak_rss_mb() -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::from_env() {
+        Ok(args) => args,
+        Err(ArgsError::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("million_objects: {e}\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = Plan::for_mode(args.mode);
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+
+    eprintln!(
+        "[million_objects] hand loop: {} frames of {} objects",
+        plan.hand_frames, plan.objects
+    );
+    let (mut hand, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
+    eprintln!(
+        "[million_objects] world: {} frames of {} objects on {cores} cores",
+        plan.frames, plan.objects
+    );
+    let run = runtime.block_on(run_world(&plan));
+    let (hand_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    let hand_before_ms = ms(median_duration(&hand));
+    let hand_after_ms = ms(median_duration(&hand_after));
+    hand.extend(hand_after);
+    eprintln!(
+        "[million_objects] small: 1000 objects every {} ms for {:.0} s",
+        plan.small_tick.as_millis(),
+        plan.small_for.as_secs_f64()
+    );
+    let (small, small_bad) = runtime.block_on(run_small(1_000, plan.small_tick, plan.small_for));
+    let rss = peak_rss_mb();
+
+    let frames = run.drains.len() as u64;
+    let fps = frames as f64 / run.total.as_secs_f64();
+    let p50 = ms(quantile(&run.drains, 0.5));
+    let p99 = ms(quantile(&run.drains, 0.99));
+    let hand_ms = ms(median_duration(&hand));
+    let expected = plan.objects * frames;
+    let lost = expected.saturating_sub(run.handled) + run.wrong_state;
+    let duplicated = run.handled.saturating_sub(expected);
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "million_objects: {} objects x {frames} frames, {cores} cores",
+        plan.objects
+    );
+    let _ = writeln!(table, "| figure | value |");
+    let _ = writeln!(table, "|---|---|");
+    let _ = writeln!(table, "| fps (frames / wall time) | {fps:.1} |");
+    let _ = writeln!(table, "| drain per frame p50 | {p50:.2} ms |");
+    let _ = writeln!(table, "| drain per frame p99 | {p99:.2} ms |");
+    let _ = writeln!(
+        table,
+        "| drain per frame max | {:.2} ms |",
+        ms(quantile(&run.drains, 1.0))
+    );
+    let _ = writeln!(
+        table,
+        "| events/s | {:.1} M |",
+        expected as f64 / run.total.as_secs_f64() / 1e6
+    );
+    let _ = writeln!(
+        table,
+        "| hand loop per frame (baseline, 1 thread, median) | {hand_ms:.2} ms (before {hand_before_ms:.2}, after {hand_after_ms:.2}) |"
+    );
+    let _ = writeln!(table, "| drain p50 / hand loop | {:.1}x |", p50 / hand_ms);
+    let _ = writeln!(table, "| peak RSS (VmHWM) | {rss:.1} MiB |");
+    let _ = writeln!(
+        table,
+        "| max backlog (sent - handled, after a frame is sent) | {} |",
+        run.max_backlog
+    );
+    let _ = writeln!(
+        table,
+        "| most events queued in one partition | {} |",
+        run.peak_queued
+    );
+    let _ = writeln!(table, "| ordering violations | {} |", run.violations);
+    let _ = writeln!(
+        table,
+        "| lost events (incl. objects in a wrong state) | {lost} |"
+    );
+    let _ = writeln!(table, "| duplicated events | {duplicated} |");
+    let _ = writeln!(
+        table,
+        "| target: 60 fps (p50 drain <= 16.7 ms), peak RSS <= 256 MiB | {} |",
+        if p50 <= 16.7 && fps >= 60.0 && rss <= 256.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "small: 1000 objects, an event each every {} ms, {} ticks",
+        plan.small_tick.as_millis(),
+        small.len()
+    );
+    let _ = writeln!(
+        table,
+        "| drain per tick p50 | {:.3} ms |",
+        ms(quantile(&small, 0.5))
+    );
+    let _ = writeln!(
+        table,
+        "| drain per tick p99 | {:.3} ms |",
+        ms(quantile(&small, 0.99))
+    );
+    let _ = writeln!(table, "| lost events + ordering violations | {small_bad} |");
+    print!("{table}");
+
+    if args.mode == Mode::Full {
+        let plot = LogLogPlot {
+            title: "million_objects: drain time of each frame".into(),
+            subtitle: format!(
+                "{} objects, armor + health, {cores} cores; lower is better",
+                plan.objects
+            ),
+            x_label: "frame".into(),
+            y_label: "drain time (ms)".into(),
+            x_span: (1.0, frames as f64),
+            series: vec![Series {
+                name: "demandflow keyed world".into(),
+                points: run
+                    .drains
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| ((i + 1) as f64, ms(*d)))
+                    .collect(),
+            }],
+            references: vec![
+                Reference {
+                    name: "60 fps budget (16.7 ms)".into(),
+                    value: 1000.0 / 60.0,
+                },
+                Reference {
+                    name: "hand loop, 1 thread".into(),
+                    value: hand_ms,
+                },
+            ],
+        };
+        let dir = report_dir();
+        let path = dir.join("million_objects.svg");
+        match fs::create_dir_all(&dir).and_then(|()| fs::write(&path, plot.to_svg())) {
+            Ok(()) => println!("plot: {}", path.display()),
+            Err(e) => eprintln!("million_objects: could not write {}: {e}", path.display()),
+        }
+    }
+
+    let result = Json::object([
+        ("bench", Json::from("million_objects")),
+        ("objects", Json::from(plan.objects)),
+        ("frames", Json::from(frames)),
+        ("fps", Json::from(round1(fps))),
+        ("drain_ms_p50", Json::from(round3(p50))),
+        ("drain_ms_p99", Json::from(round3(p99))),
+        ("hand_loop_ms", Json::from(round3(hand_ms))),
+        ("peak_rss_mb", Json::from(round1(rss))),
+        ("max_backlog", Json::from(run.max_backlog)),
+        ("ordering_violations", Json::from(run.violations)),
+        ("lost_events", Json::from(lost)),
+    ]);
+    println!("RESULT {result}");
+    let ok = hand_ok_before
+        && hand_ok_after
+        && run.violations == 0
+        && lost == 0
+        && duplicated == 0
+        && small_bad == 0;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("million_objects: a correctness check failed");
+        ExitCode::FAILURE
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,683 @@
+//! A small entity-component world on demandflow's keyed scheduler.
+//!
+//! Objects are `u64` ids. Behaviours are registered in order, each declaring
+//! the events it handles and the component state it keeps per object; they are
+//! attached to and detached from objects at run time. An event (a name, a
+//! target object, mutable arguments) goes through the target's attached
+//! behaviours that handle its name, in registration order, until one halts.
+//! Events for one object are handled one at a time, in the order they were
+//! sent; different objects are handled concurrently.
+//!
+//! This file is shared by the `ecs` example and the `million_objects` bench.
+#![allow(
+    dead_code,
+    reason = "shared by the ecs example and the million_objects bench, which use different parts"
+)]
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use demandflow::{DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedHandler, StartError};
+use parking_lot::Mutex;
+
+/// An object of the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ObjectId(pub(crate) u64);
+
+/// An event name, interned by [`WorldBuilder::event`]: comparing two is
+/// comparing two integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct EventName(u16);
+
+/// Something that happens to an object: a name, the target, and arguments that
+/// each behaviour may change before the next one sees them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Event<A> {
+    pub(crate) name: EventName,
+    pub(crate) target: ObjectId,
+    pub(crate) args: A,
+}
+
+/// Whether later behaviours see an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Hand the event on to the next behaviour.
+    Continue,
+    /// Stop here: later behaviours do not see the event.
+    Halt,
+}
+
+/// What a behaviour's handler returns.
+pub(crate) enum Handled {
+    /// Done; the next behaviour sees the event.
+    Continue,
+    /// Done; no later behaviour sees the event.
+    Halt,
+    /// Not done yet: the object's later behaviours and events wait for this
+    /// future (a timer, a reply), while other objects go on.
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send>>),
+}
+
+impl Handled {
+    /// Waits for `future` before deciding whether the event goes on.
+    pub(crate) fn wait(future: impl Future<Output = Flow> + Send + 'static) -> Handled {
+        Handled::Wait(Box::pin(future))
+    }
+}
+
+/// A behaviour: handles some events for the objects it is attached to, with
+/// component state of its own for each of them.
+///
+/// `handle` runs with the object's state borrowed and must not block; to wait,
+/// change what there is to change and return [`Handled::Wait`].
+pub(crate) trait Behaviour<A>: Send + Sync + 'static {
+    /// The state the behaviour keeps for each object it is attached to, stored
+    /// densely (a vector per partition, indexed by object).
+    type State: Default + Send + 'static;
+
+    /// A name for logs.
+    fn name(&self) -> &str;
+
+    /// The events it handles.
+    fn handles(&self) -> Vec<EventName>;
+
+    /// Handles `event` for `object`, whose state is `state`.
+    fn handle(&self, object: ObjectId, state: &mut Self::State, event: &mut Event<A>) -> Handled;
+}
+
+/// A registered behaviour, typed so that attaching it takes its state type.
+pub(crate) struct BehaviourId<B>(u8, PhantomData<fn() -> B>);
+
+impl<B> Clone for BehaviourId<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for BehaviourId<B> {}
+
+impl<B> fmt::Debug for BehaviourId<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BehaviourId({})", self.0)
+    }
+}
+
+/// Why an event was not sent; it is handed back.
+#[derive(Debug, PartialEq)]
+pub(crate) enum SendError<A> {
+    /// No behaviour attached to the target handles the event's name, so it was
+    /// not queued.
+    NoHandler(Event<A>),
+    /// The world was shut down.
+    Closed(Event<A>),
+}
+
+/// What [`World::send_all`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// Events queued.
+    pub(crate) sent: u64,
+    /// Events refused because no attached behaviour handles them.
+    pub(crate) no_handler: u64,
+}
+
+/// The world's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorldStats {
+    /// Events that went through every behaviour they were meant to (or were halted).
+    pub(crate) handled: u64,
+    /// Events a behaviour halted.
+    pub(crate) halted: u64,
+    /// Times an event waited on a behaviour's future.
+    pub(crate) waited: u64,
+    /// Events refused at send time: no handler.
+    pub(crate) no_handler: u64,
+    /// Events whose target had no interested behaviour left when they were
+    /// handled (detached after sending).
+    pub(crate) orphaned: u64,
+    /// Most events queued in one partition at once.
+    pub(crate) peak_queued: usize,
+    /// Events in batches whose handler panicked.
+    pub(crate) failed: u64,
+}
+
+trait ErasedBehaviour<A>: Send + Sync {
+    fn name(&self) -> &str;
+    fn new_column(&self) -> Box<dyn Any + Send>;
+    fn handle(
+        &self,
+        column: &mut (dyn Any + Send),
+        slot: usize,
+        object: ObjectId,
+        event: &mut Event<A>,
+    ) -> Handled;
+}
+
+struct Erased<B>(B);
+
+impl<A, B: Behaviour<A>> ErasedBehaviour<A> for Erased<B> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn new_column(&self) -> Box<dyn Any + Send> {
+        Box::new(Vec::<B::State>::new())
+    }
+
+    #[inline]
+    fn handle(
+        &self,
+        column: &mut (dyn Any + Send),
+        slot: usize,
+        object: ObjectId,
+        event: &mut Event<A>,
+    ) -> Handled {
+        let column = column
+            .downcast_mut::<Vec<B::State>>()
+            .expect("each behaviour has a column of its state");
+        self.0.handle(object, &mut column[slot], event)
+    }
+}
+
+/// The component state of one partition's objects: a column per behaviour.
+struct Shard {
+    columns: Vec<Box<dyn Any + Send>>,
+}
+
+struct Shared<A> {
+    behaviours: Vec<Box<dyn ErasedBehaviour<A>>>,
+    names: Vec<String>,
+    /// Per event name: the behaviours that handle it, in registration order.
+    handlers: Vec<Vec<u8>>,
+    /// Per event name: the same, as a bit mask.
+    handler_masks: Vec<u64>,
+    /// Per object: the behaviours attached to it, as a bit mask.
+    attached: Box<[AtomicU64]>,
+    objects: AtomicU64,
+    shards: Box<[Mutex<Shard>]>,
+    /// Per partition: how object ids become slots.
+    indexes: Vec<DenseKeys>,
+    handled: AtomicU64,
+    halted: AtomicU64,
+    waited: AtomicU64,
+    no_handler: AtomicU64,
+    orphaned: AtomicU64,
+}
+
+/// Where a dispatch stopped.
+enum Step {
+    /// The event went through (or was halted).
+    Done,
+    /// A behaviour returned a future: the event goes on at behaviour `next`
+    /// once it is ready.
+    Wait(usize, Pin<Box<dyn Future<Output = Flow> + Send>>),
+}
+
+impl<A: Send + 'static> Shared<A> {
+    /// Runs `event` through its handlers from position `from`.
+    #[inline]
+    fn dispatch(&self, shard: &mut Shard, slot: usize, event: &mut Event<A>, from: usize) -> Step {
+        let mask = self.attached[event.target.0 as usize].load(Ordering::Relaxed);
+        let handlers = &self.handlers[event.name.0 as usize];
+        if mask & self.handler_masks[event.name.0 as usize] == 0 {
+            self.orphaned.fetch_add(1, Ordering::Relaxed);
+            return Step::Done;
+        }
+        for (pos, &b) in handlers.iter().enumerate().skip(from) {
+            if mask & (1 << b) == 0 {
+                continue;
+            }
+            let column = &mut *shard.columns[b as usize];
+            match self.behaviours[b as usize].handle(column, slot, event.target, event) {
+                Handled::Continue => {}
+                Handled::Halt => {
+                    self.halted.fetch_add(1, Ordering::Relaxed);
+                    return Step::Done;
+                }
+                Handled::Wait(future) => return Step::Wait(pos + 1, future),
+            }
+        }
+        Step::Done
+    }
+
+    /// Finishes a held object's events: the one that waits (from behaviour
+    /// `next` once `future` is ready), then the rest. The object stays busy
+    /// until `hold` is dropped.
+    async fn resume(
+        self: Arc<Self>,
+        hold: demandflow::KeyHold<u64>,
+        mut events: Vec<Event<A>>,
+        mut next: usize,
+        mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
+    ) {
+        let slot = self.indexes[hold.partition()].clone().slot(hold.key());
+        let shard = &self.shards[hold.partition()];
+        let mut handled = 0;
+        for event in &mut events {
+            let mut flow = Flow::Continue;
+            loop {
+                if next > 0 {
+                    self.waited.fetch_add(1, Ordering::Relaxed);
+                    flow = future.as_mut().await;
+                }
+                if flow == Flow::Halt {
+                    self.halted.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                let step = self.dispatch(&mut shard.lock(), slot, event, next);
+                match step {
+                    Step::Done => break,
+                    Step::Wait(at, wait) => {
+                        next = at;
+                        future = wait;
+                    }
+                }
+            }
+            next = 0;
+            handled += 1;
+        }
+        self.handled.fetch_add(handled, Ordering::Relaxed);
+        drop(hold);
+    }
+}
+
+/// The keyed handler: runs each batch of objects through their behaviours.
+struct Dispatch<A>(Arc<Shared<A>>);
+
+impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
+    type Key = u64;
+    type Event = Event<A>;
+
+    async fn handle(&self, batch: &mut KeyedBatch<u64, Event<A>>) {
+        let shared = &self.0;
+        // (run, event, next behaviour, future) of objects that have to wait.
+        let mut waiting = Vec::new();
+        let mut handled = 0;
+        {
+            let mut shard = shared.shards[batch.partition()].lock();
+            for (run, (_, slot, events)) in batch.iter_mut_with_slots().enumerate() {
+                for (i, event) in events.iter_mut().enumerate() {
+                    match shared.dispatch(&mut shard, slot, event, 0) {
+                        Step::Done => handled += 1,
+                        Step::Wait(next, future) => {
+                            waiting.push((run, i, next, future));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        shared.handled.fetch_add(handled, Ordering::Relaxed);
+        // Take waiting objects out of the batch (last first, so run numbers
+        // stay right) and finish them in tasks of their own: the rest of the
+        // batch is released when this returns.
+        for (run, i, next, future) in waiting.into_iter().rev() {
+            let (hold, mut events) = batch.hold(run);
+            events.drain(..i);
+            tokio::spawn(shared.clone().resume(hold, events, next, future));
+        }
+    }
+}
+
+/// Registers event names and behaviours, then starts a [`World`].
+pub(crate) struct WorldBuilder<A> {
+    behaviours: Vec<Box<dyn ErasedBehaviour<A>>>,
+    handles: Vec<Vec<EventName>>,
+    names: HashMap<String, EventName>,
+    capacity: usize,
+    partitions: NonZeroUsize,
+    max_workers: NonZeroUsize,
+    max_batch: NonZeroUsize,
+    queue_capacity: NonZeroUsize,
+}
+
+impl<A: Send + 'static> WorldBuilder<A> {
+    /// A world for up to `capacity` objects.
+    pub(crate) fn new(capacity: usize) -> Self {
+        WorldBuilder {
+            behaviours: Vec::new(),
+            handles: Vec::new(),
+            names: HashMap::new(),
+            capacity,
+            partitions: NonZeroUsize::new(num_cpus()).unwrap_or(NonZeroUsize::MIN),
+            max_workers: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            max_batch: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            queue_capacity: NonZeroUsize::new(65_536).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+
+    /// Partitions of the keyed scheduler (default: one per core).
+    pub(crate) fn partitions(mut self, n: NonZeroUsize) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// Workers per partition (default 4).
+    pub(crate) fn max_workers(mut self, n: NonZeroUsize) -> Self {
+        self.max_workers = n;
+        self
+    }
+
+    /// Events a worker takes at once (default 1024).
+    pub(crate) fn max_batch(mut self, n: NonZeroUsize) -> Self {
+        self.max_batch = n;
+        self
+    }
+
+    /// Events queued per partition before senders wait (default 65 536).
+    pub(crate) fn queue_capacity(mut self, n: NonZeroUsize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// The name `name`, interned.
+    ///
+    /// # Panics
+    ///
+    /// Beyond 65 536 names.
+    pub(crate) fn event(&mut self, name: &str) -> EventName {
+        let next = EventName(u16::try_from(self.names.len()).expect("at most 65 536 event names"));
+        *self.names.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// Registers `behaviour` after those registered before it: for an event
+    /// both handle, it runs later.
+    ///
+    /// # Panics
+    ///
+    /// Beyond 64 behaviours.
+    pub(crate) fn register<B: Behaviour<A>>(&mut self, behaviour: B) -> BehaviourId<B> {
+        let id = u8::try_from(self.behaviours.len())
+            .ok()
+            .filter(|&id| id < 64)
+            .expect("at most 64 behaviours");
+        self.handles.push(behaviour.handles());
+        self.behaviours.push(Box::new(Erased(behaviour)));
+        BehaviourId(id, PhantomData)
+    }
+
+    /// Starts the world on the current tokio runtime.
+    pub(crate) fn start(self) -> Result<World<A>, StartError> {
+        let mut names = vec![String::new(); self.names.len()];
+        for (name, id) in &self.names {
+            names[id.0 as usize] = name.clone();
+        }
+        let mut handlers = vec![Vec::new(); names.len()];
+        let mut handler_masks = vec![0_u64; names.len()];
+        for (b, handles) in self.handles.iter().enumerate() {
+            for name in handles {
+                handlers[name.0 as usize].push(b as u8);
+                handler_masks[name.0 as usize] |= 1 << b;
+            }
+        }
+        let shards = (0..self.partitions.get())
+            .map(|_| {
+                Mutex::new(Shard {
+                    columns: self.behaviours.iter().map(|b| b.new_column()).collect(),
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            behaviours: self.behaviours,
+            names,
+            handlers,
+            handler_masks,
+            attached: (0..self.capacity).map(|_| AtomicU64::new(0)).collect(),
+            objects: AtomicU64::new(0),
+            shards,
+            indexes: (0..self.partitions.get())
+                .map(|p| DenseKeys::new(p, self.partitions))
+                .collect(),
+            handled: AtomicU64::new(0),
+            halted: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            no_handler: AtomicU64::new(0),
+            orphaned: AtomicU64::new(0),
+        });
+        let keyed = KeyedBuilder::dense(Dispatch(shared.clone()))
+            .partitions(self.partitions)
+            .max_workers(self.max_workers)
+            .max_batch(self.max_batch)
+            .capacity(self.queue_capacity)
+            .start()?;
+        Ok(World { keyed, shared })
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// A running world: objects, their behaviours and state, and the keyed
+/// scheduler that handles their events. Cloning gives another handle.
+pub(crate) struct World<A: Send + 'static> {
+    keyed: Keyed<DenseKeys, Dispatch<A>>,
+    shared: Arc<Shared<A>>,
+}
+
+impl<A: Send + 'static> Clone for World<A> {
+    fn clone(&self) -> Self {
+        World {
+            keyed: self.keyed.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A: Send + 'static> World<A> {
+    /// Creates an object.
+    ///
+    /// # Panics
+    ///
+    /// Beyond the world's capacity.
+    pub(crate) fn spawn(&self) -> ObjectId {
+        self.spawn_many(1).start
+    }
+
+    /// Creates `n` objects with consecutive ids.
+    ///
+    /// # Panics
+    ///
+    /// Beyond the world's capacity.
+    pub(crate) fn spawn_many(&self, n: u64) -> std::ops::Range<ObjectId> {
+        let first = self.shared.objects.fetch_add(n, Ordering::Relaxed);
+        assert!(
+            first + n <= self.shared.attached.len() as u64,
+            "the world holds at most {} objects",
+            self.shared.attached.len()
+        );
+        ObjectId(first)..ObjectId(first + n)
+    }
+
+    /// Where `object`'s state lives: its partition and slot.
+    fn place(&self, object: ObjectId) -> (usize, usize) {
+        let p = self.shared.indexes[0].partition_of(&object.0);
+        (p, self.shared.indexes[p].clone().slot(&object.0))
+    }
+
+    /// Attaches behaviour `id` to `object`, with `state` as its component state.
+    pub(crate) fn attach<B: Behaviour<A>>(
+        &self,
+        object: ObjectId,
+        id: BehaviourId<B>,
+        state: B::State,
+    ) {
+        let (p, slot) = self.place(object);
+        {
+            let mut shard = self.shared.shards[p].lock();
+            let column = shard.columns[id.0 as usize]
+                .downcast_mut::<Vec<B::State>>()
+                .expect("each behaviour has a column of its state");
+            if column.len() <= slot {
+                column.resize_with(slot + 1, B::State::default);
+            }
+            column[slot] = state;
+        }
+        self.shared.attached[object.0 as usize].fetch_or(1 << id.0, Ordering::Release);
+    }
+
+    /// Attaches behaviour `id` to every object of `objects`, each with the
+    /// state `state` makes for it.
+    pub(crate) fn attach_many<B: Behaviour<A>>(
+        &self,
+        objects: std::ops::Range<ObjectId>,
+        id: BehaviourId<B>,
+        mut state: impl FnMut(ObjectId) -> B::State,
+    ) {
+        for p in 0..self.shared.shards.len() {
+            let mut shard = self.shared.shards[p].lock();
+            let column = shard.columns[id.0 as usize]
+                .downcast_mut::<Vec<B::State>>()
+                .expect("each behaviour has a column of its state");
+            for o in objects.start.0..objects.end.0 {
+                let (op, slot) = self.place(ObjectId(o));
+                if op != p {
+                    continue;
+                }
+                if column.len() <= slot {
+                    column.resize_with(slot + 1, B::State::default);
+                }
+                column[slot] = state(ObjectId(o));
+                self.shared.attached[o as usize].fetch_or(1 << id.0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Detaches behaviour `id` from `object` and returns its state; `None` if
+    /// it was not attached. Events already queued for the object no longer go
+    /// through it.
+    pub(crate) fn detach<B: Behaviour<A>>(
+        &self,
+        object: ObjectId,
+        id: BehaviourId<B>,
+    ) -> Option<B::State> {
+        let before =
+            self.shared.attached[object.0 as usize].fetch_and(!(1 << id.0), Ordering::AcqRel);
+        if before & (1 << id.0) == 0 {
+            return None;
+        }
+        let (p, slot) = self.place(object);
+        let mut shard = self.shared.shards[p].lock();
+        let column = shard.columns[id.0 as usize]
+            .downcast_mut::<Vec<B::State>>()
+            .expect("each behaviour has a column of its state");
+        Some(std::mem::take(&mut column[slot]))
+    }
+
+    /// A copy of `object`'s state for behaviour `id`, if attached.
+    pub(crate) fn state<B: Behaviour<A>>(
+        &self,
+        object: ObjectId,
+        id: BehaviourId<B>,
+    ) -> Option<B::State>
+    where
+        B::State: Clone,
+    {
+        if self.shared.attached[object.0 as usize].load(Ordering::Acquire) & (1 << id.0) == 0 {
+            return None;
+        }
+        let (p, slot) = self.place(object);
+        let shard = self.shared.shards[p].lock();
+        let column = shard.columns[id.0 as usize]
+            .downcast_ref::<Vec<B::State>>()
+            .expect("each behaviour has a column of its state");
+        column.get(slot).cloned()
+    }
+
+    /// The text of `name`.
+    pub(crate) fn name_of(&self, name: EventName) -> &str {
+        &self.shared.names[name.0 as usize]
+    }
+
+    /// `true` when some behaviour attached to the event's target handles it.
+    pub(crate) fn has_handler(&self, event: &Event<A>) -> bool {
+        let attached = self.shared.attached[event.target.0 as usize].load(Ordering::Acquire);
+        attached & self.shared.handler_masks[event.name.0 as usize] != 0
+    }
+
+    /// Queues `event` behind the target's earlier events, waiting while its
+    /// partition is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NoHandler`] when no behaviour attached to the target
+    /// handles the event (nothing is queued), [`SendError::Closed`] after
+    /// shutdown.
+    pub(crate) async fn send(&self, event: Event<A>) -> Result<(), SendError<A>> {
+        if !self.has_handler(&event) {
+            self.shared.no_handler.fetch_add(1, Ordering::Relaxed);
+            return Err(SendError::NoHandler(event));
+        }
+        self.keyed
+            .send(event.target.0, event)
+            .await
+            .map_err(|e| SendError::Closed(e.0.1))
+    }
+
+    /// Sends many events; those without a handler are refused and counted.
+    ///
+    /// # Errors
+    ///
+    /// The number of events sent, after shutdown.
+    pub(crate) async fn send_all(
+        &self,
+        events: impl IntoIterator<Item = Event<A>>,
+    ) -> Result<Sent, usize> {
+        let mut refused = 0;
+        let accepted = events.into_iter().filter_map(|event| {
+            if self.has_handler(&event) {
+                Some((event.target.0, event))
+            } else {
+                refused += 1;
+                None
+            }
+        });
+        let mut sent = 0_u64;
+        let counted = accepted.inspect(|_| sent += 1);
+        let result = self.keyed.send_all(counted).await;
+        self.shared.no_handler.fetch_add(refused, Ordering::Relaxed);
+        match result {
+            Ok(()) => Ok(Sent {
+                sent,
+                no_handler: refused,
+            }),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    /// Waits until every event sent so far has been handled.
+    pub(crate) async fn idle(&self) {
+        self.keyed.wait_idle().await;
+    }
+
+    /// Stops taking events and waits for those sent to be handled.
+    pub(crate) async fn shutdown(&self) {
+        self.keyed.shutdown().await;
+    }
+
+    /// The keyed scheduler's counters.
+    pub(crate) fn keyed_stats(&self) -> demandflow::KeyedStats {
+        self.keyed.stats()
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> WorldStats {
+        let keyed = self.keyed.stats();
+        WorldStats {
+            handled: self.shared.handled.load(Ordering::Relaxed),
+            halted: self.shared.halted.load(Ordering::Relaxed),
+            waited: self.shared.waited.load(Ordering::Relaxed),
+            no_handler: self.shared.no_handler.load(Ordering::Relaxed),
+            orphaned: self.shared.orphaned.load(Ordering::Relaxed),
+            peak_queued: keyed.peak_queued,
+            failed: keyed.failed,
+        }
+    }
+}
