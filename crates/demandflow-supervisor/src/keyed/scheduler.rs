@@ -341,6 +341,9 @@ pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
     failed: AtomicU64,
 }
 
+/// A chunk being filled for one partition: keys, and their events.
+type ChunkBuffer<X, H> = (Vec<<X as KeyIndex>::Key>, Vec<<H as KeyedHandler>::Event>);
+
 /// A key and its event, as the send methods hand them back.
 type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
 
@@ -553,7 +556,7 @@ where
         pairs: impl IntoIterator<Item = (X::Key, H::Event)>,
     ) -> Result<(), KeyedSendError<usize>> {
         let chunk = self.inner.chunk;
-        let mut buffers: Vec<(Vec<X::Key>, Vec<H::Event>)> = (0..self.partitions())
+        let mut buffers: Vec<ChunkBuffer<X, H>> = (0..self.partitions())
             .map(|_| (Vec::with_capacity(chunk), Vec::with_capacity(chunk)))
             .collect();
         let mut sent = 0;
