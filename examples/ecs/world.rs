@@ -221,6 +221,13 @@ enum Step {
 }
 
 impl<A: Send + 'static> Shared<A> {
+    /// `true` when some behaviour attached to the event's target handles it.
+    #[inline]
+    fn has_handler(&self, event: &Event<A>) -> bool {
+        let attached = self.attached[event.target.0 as usize].load(Ordering::Acquire);
+        attached & self.handler_masks[event.name.0 as usize] != 0
+    }
+
     /// Runs `event` through its handlers from position `from`.
     #[inline]
     fn dispatch(&self, shard: &mut Shard, slot: usize, event: &mut Event<A>, from: usize) -> Step {
@@ -598,8 +605,7 @@ impl<A: Send + 'static> World<A> {
 
     /// `true` when some behaviour attached to the event's target handles it.
     pub(crate) fn has_handler(&self, event: &Event<A>) -> bool {
-        let attached = self.shared.attached[event.target.0 as usize].load(Ordering::Acquire);
-        attached & self.shared.handler_masks[event.name.0 as usize] != 0
+        self.shared.has_handler(event)
     }
 
     /// Queues `event` behind the target's earlier events, waiting while its
@@ -630,22 +636,21 @@ impl<A: Send + 'static> World<A> {
         &self,
         events: impl IntoIterator<Item = Event<A>>,
     ) -> Result<Sent, usize> {
+        let shared = &*self.shared;
         let mut refused = 0;
         let accepted = events.into_iter().filter_map(|event| {
-            if self.has_handler(&event) {
+            if shared.has_handler(&event) {
                 Some((event.target.0, event))
             } else {
                 refused += 1;
                 None
             }
         });
-        let mut sent = 0_u64;
-        let counted = accepted.inspect(|_| sent += 1);
-        let result = self.keyed.send_all(counted).await;
+        let result = self.keyed.send_all(accepted).await;
         self.shared.no_handler.fetch_add(refused, Ordering::Relaxed);
         match result {
-            Ok(()) => Ok(Sent {
-                sent,
+            Ok(sent) => Ok(Sent {
+                sent: sent as u64,
                 no_handler: refused,
             }),
             Err(e) => Err(e.0),

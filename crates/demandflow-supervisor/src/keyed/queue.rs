@@ -417,45 +417,38 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
             mut events,
         } = chunk;
         self.queued -= keys.len();
-        let mut slots = std::mem::take(&mut self.scratch_slots);
         let mut claims = std::mem::take(&mut self.scratch_claims);
-        slots.clear();
+        let mut waiting = std::mem::take(&mut self.scratch_slots);
         claims.clear();
-        let mut waiting = 0;
-        for key in &keys {
-            let slot = self.slot_of(key);
-            let claimed = self.state[slot as usize] == IDLE;
+        waiting.clear();
+        let mut end = batch.events.len() as u32;
+        for key in keys.drain(..) {
+            let slot = self.slot_of(&key);
+            let state = &mut self.state[slot as usize];
+            let claimed = *state == IDLE;
             if claimed {
-                self.state[slot as usize] = BUSY;
+                *state = BUSY;
+                end += 1;
+                batch.runs.push(Run { key, slot, end });
             } else {
-                waiting += 1;
+                waiting.push(slot);
             }
-            slots.push(slot);
             claims.push(claimed);
         }
-        if waiting > 0 {
+        if !waiting.is_empty() {
             // The rare path: split the chunk, copying the events that go on.
             let mut going = self.spare_events.pop().unwrap_or_default();
-            for (i, event) in events.drain(..).enumerate() {
-                if claims[i] {
+            let mut slots = waiting.iter();
+            for (event, &claimed) in events.drain(..).zip(&claims) {
+                if claimed {
                     going.push(event);
                 } else {
-                    self.push_slot(slots[i], event);
+                    let slot = *slots.next().expect("a slot for each waiting event");
+                    self.push_slot(slot, event);
                 }
             }
             let drained = std::mem::replace(&mut events, going);
             self.recycle_events(drained);
-        }
-        let mut end = batch.events.len() as u32;
-        for (i, key) in keys.drain(..).enumerate() {
-            if claims[i] {
-                end += 1;
-                batch.runs.push(Run {
-                    key,
-                    slot: slots[i],
-                    end,
-                });
-            }
         }
         if batch.events.is_empty() {
             std::mem::swap(&mut batch.events, &mut events);
@@ -466,7 +459,7 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
         if self.spare_keys.len() < SPARE_VECS {
             self.spare_keys.push(keys);
         }
-        self.scratch_slots = slots;
+        self.scratch_slots = waiting;
         self.scratch_claims = claims;
     }
 

@@ -258,6 +258,7 @@ where
                     queue: KeyedQueue::with_partition(X::new(p, self.partitions), p),
                     workers: 0,
                     starting: 0,
+                    senders_waiting: false,
                     peak_queued: 0,
                     spare: Vec::new(),
                 }),
@@ -272,6 +273,8 @@ where
                 max_workers: self.max_workers.get(),
                 max_batch: self.max_batch.get(),
                 chunk: self.max_batch.get().min(self.capacity.get()),
+                low_water: (self.capacity.get() / 2)
+                    .min(self.capacity.get() - self.max_batch.get().min(self.capacity.get())),
                 capacity: self.capacity.get(),
                 runtime,
                 closed: AtomicBool::new(false),
@@ -295,6 +298,9 @@ struct PartitionState<X: KeyIndex, E> {
     workers: usize,
     /// Workers spawned that have not taken their first batch yet.
     starting: usize,
+    /// A sender found the partition full and waits for room: wake it once
+    /// the queue is down to the low-water mark.
+    senders_waiting: bool,
     peak_queued: usize,
     /// Batches of workers that stopped, kept for their allocations.
     spare: Vec<KeyedBatch<X::Key, E>>,
@@ -326,6 +332,10 @@ pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
     max_batch: usize,
     /// Events `send_all` queues at once: `max_batch`, within the capacity.
     chunk: usize,
+    /// Waiting senders are woken when the queue is down to this: room for a
+    /// chunk and at least half the capacity, so that a sender does not wake
+    /// for every batch a worker takes.
+    low_water: usize,
     pub(super) capacity: usize,
     runtime: tokio::runtime::Handle,
     closed: AtomicBool,
@@ -494,6 +504,7 @@ where
                     state.peak_queued = state.peak_queued.max(queued);
                     Some(self.inner.start_workers(&mut state))
                 } else {
+                    state.senders_waiting = true;
                     None
                 }
             };
@@ -539,8 +550,9 @@ where
     }
 
     /// Sends every `(key, event)` pair, in order, waiting while a partition is
-    /// full. Pairs are grouped by partition and queued a chunk at a time, one
-    /// lock per chunk: the way to send many events (a frame) cheaply.
+    /// full, and returns how many were sent. Pairs are grouped by partition and
+    /// queued a chunk (`max_batch` events) at a time, one lock per chunk: the
+    /// way to send many events (a frame) cheaply.
     ///
     /// # Errors
     ///
@@ -554,7 +566,7 @@ where
     pub async fn send_all(
         &self,
         pairs: impl IntoIterator<Item = (X::Key, H::Event)>,
-    ) -> Result<(), KeyedSendError<usize>> {
+    ) -> Result<usize, KeyedSendError<usize>> {
         let chunk = self.inner.chunk;
         let mut buffers: Vec<ChunkBuffer<X, H>> = (0..self.partitions())
             .map(|_| (Vec::with_capacity(chunk), Vec::with_capacity(chunk)))
@@ -580,7 +592,7 @@ where
                     .map_err(|e| KeyedSendError(sent + e.0))?;
             }
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Queues a chunk for partition `p` once it has room for all of it;
@@ -609,6 +621,7 @@ where
                     state.peak_queued = state.peak_queued.max(queued + n);
                     Some(self.inner.start_workers(&mut state))
                 } else {
+                    state.senders_waiting = true;
                     None
                 }
             };
@@ -617,7 +630,8 @@ where
                 self.inner.spawn_all(p, started);
                 return Ok(n);
             }
-            // Full when checked, after `room` was enabled: the next take wakes us.
+            // Full when checked, after `room` was enabled: a worker wakes us
+            // once the queue is down to the low-water mark.
             room.await;
         }
     }
@@ -765,23 +779,24 @@ where
         batch.releaser = Some(Arc::new(Releaser(self.clone())));
         partition.state.lock().starting -= 1;
         loop {
-            let (took, had_queued, idle) = {
+            let (took, wake_senders, idle) = {
                 let mut state = partition.state.lock();
-                // A sender may wait for room for a whole chunk: any take can
-                // be what it waits for, unless nothing was queued before.
-                let had_queued = state.queue.queued() > 0;
                 let took = state.queue.take_into(&mut batch, self.max_batch);
+                let wake_senders = state.senders_waiting && state.queue.queued() <= self.low_water;
+                if wake_senders {
+                    state.senders_waiting = false;
+                }
                 if took == 0 {
                     state.workers -= 1;
                     batch.releaser = None;
                     state.spare.push(std::mem::take(&mut batch));
                 }
-                (took, had_queued, state.queue.is_idle())
+                (took, wake_senders, state.queue.is_idle())
             };
+            if wake_senders {
+                partition.space.notify_waiters();
+            }
             if took > 0 {
-                if had_queued {
-                    partition.space.notify_waiters();
-                }
                 self.made_room();
             }
             if idle {
