@@ -571,18 +571,16 @@ where
         let mut buffers: Vec<ChunkBuffer<X, H>> = (0..self.partitions())
             .map(|_| (Vec::with_capacity(chunk), Vec::with_capacity(chunk)))
             .collect();
+        let mut pairs = pairs.into_iter();
         let mut sent = 0;
-        for (key, event) in pairs {
-            let p = self.partition_of(&key);
+        // The per-event work happens in `fill`, a plain function, so that the
+        // pairs stay in registers instead of passing through this future.
+        while let Some(p) = self.fill(&mut pairs, &mut buffers) {
             let (keys, events) = &mut buffers[p];
-            keys.push(key);
-            events.push(event);
-            if keys.len() >= chunk {
-                sent += self
-                    .flush(p, keys, events)
-                    .await
-                    .map_err(|e| KeyedSendError(sent + e.0))?;
-            }
+            sent += self
+                .flush(p, keys, events)
+                .await
+                .map_err(|e| KeyedSendError(sent + e.0))?;
         }
         for (p, (keys, events)) in buffers.iter_mut().enumerate() {
             if !keys.is_empty() {
@@ -593,6 +591,27 @@ where
             }
         }
         Ok(sent)
+    }
+
+    /// Routes pairs into the partitions' buffers until one holds a chunk
+    /// (returns its partition) or the pairs run out (`None`).
+    #[inline]
+    fn fill(
+        &self,
+        pairs: &mut impl Iterator<Item = (X::Key, H::Event)>,
+        buffers: &mut [ChunkBuffer<X, H>],
+    ) -> Option<usize> {
+        let chunk = self.inner.chunk;
+        for (key, event) in pairs {
+            let p = self.inner.router.partition_of(&key);
+            let (keys, events) = &mut buffers[p];
+            keys.push(key);
+            events.push(event);
+            if keys.len() >= chunk {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// Queues a chunk for partition `p` once it has room for all of it;
