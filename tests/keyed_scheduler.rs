@@ -470,6 +470,27 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
     );
 }
 
+#[test]
+fn keyed_types_are_send_and_sync() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Keyed<demandflow::DenseKeys, Recorder>>();
+    sync::<Keyed<demandflow::DenseKeys, Recorder>>();
+    send::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    sync::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    send::<KeyedBatch<u64, Job>>();
+    sync::<KeyedBatch<u64, Job>>();
+    send::<demandflow::KeyHold<u64>>();
+    sync::<demandflow::KeyHold<u64>>();
+    send::<demandflow::KeyedConsumer<demandflow::DenseKeys, Recorder, fn(&Job) -> u64>>();
+    send::<demandflow::KeyedStats>();
+    sync::<demandflow::KeyedStats>();
+    send::<KeyedPanic<u64>>();
+    sync::<KeyedPanic<u64>>();
+    send::<KeyedSendError<u64>>();
+    send::<KeyedTrySendError<u64>>();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
