@@ -222,6 +222,8 @@ async fn two_events_for_one_key_are_handled_one_after_the_other_even_when_the_fi
         .start()
         .unwrap();
     keyed.send(7, Job { id: 1, millis: 500 }).await.unwrap();
+    // Let a worker take the first event: the second waits behind it.
+    eventually(|| keyed.stats().in_flight_keys == 1).await;
     keyed.send(7, Job { id: 2, millis: 1 }).await.unwrap();
     keyed.wait_idle().await;
     assert_eq!(keyed.handler().ids_of(7), [1, 2]);
@@ -243,14 +245,15 @@ async fn workers_start_on_demand_and_never_exceed_the_cap() {
     for id in 0..20 {
         keyed.send(u64::from(id), job(id)).await.unwrap();
     }
-    // Keys 0..20 split evenly: each partition started 3 workers, holding 3 keys.
+    // Keys 0..20 split evenly: each partition started 3 workers, each of
+    // which takes one key and waits at the gate.
+    let recorder = keyed.handler();
+    eventually(|| recorder.running.load(Ordering::SeqCst) == 6).await;
     let stats = keyed.stats();
     assert_eq!(
         (stats.workers, stats.in_flight_keys, stats.queued),
         (6, 6, 14)
     );
-    let recorder = keyed.handler();
-    eventually(|| recorder.running.load(Ordering::SeqCst) == 6).await;
     gate.add_permits(20);
     keyed.wait_idle().await;
     assert_eq!(recorder.count(), 20);
@@ -269,7 +272,9 @@ async fn a_panicking_handler_releases_its_keys_and_is_reported() {
         .on_panic(move |report| seen.lock().push(report.clone()))
         .start()
         .unwrap();
-    keyed.send(3, job(1)).await.unwrap();
+    keyed.send(3, Job { id: 1, millis: 10 }).await.unwrap();
+    // A worker takes it alone (and sleeps): the poisoned job comes next, alone.
+    eventually(|| keyed.stats().in_flight_keys == 1).await;
     keyed.send(3, job(u32::MAX)).await.unwrap();
     keyed.wait_idle().await;
     // The key was released after the panic: its next event is handled.
@@ -298,8 +303,11 @@ async fn senders_wait_while_the_partition_is_full() {
         .capacity(nz(4))
         .start()
         .unwrap();
-    // The first send starts the worker on key 0; 4 more fit in the queue.
-    for id in 0..5 {
+    // The first send starts a worker, which takes key 0 and waits at the
+    // gate; 4 more fit in the queue.
+    keyed.try_send(0, job(0)).unwrap();
+    eventually(|| keyed.stats().in_flight_keys == 1).await;
+    for id in 1..5 {
         keyed.try_send(u64::from(id), job(id)).unwrap();
     }
     let stats = keyed.stats();
@@ -460,6 +468,27 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
         (0..1000).collect::<Vec<u32>>(),
         "each once, none lost"
     );
+}
+
+#[test]
+fn keyed_types_are_send_and_sync() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Keyed<demandflow::DenseKeys, Recorder>>();
+    sync::<Keyed<demandflow::DenseKeys, Recorder>>();
+    send::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    sync::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    send::<KeyedBatch<u64, Job>>();
+    sync::<KeyedBatch<u64, Job>>();
+    send::<demandflow::KeyHold<u64>>();
+    sync::<demandflow::KeyHold<u64>>();
+    send::<demandflow::KeyedConsumer<demandflow::DenseKeys, Recorder, fn(&Job) -> u64>>();
+    send::<demandflow::KeyedStats>();
+    sync::<demandflow::KeyedStats>();
+    send::<KeyedPanic<u64>>();
+    sync::<KeyedPanic<u64>>();
+    send::<KeyedSendError<u64>>();
+    send::<KeyedTrySendError<u64>>();
 }
 
 proptest! {

@@ -34,6 +34,13 @@ const ARMOR: u32 = 3;
 /// Health every object starts with: enough for every frame of a full run.
 const HEALTH: i64 = 1 << 40;
 
+/// Workers per partition, and events per batch (and per chunk a sender queues). Handlers here
+/// never wait, so two workers per partition are plenty; larger batches spread the fixed costs
+/// (locks, task switches) over more events. `--quick` on 2 cores, same machine: 1 024 events
+/// per batch gave 64-72 fps, 4 096 gave 74-78 fps.
+const WORKERS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
+const BATCH: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
 /// The arguments of a hit: the damage, which armor lowers, and the frame it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Hit {
@@ -150,7 +157,9 @@ struct Setup {
 /// The world with armor and health on `objects` objects.
 fn build_world(objects: u64) -> Setup {
     let violations = Arc::new(AtomicU64::new(0));
-    let mut builder = WorldBuilder::<Hit>::new(objects as usize);
+    let mut builder = WorldBuilder::<Hit>::new(objects as usize)
+        .max_workers(WORKERS)
+        .max_batch(BATCH);
     let hit = builder.event("hit");
     let armor = builder.register(ArmorB { hit });
     let health = builder.register(HealthB {

@@ -148,51 +148,57 @@ pub(crate) struct WorldStats {
     pub(crate) failed: u64,
 }
 
-trait ErasedBehaviour<A>: Send + Sync {
-    fn name(&self) -> &str;
-    fn new_column(&self) -> Box<dyn Any + Send>;
-    fn handle(
-        &self,
-        column: &mut (dyn Any + Send),
-        slot: usize,
-        object: ObjectId,
-        event: &mut Event<A>,
-    ) -> Handled;
+/// One behaviour's state for the objects of one partition, with the behaviour:
+/// handling an event is one virtual call.
+trait Column<A>: Send {
+    fn handle(&mut self, slot: usize, object: ObjectId, event: &mut Event<A>) -> Handled;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-struct Erased<B>(B);
+/// The states of behaviour `B`, densely, by slot.
+struct States<B: Behaviour<A>, A> {
+    behaviour: Arc<B>,
+    states: Vec<B::State>,
+    args: PhantomData<fn(A)>,
+}
 
-impl<A, B: Behaviour<A>> ErasedBehaviour<A> for Erased<B> {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    fn new_column(&self) -> Box<dyn Any + Send> {
-        Box::new(Vec::<B::State>::new())
-    }
-
+impl<A: 'static, B: Behaviour<A>> Column<A> for States<B, A> {
     #[inline]
-    fn handle(
-        &self,
-        column: &mut (dyn Any + Send),
-        slot: usize,
-        object: ObjectId,
-        event: &mut Event<A>,
-    ) -> Handled {
-        let column = column
-            .downcast_mut::<Vec<B::State>>()
-            .expect("each behaviour has a column of its state");
-        self.0.handle(object, &mut column[slot], event)
+    fn handle(&mut self, slot: usize, object: ObjectId, event: &mut Event<A>) -> Handled {
+        self.behaviour.handle(object, &mut self.states[slot], event)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
+
+/// Makes a behaviour's empty column, for each partition.
+type NewColumn<A> = Box<dyn Fn() -> Box<dyn Column<A>> + Send + Sync>;
 
 /// The component state of one partition's objects: a column per behaviour.
-struct Shard {
-    columns: Vec<Box<dyn Any + Send>>,
+struct Shard<A> {
+    columns: Vec<Box<dyn Column<A>>>,
+}
+
+impl<A: 'static> Shard<A> {
+    fn states<B: Behaviour<A>>(&mut self, id: BehaviourId<B>) -> &mut Vec<B::State> {
+        &mut self.columns[id.0 as usize]
+            .as_any_mut()
+            .downcast_mut::<States<B, A>>()
+            .expect("each behaviour has a column of its state")
+            .states
+    }
 }
 
 struct Shared<A> {
-    behaviours: Vec<Box<dyn ErasedBehaviour<A>>>,
+    /// Behaviours' names, in registration order.
+    behaviours: Vec<String>,
     names: Vec<String>,
     /// Per event name: the behaviours that handle it, in registration order.
     handlers: Vec<Vec<u8>>,
@@ -201,7 +207,7 @@ struct Shared<A> {
     /// Per object: the behaviours attached to it, as a bit mask.
     attached: Box<[AtomicU64]>,
     objects: AtomicU64,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Mutex<Shard<A>>]>,
     /// Per partition: how object ids become slots.
     indexes: Vec<DenseKeys>,
     handled: AtomicU64,
@@ -221,9 +227,22 @@ enum Step {
 }
 
 impl<A: Send + 'static> Shared<A> {
+    /// `true` when some behaviour attached to the event's target handles it.
+    #[inline]
+    fn has_handler(&self, event: &Event<A>) -> bool {
+        let attached = self.attached[event.target.0 as usize].load(Ordering::Acquire);
+        attached & self.handler_masks[event.name.0 as usize] != 0
+    }
+
     /// Runs `event` through its handlers from position `from`.
     #[inline]
-    fn dispatch(&self, shard: &mut Shard, slot: usize, event: &mut Event<A>, from: usize) -> Step {
+    fn dispatch(
+        &self,
+        shard: &mut Shard<A>,
+        slot: usize,
+        event: &mut Event<A>,
+        from: usize,
+    ) -> Step {
         let mask = self.attached[event.target.0 as usize].load(Ordering::Relaxed);
         let handlers = &self.handlers[event.name.0 as usize];
         if mask & self.handler_masks[event.name.0 as usize] == 0 {
@@ -234,8 +253,7 @@ impl<A: Send + 'static> Shared<A> {
             if mask & (1 << b) == 0 {
                 continue;
             }
-            let column = &mut *shard.columns[b as usize];
-            match self.behaviours[b as usize].handle(column, slot, event.target, event) {
+            match shard.columns[b as usize].handle(slot, event.target, event) {
                 Handled::Continue => {}
                 Handled::Halt => {
                     self.halted.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +346,7 @@ impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
 
 /// Registers event names and behaviours, then starts a [`World`].
 pub(crate) struct WorldBuilder<A> {
-    behaviours: Vec<Box<dyn ErasedBehaviour<A>>>,
+    behaviours: Vec<(String, NewColumn<A>)>,
     handles: Vec<Vec<EventName>>,
     names: HashMap<String, EventName>,
     capacity: usize,
@@ -399,7 +417,16 @@ impl<A: Send + 'static> WorldBuilder<A> {
             .filter(|&id| id < 64)
             .expect("at most 64 behaviours");
         self.handles.push(behaviour.handles());
-        self.behaviours.push(Box::new(Erased(behaviour)));
+        let name = behaviour.name().to_owned();
+        let behaviour = Arc::new(behaviour);
+        let new_column: NewColumn<A> = Box::new(move || {
+            Box::new(States {
+                behaviour: behaviour.clone(),
+                states: Vec::new(),
+                args: PhantomData,
+            })
+        });
+        self.behaviours.push((name, new_column));
         BehaviourId(id, PhantomData)
     }
 
@@ -420,12 +447,12 @@ impl<A: Send + 'static> WorldBuilder<A> {
         let shards = (0..self.partitions.get())
             .map(|_| {
                 Mutex::new(Shard {
-                    columns: self.behaviours.iter().map(|b| b.new_column()).collect(),
+                    columns: self.behaviours.iter().map(|(_, new)| new()).collect(),
                 })
             })
             .collect();
         let shared = Arc::new(Shared {
-            behaviours: self.behaviours,
+            behaviours: self.behaviours.into_iter().map(|(name, _)| name).collect(),
             names,
             handlers,
             handler_masks,
@@ -512,9 +539,7 @@ impl<A: Send + 'static> World<A> {
         let (p, slot) = self.place(object);
         {
             let mut shard = self.shared.shards[p].lock();
-            let column = shard.columns[id.0 as usize]
-                .downcast_mut::<Vec<B::State>>()
-                .expect("each behaviour has a column of its state");
+            let column = shard.states(id);
             if column.len() <= slot {
                 column.resize_with(slot + 1, B::State::default);
             }
@@ -533,9 +558,7 @@ impl<A: Send + 'static> World<A> {
     ) {
         for p in 0..self.shared.shards.len() {
             let mut shard = self.shared.shards[p].lock();
-            let column = shard.columns[id.0 as usize]
-                .downcast_mut::<Vec<B::State>>()
-                .expect("each behaviour has a column of its state");
+            let column = shard.states(id);
             for o in objects.start.0..objects.end.0 {
                 let (op, slot) = self.place(ObjectId(o));
                 if op != p {
@@ -565,10 +588,7 @@ impl<A: Send + 'static> World<A> {
         }
         let (p, slot) = self.place(object);
         let mut shard = self.shared.shards[p].lock();
-        let column = shard.columns[id.0 as usize]
-            .downcast_mut::<Vec<B::State>>()
-            .expect("each behaviour has a column of its state");
-        Some(std::mem::take(&mut column[slot]))
+        Some(std::mem::take(&mut shard.states(id)[slot]))
     }
 
     /// A copy of `object`'s state for behaviour `id`, if attached.
@@ -585,10 +605,12 @@ impl<A: Send + 'static> World<A> {
         }
         let (p, slot) = self.place(object);
         let shard = self.shared.shards[p].lock();
-        let column = shard.columns[id.0 as usize]
-            .downcast_ref::<Vec<B::State>>()
-            .expect("each behaviour has a column of its state");
-        column.get(slot).cloned()
+        let states = &shard.columns[id.0 as usize]
+            .as_any()
+            .downcast_ref::<States<B, A>>()
+            .expect("each behaviour has a column of its state")
+            .states;
+        states.get(slot).cloned()
     }
 
     /// The text of `name`.
@@ -598,8 +620,7 @@ impl<A: Send + 'static> World<A> {
 
     /// `true` when some behaviour attached to the event's target handles it.
     pub(crate) fn has_handler(&self, event: &Event<A>) -> bool {
-        let attached = self.shared.attached[event.target.0 as usize].load(Ordering::Acquire);
-        attached & self.shared.handler_masks[event.name.0 as usize] != 0
+        self.shared.has_handler(event)
     }
 
     /// Queues `event` behind the target's earlier events, waiting while its
@@ -630,22 +651,21 @@ impl<A: Send + 'static> World<A> {
         &self,
         events: impl IntoIterator<Item = Event<A>>,
     ) -> Result<Sent, usize> {
+        let shared = &*self.shared;
         let mut refused = 0;
         let accepted = events.into_iter().filter_map(|event| {
-            if self.has_handler(&event) {
+            if shared.has_handler(&event) {
                 Some((event.target.0, event))
             } else {
                 refused += 1;
                 None
             }
         });
-        let mut sent = 0_u64;
-        let counted = accepted.inspect(|_| sent += 1);
-        let result = self.keyed.send_all(counted).await;
+        let result = self.keyed.send_all(accepted).await;
         self.shared.no_handler.fetch_add(refused, Ordering::Relaxed);
         match result {
-            Ok(()) => Ok(Sent {
-                sent,
+            Ok(sent) => Ok(Sent {
+                sent: sent as u64,
                 no_handler: refused,
             }),
             Err(e) => Err(e.0),

@@ -39,6 +39,15 @@ const EMPTY: List = List {
     tail: NIL,
 };
 
+/// Emptied vectors a queue keeps for senders to refill, at most.
+const SPARE_VECS: usize = 64;
+
+/// Events pushed together with [`KeyedQueue::push_chunk`], `events[i]` for `keys[i]`.
+struct Chunk<K, E> {
+    keys: Vec<K>,
+    events: Vec<E>,
+}
+
 /// Gives every queue a distinct id, so a batch can only be acknowledged where
 /// it was taken.
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +73,11 @@ static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
 /// [`KeyIndex`]); events wait in a ready list or, behind a busy key, in an arena
 /// of linked nodes that is reused. Pushing, taking and acknowledging cost O(1)
 /// per event and allocate nothing once the vectors have grown.
+///
+/// Many events are best pushed as a chunk ([`push_chunk`](KeyedQueue::push_chunk)):
+/// that costs O(1) for the pusher, and the chunk is looked at by the next
+/// [`take`](KeyedQueue::take); when its keys are idle, which is the common case,
+/// its event vector becomes the batch as it is.
 ///
 /// The runtime scheduler ([`Keyed`](crate::Keyed)) runs one queue per partition
 /// behind a lock and starts workers for the batches it takes; this type is the
@@ -105,6 +119,15 @@ pub struct KeyedQueue<X: KeyIndex, E> {
     free_nodes: u32,
     /// Ready keys, each with its first event (its others are in its list).
     ready: VecDeque<(u32, E)>,
+    /// Chunks pushed whole, oldest first, not looked at yet.
+    inbox: VecDeque<Chunk<X::Key, E>>,
+    /// Emptied vectors, handed back to senders (see `push_chunk`).
+    spare_keys: Vec<Vec<X::Key>>,
+    spare_events: Vec<Vec<E>>,
+    /// Scratch space of `ingest`: per event of a chunk, its slot and whether it
+    /// was claimed.
+    scratch_slots: Vec<u32>,
+    scratch_claims: Vec<bool>,
     queued: usize,
     in_flight_events: usize,
     in_flight_keys: usize,
@@ -128,6 +151,11 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
             nodes: Vec::new(),
             free_nodes: NIL,
             ready: VecDeque::new(),
+            inbox: VecDeque::new(),
+            spare_keys: Vec::new(),
+            spare_events: Vec::new(),
+            scratch_slots: Vec::new(),
+            scratch_claims: Vec::new(),
             queued: 0,
             in_flight_events: 0,
             in_flight_keys: 0,
@@ -165,9 +193,21 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
         self.batches_out
     }
 
-    /// Keys that [`take`](Self::take) would hand out now.
+    /// Keys known to be ready: [`take`](Self::take) hands them out first.
+    /// Chunks not looked at yet are not counted (see [`has_work`](Self::has_work)).
     pub fn ready_keys(&self) -> usize {
         self.ready.len()
+    }
+
+    /// Chunks pushed with [`push_chunk`](Self::push_chunk) and not looked at yet.
+    pub fn chunks(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// `true` when [`take`](Self::take) may find something: a ready key or a
+    /// chunk not looked at yet (whose keys may all turn out to be busy).
+    pub fn has_work(&self) -> bool {
+        !self.ready.is_empty() || !self.inbox.is_empty()
     }
 
     /// `true` when no event is queued, no batch is out and no key is held.
@@ -183,20 +223,57 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
     /// billion keys in one partition).
     #[inline]
     pub fn push(&mut self, key: &X::Key, event: E) {
+        if let Some(tail) = self.inbox.back_mut() {
+            // Behind chunks not looked at yet: keep the order.
+            tail.keys.push(key.clone());
+            tail.events.push(event);
+            self.queued += 1;
+            return;
+        }
+        let slot = self.slot_of(key);
+        self.push_slot(slot, event);
+    }
+
+    /// Adds a chunk of events, `events[i]` for `keys[i]`, behind everything
+    /// pushed before, in O(1): the keys are looked at when a
+    /// [`take`](Self::take) reaches the chunk. `keys` and `events` are left
+    /// empty, with the capacity of vectors the queue no longer needs, so a
+    /// sender can fill them again without allocating.
+    ///
+    /// When every key of the chunk is idle at that point (the common case), the
+    /// chunk's event vector becomes the batch, without copying an event.
+    ///
+    /// # Panics
+    ///
+    /// If `keys` and `events` differ in length.
+    pub fn push_chunk(&mut self, keys: &mut Vec<X::Key>, events: &mut Vec<E>) {
+        assert_eq!(keys.len(), events.len(), "one key per event");
+        if keys.is_empty() {
+            return;
+        }
+        self.queued += keys.len();
+        let keys = std::mem::replace(keys, self.spare_keys.pop().unwrap_or_default());
+        let events = std::mem::replace(events, self.spare_events.pop().unwrap_or_default());
+        self.inbox.push_back(Chunk { keys, events });
+    }
+
+    /// The slot of `key`, with room for its state.
+    #[inline]
+    fn slot_of(&mut self, key: &X::Key) -> u32 {
         let slot = self.index.slot(key);
         let slot = u32::try_from(slot)
             .ok()
             .filter(|&s| s != NIL)
             .expect("more than 2^32 - 1 keys in one partition");
-        self.push_slot(slot, event);
+        if slot as usize >= self.state.len() {
+            self.state.resize(slot as usize + 1, IDLE);
+        }
+        slot
     }
 
     #[inline]
     fn push_slot(&mut self, slot: u32, event: E) {
         let s = slot as usize;
-        if s >= self.state.len() {
-            self.state.resize(s + 1, IDLE);
-        }
         self.queued += 1;
         match self.state[s] {
             IDLE => {
@@ -292,6 +369,7 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
             batch.queue == 0 && batch.is_empty(),
             "take_into needs an empty batch: acknowledge it first"
         );
+        let mut from_ready = 0;
         while let Some((slot, event)) = self.ready.pop_front() {
             let s = slot as usize;
             batch.events.push(event);
@@ -309,20 +387,87 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
                 slot,
                 end: batch.events.len() as u32,
             });
-            if batch.events.len() >= max_events {
+            from_ready = batch.events.len();
+            if from_ready >= max_events {
                 break;
             }
+        }
+        self.queued -= from_ready;
+        while (batch.events.is_empty() || batch.events.len() < max_events)
+            && let Some(chunk) = self.inbox.pop_front()
+        {
+            self.ingest(chunk, batch);
         }
         let taken = batch.events.len();
         if taken > 0 {
             batch.queue = self.id;
             batch.partition = self.partition;
-            self.queued -= taken;
             self.in_flight_events += taken;
             self.in_flight_keys += batch.runs.len();
             self.batches_out += 1;
         }
         taken
+    }
+
+    /// Looks at a chunk: events whose key is idle (the first of each key) join
+    /// `batch`, the others wait behind their keys.
+    fn ingest(&mut self, chunk: Chunk<X::Key, E>, batch: &mut KeyedBatch<X::Key, E>) {
+        let Chunk {
+            mut keys,
+            mut events,
+        } = chunk;
+        self.queued -= keys.len();
+        let mut claims = std::mem::take(&mut self.scratch_claims);
+        let mut waiting = std::mem::take(&mut self.scratch_slots);
+        claims.clear();
+        waiting.clear();
+        let mut end = batch.events.len() as u32;
+        for key in keys.drain(..) {
+            let slot = self.slot_of(&key);
+            let state = &mut self.state[slot as usize];
+            let claimed = *state == IDLE;
+            if claimed {
+                *state = BUSY;
+                end += 1;
+                batch.runs.push(Run { key, slot, end });
+            } else {
+                waiting.push(slot);
+            }
+            claims.push(claimed);
+        }
+        if !waiting.is_empty() {
+            // The rare path: split the chunk, copying the events that go on.
+            let mut going = self.spare_events.pop().unwrap_or_default();
+            let mut slots = waiting.iter();
+            for (event, &claimed) in events.drain(..).zip(&claims) {
+                if claimed {
+                    going.push(event);
+                } else {
+                    let slot = *slots.next().expect("a slot for each waiting event");
+                    self.push_slot(slot, event);
+                }
+            }
+            let drained = std::mem::replace(&mut events, going);
+            self.recycle_events(drained);
+        }
+        if batch.events.is_empty() {
+            std::mem::swap(&mut batch.events, &mut events);
+        } else {
+            batch.events.append(&mut events);
+        }
+        self.recycle_events(events);
+        if self.spare_keys.len() < SPARE_VECS {
+            self.spare_keys.push(keys);
+        }
+        self.scratch_slots = waiting;
+        self.scratch_claims = claims;
+    }
+
+    fn recycle_events(&mut self, events: Vec<E>) {
+        debug_assert!(events.is_empty());
+        if self.spare_events.len() < SPARE_VECS && events.capacity() > 0 {
+            self.spare_events.push(events);
+        }
     }
 
     /// The batch has been handled: its keys are no longer busy. A key with
@@ -906,6 +1051,75 @@ mod tests {
         assert_eq!(q.ack(&mut batch), 0, "acknowledging twice does nothing");
         q.release(hold);
         assert!(q.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_of_idle_keys_becomes_the_batch_without_copying() {
+        let mut q = dense();
+        let mut keys = vec![3, 1, 2];
+        let mut events = vec!['a', 'b', 'c'];
+        let events_at = events.as_ptr();
+        q.push_chunk(&mut keys, &mut events);
+        assert!(keys.is_empty() && events.is_empty());
+        assert_eq!((q.queued(), q.chunks(), q.ready_keys()), (3, 1, 0));
+        assert!(q.has_work());
+        let batch = q.take(1).unwrap();
+        assert_eq!(
+            runs(&batch),
+            [(3, vec!['a']), (1, vec!['b']), (2, vec!['c'])]
+        );
+        assert_eq!(
+            batch.events.as_ptr(),
+            events_at,
+            "the chunk's vector is the batch"
+        );
+        assert_eq!((q.queued(), q.in_flight_keys(), q.chunks()), (0, 3, 0));
+    }
+
+    #[test]
+    fn a_chunk_keeps_each_keys_order_behind_busy_and_repeated_keys() {
+        let mut q = dense();
+        q.push(&1, 10);
+        let mut busy = q.take(10).unwrap(); // key 1 is busy
+        q.push(&2, 20); // key 2 is ready
+        let mut keys = vec![1, 2, 3, 3, 4];
+        let mut events = vec![11, 21, 30, 31, 40];
+        q.push_chunk(&mut keys, &mut events);
+        q.push(&3, 32); // joins the chunk, which is not looked at yet
+        assert_eq!((q.queued(), q.chunks()), (7, 1));
+        // Ready key 2 first, then the chunk: 3 and 4 are idle; 1 and 2 are
+        // busy, and the later events of 3 wait behind its first.
+        let mut batch = q.take(100).unwrap();
+        assert_eq!(runs(&batch), [(2, vec![20]), (3, vec![30]), (4, vec![40])]);
+        assert_eq!((q.queued(), q.chunks(), q.ready_keys()), (4, 0, 0));
+        q.ack(&mut batch);
+        q.ack(&mut busy);
+        let mut batch = q.take(100).unwrap();
+        assert_eq!(
+            runs(&batch),
+            [(2, vec![21]), (3, vec![31, 32]), (1, vec![11])]
+        );
+        q.ack(&mut batch);
+        assert!(q.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_joins_a_batch_already_holding_ready_keys() {
+        let mut q = dense();
+        q.push(&9, 90);
+        let mut keys = vec![5, 6];
+        let mut events = vec![50, 60];
+        q.push_chunk(&mut keys, &mut events);
+        let mut keys = vec![7];
+        let mut events = vec![70];
+        q.push_chunk(&mut keys, &mut events);
+        // Two events are enough: the ready key and the first chunk.
+        let mut batch = q.take(2).unwrap();
+        assert_eq!(runs(&batch), [(9, vec![90]), (5, vec![50]), (6, vec![60])]);
+        assert_eq!((q.queued(), q.chunks()), (1, 1));
+        q.ack(&mut batch);
+        let batch = q.take(2).unwrap();
+        assert_eq!(runs(&batch), [(7, vec![70])]);
     }
 
     #[test]

@@ -257,6 +257,8 @@ where
                 state: Mutex::new(PartitionState {
                     queue: KeyedQueue::with_partition(X::new(p, self.partitions), p),
                     workers: 0,
+                    starting: 0,
+                    senders_waiting: false,
                     peak_queued: 0,
                     spare: Vec::new(),
                 }),
@@ -270,6 +272,9 @@ where
                 partitions,
                 max_workers: self.max_workers.get(),
                 max_batch: self.max_batch.get(),
+                chunk: self.max_batch.get().min(self.capacity.get()),
+                low_water: (self.capacity.get() / 2)
+                    .min(self.capacity.get() - self.max_batch.get().min(self.capacity.get())),
                 capacity: self.capacity.get(),
                 runtime,
                 closed: AtomicBool::new(false),
@@ -289,7 +294,13 @@ where
 
 struct PartitionState<X: KeyIndex, E> {
     queue: KeyedQueue<X, E>,
+    /// Workers running, counting those spawned and not started yet.
     workers: usize,
+    /// Workers spawned that have not taken their first batch yet.
+    starting: usize,
+    /// A sender found the partition full and waits for room: wake it once
+    /// the queue is down to the low-water mark.
+    senders_waiting: bool,
     peak_queued: usize,
     /// Batches of workers that stopped, kept for their allocations.
     spare: Vec<KeyedBatch<X::Key, E>>,
@@ -319,6 +330,12 @@ pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
     partitions: Box<[Partition<X, H::Event>]>,
     max_workers: usize,
     max_batch: usize,
+    /// Events `send_all` queues at once: `max_batch`, within the capacity.
+    chunk: usize,
+    /// Waiting senders are woken when the queue is down to this: room for a
+    /// chunk and at least half the capacity, so that a sender does not wake
+    /// for every batch a worker takes.
+    low_water: usize,
     pub(super) capacity: usize,
     runtime: tokio::runtime::Handle,
     closed: AtomicBool,
@@ -333,6 +350,9 @@ pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
     panicked_batches: AtomicU64,
     failed: AtomicU64,
 }
+
+/// A chunk being filled for one partition: keys, and their events.
+type ChunkBuffer<X, H> = (Vec<<X as KeyIndex>::Key>, Vec<<H as KeyedHandler>::Event>);
 
 /// A key and its event, as the send methods hand them back.
 type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
@@ -482,14 +502,15 @@ where
                     state.queue.push(&key, event);
                     let queued = state.queue.queued();
                     state.peak_queued = state.peak_queued.max(queued);
-                    Some(self.inner.start_workers(p, &mut state))
+                    Some(self.inner.start_workers(&mut state))
                 } else {
+                    state.senders_waiting = true;
                     None
                 }
             };
             if let Some(started) = started {
                 self.inner.sent.fetch_add(1, Ordering::Relaxed);
-                self.inner.spawn_all(started);
+                self.inner.spawn_all(p, started);
                 return Ok(());
             }
             room.await;
@@ -521,16 +542,17 @@ where
             state.queue.push(&key, event);
             let queued = state.queue.queued();
             state.peak_queued = state.peak_queued.max(queued);
-            self.inner.start_workers(p, &mut state)
+            self.inner.start_workers(&mut state)
         };
         self.inner.sent.fetch_add(1, Ordering::Relaxed);
-        self.inner.spawn_all(started);
+        self.inner.spawn_all(p, started);
         Ok(())
     }
 
     /// Sends every `(key, event)` pair, in order, waiting while a partition is
-    /// full. Pairs are grouped by partition and queued a chunk at a time, one
-    /// lock per chunk: the way to send many events (a frame) cheaply.
+    /// full, and returns how many were sent. Pairs are grouped by partition and
+    /// queued a chunk (`max_batch` events) at a time, one lock per chunk: the
+    /// way to send many events (a frame) cheaply.
     ///
     /// # Errors
     ///
@@ -544,73 +566,92 @@ where
     pub async fn send_all(
         &self,
         pairs: impl IntoIterator<Item = (X::Key, H::Event)>,
-    ) -> Result<(), KeyedSendError<usize>> {
-        let chunk = self.inner.max_batch.clamp(256, 8192);
-        let mut buffers: Vec<Vec<(X::Key, H::Event)>> = (0..self.partitions())
-            .map(|_| Vec::with_capacity(chunk))
+    ) -> Result<usize, KeyedSendError<usize>> {
+        let chunk = self.inner.chunk;
+        let mut buffers: Vec<ChunkBuffer<X, H>> = (0..self.partitions())
+            .map(|_| (Vec::with_capacity(chunk), Vec::with_capacity(chunk)))
             .collect();
+        let mut pairs = pairs.into_iter();
         let mut sent = 0;
-        for (key, event) in pairs {
-            let p = self.partition_of(&key);
-            let buffer = &mut buffers[p];
-            buffer.push((key, event));
-            if buffer.len() >= chunk {
-                sent += self.flush(p, buffer).await?;
-            }
+        // The per-event work happens in `fill`, a plain function, so that the
+        // pairs stay in registers instead of passing through this future.
+        while let Some(p) = self.fill(&mut pairs, &mut buffers) {
+            let (keys, events) = &mut buffers[p];
+            sent += self
+                .flush(p, keys, events)
+                .await
+                .map_err(|e| KeyedSendError(sent + e.0))?;
         }
-        for (p, buffer) in buffers.iter_mut().enumerate() {
-            if !buffer.is_empty() {
+        for (p, (keys, events)) in buffers.iter_mut().enumerate() {
+            if !keys.is_empty() {
                 sent += self
-                    .flush(p, buffer)
+                    .flush(p, keys, events)
                     .await
                     .map_err(|e| KeyedSendError(sent + e.0))?;
             }
         }
-        let _ = sent;
-        Ok(())
+        Ok(sent)
     }
 
-    /// Queues `buffer` (all for partition `p`) in order, waiting for room;
-    /// returns how many were sent. On a closed scheduler the rest is dropped.
+    /// Routes pairs into the partitions' buffers until one holds a chunk
+    /// (returns its partition) or the pairs run out (`None`).
+    #[inline]
+    fn fill(
+        &self,
+        pairs: &mut impl Iterator<Item = (X::Key, H::Event)>,
+        buffers: &mut [ChunkBuffer<X, H>],
+    ) -> Option<usize> {
+        let chunk = self.inner.chunk;
+        for (key, event) in pairs {
+            let p = self.inner.router.partition_of(&key);
+            let (keys, events) = &mut buffers[p];
+            keys.push(key);
+            events.push(event);
+            if keys.len() >= chunk {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Queues a chunk for partition `p` once it has room for all of it;
+    /// returns how many events were sent. The buffers come back empty.
     async fn flush(
         &self,
         p: usize,
-        buffer: &mut Vec<(X::Key, H::Event)>,
+        keys: &mut Vec<X::Key>,
+        events: &mut Vec<H::Event>,
     ) -> Result<usize, KeyedSendError<usize>> {
         let partition = &self.inner.partitions[p];
-        let total = buffer.len();
-        let mut pending = buffer.drain(..);
-        let mut done = 0;
+        let n = keys.len();
         loop {
             let mut room = pin!(partition.space.notified());
             room.as_mut().enable();
             if self.is_closed() {
-                drop(pending);
-                return Err(KeyedSendError(done));
+                keys.clear();
+                events.clear();
+                return Err(KeyedSendError(0));
             }
-            let (started, pushed) = {
+            let started = {
                 let mut state = partition.state.lock();
-                let room = self.inner.capacity.saturating_sub(state.queue.queued());
-                let mut pushed = 0;
-                for (key, event) in pending.by_ref().take(room) {
-                    state.queue.push(&key, event);
-                    pushed += 1;
-                }
                 let queued = state.queue.queued();
-                state.peak_queued = state.peak_queued.max(queued);
-                (self.inner.start_workers(p, &mut state), pushed)
+                if queued == 0 || queued + n <= self.inner.capacity {
+                    state.queue.push_chunk(keys, events);
+                    state.peak_queued = state.peak_queued.max(queued + n);
+                    Some(self.inner.start_workers(&mut state))
+                } else {
+                    state.senders_waiting = true;
+                    None
+                }
             };
-            done += pushed;
-            self.inner.sent.fetch_add(pushed as u64, Ordering::Relaxed);
-            self.inner.spawn_all(started);
-            if done == total {
-                return Ok(done);
+            if let Some(started) = started {
+                self.inner.sent.fetch_add(n as u64, Ordering::Relaxed);
+                self.inner.spawn_all(p, started);
+                return Ok(n);
             }
-            if pushed == 0 {
-                // The partition was full when checked, after `room` was
-                // enabled: the next take wakes us.
-                room.await;
-            }
+            // Full when checked, after `room` was enabled: a worker wakes us
+            // once the queue is down to the low-water mark.
+            room.await;
         }
     }
 
@@ -709,51 +750,31 @@ where
     }
 }
 
-/// Batches taken for new workers, spawned once the partition lock is released.
-struct Starts<K, E> {
-    partition: usize,
-    batches: Vec<KeyedBatch<K, E>>,
-    /// The partition was full before these were taken: senders may be waiting.
-    was_full: bool,
-}
-
 impl<X, H> Inner<X, H>
 where
     X: KeyIndex,
     H: KeyedHandler<Key = X::Key>,
 {
-    /// Takes batches for new workers while keys are ready and the cap allows.
-    fn start_workers(
-        &self,
-        partition: usize,
-        state: &mut PartitionState<X, H::Event>,
-    ) -> Starts<X::Key, H::Event> {
-        let mut starts = Starts {
-            partition,
-            batches: Vec::new(),
-            was_full: state.queue.queued() >= self.capacity,
-        };
-        while state.workers < self.max_workers && state.queue.ready_keys() > 0 {
-            let mut batch = state.spare.pop().unwrap_or_default();
-            state.queue.take_into(&mut batch, self.max_batch);
-            state.workers += 1;
-            starts.batches.push(batch);
-        }
-        starts
+    /// How many workers to start: one per unit of work (a chunk, or
+    /// `max_batch` ready keys) that no worker is about to take, within the cap.
+    /// They are counted as running; spawn them once the lock is released.
+    fn start_workers(&self, state: &mut PartitionState<X, H::Event>) -> usize {
+        let ready = state.queue.ready_keys().div_ceil(self.max_batch);
+        let units = state.queue.chunks() + ready;
+        let wanted = units
+            .saturating_sub(state.starting)
+            .min(self.max_workers.saturating_sub(state.workers));
+        state.workers += wanted;
+        state.starting += wanted;
+        wanted
     }
 
-    /// Spawns the workers of `starts`, and tells whoever waits for room.
-    fn spawn_all(self: &Arc<Self>, starts: Starts<X::Key, H::Event>) {
-        if starts.batches.is_empty() {
-            return;
-        }
-        if starts.was_full {
-            self.partitions[starts.partition].space.notify_waiters();
-        }
-        self.made_room();
-        for batch in starts.batches {
+    /// Spawns `count` workers for partition `partition`.
+    fn spawn_all(self: &Arc<Self>, partition: usize, count: usize) {
+        for _ in 0..count {
             let inner = self.clone();
-            self.runtime.spawn(async move { inner.work(batch).await });
+            self.runtime
+                .spawn(async move { inner.work(partition).await });
         }
     }
 
@@ -769,13 +790,40 @@ where
         }
     }
 
-    /// A worker: handles `batch`, acknowledges it, takes the next, until no key
-    /// of its partition is ready.
-    async fn work(self: Arc<Self>, mut batch: KeyedBatch<X::Key, H::Event>) {
-        let p = batch.partition();
+    /// A worker: takes a batch, handles it, acknowledges it, and again, until
+    /// its partition has nothing ready.
+    async fn work(self: Arc<Self>, p: usize) {
         let partition = &self.partitions[p];
+        let mut batch = partition.state.lock().spare.pop().unwrap_or_default();
         batch.releaser = Some(Arc::new(Releaser(self.clone())));
+        partition.state.lock().starting -= 1;
         loop {
+            let (took, wake_senders, idle) = {
+                let mut state = partition.state.lock();
+                let took = state.queue.take_into(&mut batch, self.max_batch);
+                let wake_senders = state.senders_waiting && state.queue.queued() <= self.low_water;
+                if wake_senders {
+                    state.senders_waiting = false;
+                }
+                if took == 0 {
+                    state.workers -= 1;
+                    batch.releaser = None;
+                    state.spare.push(std::mem::take(&mut batch));
+                }
+                (took, wake_senders, state.queue.is_idle())
+            };
+            if wake_senders {
+                partition.space.notify_waiters();
+            }
+            if took > 0 {
+                self.made_room();
+            }
+            if idle {
+                self.idle.notify_waiters();
+            }
+            if took == 0 {
+                return;
+            }
             let events = batch.len();
             let outcome = {
                 let handling = pin!(self.handler.handle(&mut batch));
@@ -788,31 +836,16 @@ where
                 }
                 Err(payload) => self.report_panic(&batch, events, &*payload),
             }
-            let (took, was_full, idle) = {
+            // Release the keys at once, then let the other tasks of this
+            // thread (senders, stages) run before the next batch.
+            let idle = {
                 let mut state = partition.state.lock();
                 state.queue.ack(&mut batch);
-                let was_full = state.queue.queued() >= self.capacity;
-                let took = state.queue.take_into(&mut batch, self.max_batch);
-                if took == 0 {
-                    state.workers -= 1;
-                    batch.releaser = None;
-                    state.spare.push(std::mem::take(&mut batch));
-                }
-                (took, was_full, state.queue.is_idle())
+                state.queue.is_idle()
             };
-            if took > 0 {
-                if was_full {
-                    partition.space.notify_waiters();
-                }
-                self.made_room();
-            }
             if idle {
                 self.idle.notify_waiters();
             }
-            if took == 0 {
-                return;
-            }
-            // Let the other tasks of this thread (senders, stages) run between batches.
             tokio::task::yield_now().await;
         }
     }
@@ -868,12 +901,9 @@ where
         let (starts, idle) = {
             let mut state = inner.partitions[partition].state.lock();
             state.queue.release_held(queue, slot, events);
-            (
-                inner.start_workers(partition, &mut state),
-                state.queue.is_idle(),
-            )
+            (inner.start_workers(&mut state), state.queue.is_idle())
         };
-        inner.spawn_all(starts);
+        inner.spawn_all(partition, starts);
         if idle {
             inner.idle.notify_waiters();
         }
