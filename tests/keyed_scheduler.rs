@@ -214,6 +214,29 @@ async fn a_held_key_leaves_its_batch_so_its_batch_mates_go_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sender_waiting_for_room_is_woken_when_a_held_key_is_released() {
+    let keyed = KeyedBuilder::dense(Holder::default())
+        .partitions(nz(1))
+        .max_workers(nz(1))
+        .max_batch(nz(1))
+        .capacity(nz(2))
+        .start()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    keyed.send(0, Job { id: 0, millis: 100 }).await.unwrap();
+    eventually(|| keyed.stats().in_flight_keys == 1).await; // held, asleep
+    keyed.send(0, job(1)).await.unwrap();
+    keyed.send(0, job(2)).await.unwrap();
+    // Full: both wait behind the held key, and so does this sender.
+    keyed.send(0, job(3)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    keyed.wait_idle().await;
+    let holder = keyed.handler();
+    assert_eq!(*holder.slow.lock(), [(0, 0)]);
+    assert_eq!(*holder.handled.lock(), [(0, 1), (0, 2), (0, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_events_for_one_key_are_handled_one_after_the_other_even_when_the_first_is_slow() {
     let keyed = KeyedBuilder::dense(Recorder::default())
         .partitions(nz(2))
