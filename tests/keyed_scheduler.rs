@@ -493,6 +493,53 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_consumer_stage_with_automatic_demand_waits_for_room_and_loses_nothing() {
+    let keyed = KeyedBuilder::dense(Recorder::default())
+        .partitions(nz(2))
+        .max_batch(nz(4))
+        .capacity(nz(8))
+        .start()
+        .unwrap();
+    let numbers = producer(from_iter(0..500_u32)).start().unwrap();
+    let stage = consumer(
+        keyed
+            .consumer(|job: &Job| u64::from(job.id % 7))
+            .demand_mode(DemandMode::Automatic),
+    )
+    .start()
+    .unwrap();
+    struct ToJob;
+    impl ProducerConsumer for ToJob {
+        type In = u32;
+        type Out = Job;
+        async fn handle_events(
+            &mut self,
+            events: Vec<u32>,
+            _: SubscriptionId,
+            ctx: &mut Context<Job>,
+        ) {
+            ctx.emit_all(events.into_iter().map(job));
+        }
+    }
+    let to_job = producer_consumer(ToJob).start().unwrap();
+    to_job
+        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(50))
+        .await
+        .unwrap();
+    stage
+        .subscribe_to(&to_job, SubscribeOptions::new().max_demand(50))
+        .await
+        .unwrap();
+    stage.wait().await;
+    keyed.wait_idle().await;
+    for key in 0..7_u32 {
+        let expected: Vec<u32> = (0..500).filter(|n| n % 7 == key).collect();
+        assert_eq!(keyed.handler().ids_of(u64::from(key)), expected);
+    }
+    assert!(keyed.stats().peak_queued <= 8);
+}
+
 #[test]
 fn keyed_types_are_send_and_sync() {
     fn send<T: Send>() {}
