@@ -214,6 +214,29 @@ async fn a_held_key_leaves_its_batch_so_its_batch_mates_go_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sender_waiting_for_room_is_woken_when_a_held_key_is_released() {
+    let keyed = KeyedBuilder::dense(Holder::default())
+        .partitions(nz(1))
+        .max_workers(nz(1))
+        .max_batch(nz(1))
+        .capacity(nz(2))
+        .start()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    keyed.send(0, Job { id: 0, millis: 100 }).await.unwrap();
+    eventually(|| keyed.stats().in_flight_keys == 1).await; // held, asleep
+    keyed.send(0, job(1)).await.unwrap();
+    keyed.send(0, job(2)).await.unwrap();
+    // Full: both wait behind the held key, and so does this sender.
+    keyed.send(0, job(3)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    keyed.wait_idle().await;
+    let holder = keyed.handler();
+    assert_eq!(*holder.slow.lock(), [(0, 0)]);
+    assert_eq!(*holder.handled.lock(), [(0, 1), (0, 2), (0, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_events_for_one_key_are_handled_one_after_the_other_even_when_the_first_is_slow() {
     let keyed = KeyedBuilder::dense(Recorder::default())
         .partitions(nz(2))
@@ -468,6 +491,53 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
         (0..1000).collect::<Vec<u32>>(),
         "each once, none lost"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_consumer_stage_with_automatic_demand_waits_for_room_and_loses_nothing() {
+    let keyed = KeyedBuilder::dense(Recorder::default())
+        .partitions(nz(2))
+        .max_batch(nz(4))
+        .capacity(nz(8))
+        .start()
+        .unwrap();
+    let numbers = producer(from_iter(0..500_u32)).start().unwrap();
+    let stage = consumer(
+        keyed
+            .consumer(|job: &Job| u64::from(job.id % 7))
+            .demand_mode(DemandMode::Automatic),
+    )
+    .start()
+    .unwrap();
+    struct ToJob;
+    impl ProducerConsumer for ToJob {
+        type In = u32;
+        type Out = Job;
+        async fn handle_events(
+            &mut self,
+            events: Vec<u32>,
+            _: SubscriptionId,
+            ctx: &mut Context<Job>,
+        ) {
+            ctx.emit_all(events.into_iter().map(job));
+        }
+    }
+    let to_job = producer_consumer(ToJob).start().unwrap();
+    to_job
+        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(50))
+        .await
+        .unwrap();
+    stage
+        .subscribe_to(&to_job, SubscribeOptions::new().max_demand(50))
+        .await
+        .unwrap();
+    stage.wait().await;
+    keyed.wait_idle().await;
+    for key in 0..7_u32 {
+        let expected: Vec<u32> = (0..500).filter(|n| n % 7 == key).collect();
+        assert_eq!(keyed.handler().ids_of(u64::from(key)), expected);
+    }
+    assert!(keyed.stats().peak_queued <= 8);
 }
 
 #[test]

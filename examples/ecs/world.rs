@@ -24,7 +24,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use demandflow::{DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedHandler, StartError};
+use demandflow::{
+    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler, StartError,
+};
 use parking_lot::Mutex;
 
 /// An object of the world.
@@ -307,7 +309,7 @@ impl<A: Send + 'static> Shared<A> {
 }
 
 /// The keyed handler: runs each batch of objects through their behaviours.
-struct Dispatch<A>(Arc<Shared<A>>);
+pub(crate) struct Dispatch<A>(Arc<Shared<A>>);
 
 impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
     type Key = u64;
@@ -476,6 +478,14 @@ impl<A: Send + 'static> WorldBuilder<A> {
             .start()?;
         Ok(World { keyed, shared })
     }
+}
+
+/// The consumer stage [`World::consumer`] makes.
+pub(crate) type WorldConsumer<A> = KeyedConsumer<DenseKeys, Dispatch<A>, fn(&Event<A>) -> u64>;
+
+/// The key of an event: its target.
+fn target_of<A>(event: &Event<A>) -> u64 {
+    event.target.0
 }
 
 fn num_cpus() -> usize {
@@ -670,6 +680,14 @@ impl<A: Send + 'static> World<A> {
             }),
             Err(e) => Err(e.0),
         }
+    }
+
+    /// A consumer stage that feeds this world from a pipeline, keyed by target,
+    /// asking its producers only for as many events as there is room for.
+    /// Events reach the world unchecked: one without a handler is counted as
+    /// orphaned when handled, not refused.
+    pub(crate) fn consumer(&self) -> WorldConsumer<A> {
+        self.keyed.consumer(target_of::<A>)
     }
 
     /// Waits until every event sent so far has been handled.

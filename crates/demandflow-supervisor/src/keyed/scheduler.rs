@@ -379,12 +379,21 @@ type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
 ///
 /// Memory is bounded: a partition queues at most `capacity` events, and
 /// [`send`](Keyed::send) waits (back-pressure) while the key's partition is
-/// full. To feed it from a pipeline, use [`Keyed::consumer`], a consumer stage
-/// that asks its producers for events only as room frees up.
+/// full; waiting senders are woken once the partition is down to half its
+/// capacity, not for every batch taken. To feed it from a pipeline, use
+/// [`Keyed::consumer`], a consumer stage that asks its producers for events
+/// only as room frees up.
+///
+/// To send many events, use [`send_all`](Keyed::send_all): it groups them by
+/// partition into chunks of `max_batch` events and queues each chunk with one
+/// lock, in O(1); a worker that finds the chunk's keys idle takes its event
+/// vector as its batch, without copying. Workers are tasks: a worker whose
+/// partition has nothing ready finishes, and sending starts new ones.
 ///
 /// The per-key bookkeeping is [`KeyedQueue`], one per partition; with
 /// [`DenseKeys`] it costs a byte per key and no hashing, so a million keys per
-/// frame are cheap.
+/// frame are cheap (the `million_objects` bench: 1 000 000 objects, an event
+/// each per frame, about 80 frames per second on 2 cores).
 ///
 /// Dropping every handle does not stop the workers: they handle what was sent,
 /// then finish. [`shutdown`](Keyed::shutdown) closes the scheduler and waits
@@ -420,7 +429,8 @@ type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
 ///     .partitions(NonZeroUsize::new(2).unwrap())
 ///     .start()
 ///     .unwrap();
-/// keyed.send_all((0..30).map(|n| (u64::from(n % 3), n))).await.unwrap();
+/// let sent = keyed.send_all((0..30).map(|n| (u64::from(n % 3), n))).await.unwrap();
+/// assert_eq!(sent, 30);
 /// keyed.shutdown().await;
 ///
 /// let stats = keyed.stats();
