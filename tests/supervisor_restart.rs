@@ -258,26 +258,7 @@ async fn a_transient_child_that_ends_normally_is_not_restarted() {
 
 #[tokio::test]
 async fn draining_a_supervisor_delivers_in_flight_events_and_restarts_nothing() {
-    let seen = Arc::new(AtomicU64::new(0));
-    let counted = seen.clone();
-    let sup = Supervisor::builder(Strategy::RestForOne)
-        .child("source", Restart::Permanent, |_| async {
-            producer(from_iter(0..u64::MAX)).start()
-        })
-        .child("sink", Restart::Permanent, move |children| {
-            let counted = counted.clone();
-            async move {
-                let source: ProducerRef<u64> = children.get("source").ok_or("no source")?;
-                let c = consumer(Sink(counted)).start().map_err(|e| e.to_string())?;
-                c.subscribe_to(&source, SubscribeOptions::new().max_demand(10))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(c)
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let (sup, seen) = two_stage(Strategy::RestForOne).await;
     eventually(|| seen.load(Ordering::SeqCst) > 100).await;
     let report = sup.drain(Duration::from_secs(5)).await.unwrap();
     assert!(report.is_complete(), "{report:?}");
