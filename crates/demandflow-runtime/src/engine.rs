@@ -224,9 +224,39 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             let Some(msg) = self.rx.recv().await else {
                 return Reason::Shutdown;
             };
-            self.handle(msg).await;
-            self.settle().await;
+            // The hot messages are handled here, without building the future of
+            // `handle`, which is as large as its largest branch; the rare ones
+            // are boxed so that this loop's own future stays small.
+            match msg {
+                Msg::Ask { sub, demand } => self.on_ask(sub, demand),
+                Msg::Events { sub, events } => {
+                    self.events_in += events.len() as u64;
+                    if B::KIND == StageKind::ProducerConsumer {
+                        self.input.push_back(Input::Events(sub, events));
+                    } else {
+                        self.consume(sub, events).await;
+                    }
+                }
+                msg => Box::pin(self.handle(msg)).await,
+            }
+            if !self.is_settled() {
+                self.settle().await;
+            }
         }
+    }
+
+    /// `true` when `settle` would have nothing to do: checked first because
+    /// building its future costs more than this test.
+    fn is_settled(&self) -> bool {
+        let forward = self.flow == DemandFlow::Forward;
+        self.ctx.out.is_empty()
+            && self.ctx.actions.is_empty()
+            && self.stop.is_none()
+            && self.pending_stop.is_none()
+            && self.buffer.markers_len() == 0
+            && !(forward && (self.to_serve > 0 || !self.replay.is_empty()))
+            && (B::KIND != StageKind::ProducerConsumer || self.input.is_empty())
+            && !self.draining
     }
 
     async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
