@@ -8,7 +8,7 @@ use demandflow_core::{
     AutoDemand, Buffer, BufferKeep, CancelMode, CancelReason, Deliver, Dispatched, Dispatcher,
     Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId, split_chunks,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use crate::behaviour::Behaviour;
@@ -18,6 +18,7 @@ use crate::group::{HandleGuard, Node};
 use crate::port::{
     ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, SubscribeMsg, SubscribeToMsg,
 };
+use crate::queue;
 use crate::{
     Context, DemandFlow, DemandMode, Info, Peer, StageKind, StageStats, StartError, SubscribeError,
     SubscriptionStats,
@@ -48,7 +49,7 @@ where
     D: Dispatcher<B::Out>,
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = queue::channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     let id = StageId::next();
     let kind = match B::KIND {
@@ -148,7 +149,7 @@ struct Engine<B: Behaviour, D> {
     behaviour: B,
     dispatcher: D,
     ctx: Context<B::Out>,
-    rx: mpsc::UnboundedReceiver<Msg<B::In, B::Out>>,
+    rx: queue::Receiver<Msg<B::In, B::Out>>,
     me: Arc<Mailbox<B::In, B::Out>>,
     exit: watch::Sender<Option<Reason>>,
     // Producer side.
@@ -221,9 +222,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if let Some(reason) = self.stop.take() {
                 return reason;
             }
-            let Some(msg) = self.rx.recv().await else {
-                return Reason::Shutdown;
-            };
+            let msg = self.rx.recv().await;
             // The hot messages are handled here, without building the future of
             // `handle`, which is as large as its largest branch; the rare ones
             // are boxed so that this loop's own future stays small.
@@ -960,7 +959,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         // Answer whatever is still queued so nobody waits on a stopped stage.
         self.rx.close();
         let mut lost_in = 0;
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Subscribe(msg) => {
                     msg.consumer

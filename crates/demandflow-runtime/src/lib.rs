@@ -14,6 +14,7 @@ mod handle;
 mod info;
 mod pipeline;
 mod port;
+mod queue;
 mod source;
 mod stage;
 mod stats;

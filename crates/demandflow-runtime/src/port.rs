@@ -5,8 +5,9 @@ use std::sync::Arc;
 use demandflow_core::{
     CancelReason, Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
+use crate::queue;
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
 
 /// What a producer sees of a consumer.
@@ -114,7 +115,7 @@ pub(crate) struct SubscribeToMsg<I> {
 
 /// The sending side of a stage's mailbox; implements every port.
 pub(crate) struct Mailbox<I, O> {
-    pub(crate) tx: mpsc::UnboundedSender<Msg<I, O>>,
+    pub(crate) tx: queue::Sender<Msg<I, O>>,
     pub(crate) id: StageId,
     pub(crate) name: Arc<str>,
     pub(crate) exit: watch::Receiver<Option<Reason>>,
@@ -128,7 +129,7 @@ impl<I: Send + 'static, O: Send + 'static> ConsumerPort<I> for Mailbox<I, O> {
     fn events(&self, sub: SubscriptionId, events: Vec<I>) -> Result<(), Vec<I>> {
         self.tx
             .send(Msg::Events { sub, events })
-            .map_err(|e| match e.0 {
+            .map_err(|msg| match msg {
                 Msg::Events { events, .. } => events,
                 _ => Vec::new(),
             })
