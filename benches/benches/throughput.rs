@@ -9,7 +9,10 @@
 
 use std::process::ExitCode;
 
-use demandflow_benches::{Scenario, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched};
+use demandflow_benches::{
+    Scenario, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip,
+    tokio_spawn,
+};
 
 /// Events per batch in the baselines (the `_1000` of their names).
 const BATCH: usize = 1_000;
@@ -81,7 +84,11 @@ fn main() -> ExitCode {
         })
         .baseline("tokio_mpsc_batched_1000", |events| {
             tokio_mpsc_batched(events, BATCH, CHANNEL_CAPACITY)
-        });
+        })
+        // Floors rather than alternatives: what tokio itself costs for one event at
+        // max_demand 1 (a round trip) and for one worker (a spawned task).
+        .baseline("tokio_mpsc_round_trip_1", tokio_mpsc_round_trip)
+        .baseline("tokio_spawn_1000", |workers| tokio_spawn(workers, BATCH));
 
     // Rows without a scenario yet, named in one line: `P->C` when all its max_demands are missing.
     let mut pending = Vec::new();

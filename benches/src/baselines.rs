@@ -98,6 +98,88 @@ pub fn tokio_mpsc_batched(events: u64, batch: usize, capacity: usize) -> Sample 
     Sample::new(events, elapsed)
 }
 
+/// Moves `events` events one at a time between two tokio tasks on a multi-thread runtime with 2
+/// workers, the consumer asking for each next event over a second channel before it can arrive.
+///
+/// This is not what anyone would write to move events fast: it is the floor under every
+/// `max_demand` 1 row, where a consumer must ask before each event, so each event costs two
+/// messages and two task wake-ups across tasks. Both channels are tokio's unbounded mpsc, its
+/// cheapest, and the messages are bare `u64`s. The baseline `tokio_mpsc_round_trip_1` is
+/// `tokio_mpsc_round_trip(events)`; its events per second are round trips per second.
+///
+/// # Panics
+///
+/// If the runtime cannot be built, or if the consumer did not receive exactly `0..events`.
+pub fn tokio_mpsc_round_trip(events: u64) -> Sample {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("building the tokio runtime");
+    let (seen, elapsed) = runtime.block_on(async move {
+        let (ask_tx, mut ask_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let start = Instant::now();
+        let producer = tokio::spawn(async move {
+            let mut next = 0;
+            while next < events && ask_rx.recv().await.is_some() {
+                event_tx.send(next).expect("the consumer hung up");
+                next += 1;
+            }
+        });
+        let consumer = tokio::spawn(async move {
+            let mut seen = (0, 0);
+            while seen.0 < events {
+                ask_tx.send(()).expect("the producer hung up");
+                let event = event_rx.recv().await.expect("the producer hung up");
+                seen = consume(seen, &[event]);
+            }
+            seen
+        });
+        let seen = consumer.await.expect("the consumer panicked");
+        producer.await.expect("the producer panicked");
+        (seen, start.elapsed())
+    });
+    check(events, seen);
+    Sample::new(events, elapsed)
+}
+
+/// Runs `workers` tokio tasks that do nothing, spawned from one task in waves of `wave`, each
+/// wave awaited before the next: the floor under the `consumer_supervisor` rows, which start a
+/// task per event.
+///
+/// Runs on a multi-thread runtime with 2 workers. The baseline `tokio_spawn_1000` is
+/// `tokio_spawn(workers, 1000)`; its events per second are tasks started and finished per second.
+///
+/// # Panics
+///
+/// If `wave` is 0, if the runtime cannot be built, or if a task did not run exactly once.
+pub fn tokio_spawn(workers: u64, wave: usize) -> Sample {
+    assert!(wave > 0, "wave must not be 0");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("building the tokio runtime");
+    let (seen, elapsed) = runtime.block_on(async move {
+        let start = Instant::now();
+        let seen = tokio::spawn(async move {
+            let mut seen = (0, 0);
+            let mut tasks = Vec::with_capacity(wave);
+            for range in batches(workers, wave) {
+                tasks.extend(range.map(|i| tokio::spawn(async move { std::hint::black_box(i) })));
+                for task in tasks.drain(..) {
+                    seen = consume(seen, &[task.await.expect("a task panicked")]);
+                }
+            }
+            seen
+        })
+        .await
+        .expect("the spawning task panicked");
+        (seen, start.elapsed())
+    });
+    check(workers, seen);
+    Sample::new(workers, elapsed)
+}
+
 /// `0..events` cut into ranges of `batch` (the last one shorter).
 fn batches(events: u64, batch: usize) -> impl Iterator<Item = std::ops::Range<u64>> {
     let batch = batch as u64;
@@ -138,6 +220,8 @@ mod tests {
         for events in [0, 1, 999, 1_000, 12_345] {
             assert_eq!(crossbeam_batched(events, 1_000, 4).events, events);
             assert_eq!(tokio_mpsc_batched(events, 1_000, 4).events, events);
+            assert_eq!(tokio_mpsc_round_trip(events).events, events);
+            assert_eq!(tokio_spawn(events, 1_000).events, events);
         }
     }
 

@@ -44,7 +44,7 @@ mod throughput;
 mod topologies;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
-pub use baselines::{crossbeam_batched, tokio_mpsc_batched};
+pub use baselines::{crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip, tokio_spawn};
 pub use json::{Json, JsonError};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
 pub use paths::{report_dir, target_dir};

@@ -87,12 +87,11 @@ impl<T> Receiver<T> {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<T> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        if let Some(value) = self.take() {
+        if let Some(value) = self.local.pop_front() {
             coop.made_progress();
             return Poll::Ready(value);
         }
         let mut state = self.shared.lock();
-        // A message may have come between `take` and this lock.
         if !state.queue.is_empty() {
             std::mem::swap(&mut state.queue, &mut self.local);
             drop(state);
