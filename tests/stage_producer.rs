@@ -247,3 +247,45 @@ async fn a_finite_source_started_accumulating_delivers_everything_before_it_ends
     all.sort_unstable();
     assert_eq!(all, (0..1000).collect::<Vec<u64>>());
 }
+
+/// Stops after its buffered events at every `"stop"` info.
+struct StopOnInfo;
+
+impl Producer for StopOnInfo {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut Context<u64>) {
+        if info.downcast_ref::<&str>() == Some(&"stop") {
+            ctx.stop_after_buffered(demandflow::Reason::Normal);
+        }
+    }
+}
+
+#[test]
+fn two_stops_recorded_while_accumulating_stop_the_producer_once_it_forwards() {
+    // Regression: replaying the first stop queued it behind the second again, and
+    // the two swapped places forever, with the stage's task never yielding. A
+    // second worker keeps the timeout alive if that comes back.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let stopped = runtime.block_on(async {
+        let p = producer(StopOnInfo)
+            .demand_flow(DemandFlow::Accumulate)
+            .start()
+            .unwrap();
+        let monitor = p.monitor();
+        p.send_info("stop").unwrap();
+        p.send_info("stop").unwrap();
+        p.stats().await.unwrap();
+        p.set_demand_flow(DemandFlow::Forward).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), monitor.wait()).await
+    });
+    // Without waiting for a worker that may be stuck in the stage.
+    runtime.shutdown_background();
+    assert_eq!(stopped, Ok(demandflow::Reason::Normal));
+}

@@ -227,7 +227,19 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             // `handle`, which is as large as its largest branch; the rare ones
             // are boxed so that this loop's own future stays small.
             match msg {
-                Msg::Ask { sub, demand } => self.on_ask(sub, demand),
+                Msg::Ask { sub, demand } => {
+                    self.on_ask(sub, demand);
+                    if self.can_serve_directly() {
+                        // What `settle` would do, without its layers of futures:
+                        // nothing is buffered, so the whole demand goes to the stage.
+                        let demand = std::mem::take(&mut self.to_serve);
+                        self.behaviour.demand(demand, &mut self.ctx).await;
+                        if self.ctx.actions.is_empty() {
+                            let out = std::mem::take(&mut self.ctx.out);
+                            self.emit(out);
+                        }
+                    }
+                }
                 Msg::Events { sub, events } => {
                     self.events_in += events.len() as u64;
                     if B::KIND == StageKind::ProducerConsumer {
@@ -244,18 +256,40 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
     }
 
+    /// `true` when a producer's demand can go straight to `handle_demand`:
+    /// `settle` would do exactly that, since nothing is buffered, replayed,
+    /// waiting to be applied or waiting behind events (a marker).
+    fn can_serve_directly(&self) -> bool {
+        B::KIND == StageKind::Producer
+            && self.to_serve > 0
+            && self.flow == DemandFlow::Forward
+            && self.buffer.is_empty()
+            && self.buffer.markers_len() == 0
+            && self.replay.is_empty()
+            && self.ctx.out.is_empty()
+            && self.ctx.actions.is_empty()
+            && self.stop.is_none()
+            && self.pending_stop.is_none()
+            && !self.draining
+    }
+
     /// `true` when `settle` would have nothing to do: checked first because
     /// building its future costs more than this test.
     fn is_settled(&self) -> bool {
-        let forward = self.flow == DemandFlow::Forward;
+        self.is_flushed()
+            && (self.flow != DemandFlow::Forward || self.replay.is_empty())
+            && (B::KIND != StageKind::ProducerConsumer || self.input.is_empty())
+            && !self.draining
+    }
+
+    /// `true` when `flush` would have nothing to do (the same shortcut).
+    fn is_flushed(&self) -> bool {
         self.ctx.out.is_empty()
             && self.ctx.actions.is_empty()
             && self.stop.is_none()
             && self.pending_stop.is_none()
             && self.buffer.markers_len() == 0
-            && !(forward && (self.to_serve > 0 || !self.replay.is_empty()))
-            && (B::KIND != StageKind::ProducerConsumer || self.input.is_empty())
-            && !self.draining
+            && (self.flow != DemandFlow::Forward || self.to_serve == 0)
     }
 
     async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
@@ -584,6 +618,14 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             self.replay.push_back(Accumulated::StopAfter(reason));
             return;
         }
+        self.stop_after_recorded(reason);
+    }
+
+    /// The stop of `stop_after_buffered` once everything recorded before it
+    /// has been replayed: also how a replayed stop is applied, which must not be
+    /// queued behind the rest of the replay again (two of them would swap
+    /// places forever).
+    fn stop_after_recorded(&mut self, reason: Reason) {
         if self.consumers.is_empty() && !self.buffer.is_empty() {
             tracing::warn!(
                 lost = self.buffer.len(),
@@ -794,7 +836,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 _ => 0,
             };
             self.behaviour.events(chunk, sub, &mut self.ctx).await;
-            self.flush().await;
+            if !self.is_flushed() {
+                self.flush().await;
+            }
             if ask > 0 {
                 self.ask_upstream(sub, ask);
             }
@@ -867,7 +911,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
                     Accumulated::Demand(demand) => self.serve(demand).await,
                     Accumulated::Events(events) => self.dispatch_emitted(events),
-                    Accumulated::StopAfter(reason) => self.stop_after_buffered(reason),
+                    Accumulated::StopAfter(reason) => self.stop_after_recorded(reason),
                 }
                 continue;
             }
