@@ -69,10 +69,7 @@ pub fn tokio_mpsc_batched(events: u64, batch: usize, capacity: usize) -> Sample 
         batch > 0 && capacity > 0,
         "batch and capacity must not be 0"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("building the tokio runtime");
+    let runtime = two_worker_runtime();
     let (seen, elapsed) = runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u64>>(capacity);
         let start = Instant::now();
@@ -111,10 +108,7 @@ pub fn tokio_mpsc_batched(events: u64, batch: usize, capacity: usize) -> Sample 
 ///
 /// If the runtime cannot be built, or if the consumer did not receive exactly `0..events`.
 pub fn tokio_mpsc_round_trip(events: u64) -> Sample {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("building the tokio runtime");
+    let runtime = two_worker_runtime();
     let (seen, elapsed) = runtime.block_on(async move {
         let (ask_tx, mut ask_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -155,10 +149,7 @@ pub fn tokio_mpsc_round_trip(events: u64) -> Sample {
 /// If `wave` is 0, if the runtime cannot be built, or if a task did not run exactly once.
 pub fn tokio_spawn(workers: u64, wave: usize) -> Sample {
     assert!(wave > 0, "wave must not be 0");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("building the tokio runtime");
+    let runtime = two_worker_runtime();
     let (seen, elapsed) = runtime.block_on(async move {
         let start = Instant::now();
         let seen = tokio::spawn(async move {
@@ -178,6 +169,14 @@ pub fn tokio_spawn(workers: u64, wave: usize) -> Sample {
     });
     check(workers, seen);
     Sample::new(workers, elapsed)
+}
+
+/// The runtime of the tokio baselines: multi-thread with 2 workers, like the demandflow rows'.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("building the tokio runtime")
 }
 
 /// `0..events` cut into ranges of `batch` (the last one shorter).

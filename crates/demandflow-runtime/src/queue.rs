@@ -111,10 +111,6 @@ impl<T> Receiver<T> {
 
     /// The next message if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<T> {
-        self.take()
-    }
-
-    fn take(&mut self) -> Option<T> {
         if let Some(value) = self.local.pop_front() {
             return Some(value);
         }
