@@ -264,13 +264,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             && self.to_serve > 0
             && self.flow == DemandFlow::Forward
             && self.buffer.is_empty()
-            && self.buffer.markers_len() == 0
             && self.replay.is_empty()
-            && self.ctx.out.is_empty()
-            && self.ctx.actions.is_empty()
-            && self.stop.is_none()
-            && self.pending_stop.is_none()
             && !self.draining
+            && self.nothing_to_apply()
     }
 
     /// `true` when `settle` would have nothing to do: checked first because
@@ -284,12 +280,16 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     /// `true` when `flush` would have nothing to do (the same shortcut).
     fn is_flushed(&self) -> bool {
+        self.nothing_to_apply() && (self.flow != DemandFlow::Forward || self.to_serve == 0)
+    }
+
+    /// `true` when no emitted event, action, stop or marker waits to be applied.
+    fn nothing_to_apply(&self) -> bool {
         self.ctx.out.is_empty()
             && self.ctx.actions.is_empty()
             && self.stop.is_none()
             && self.pending_stop.is_none()
             && self.buffer.markers_len() == 0
-            && (self.flow != DemandFlow::Forward || self.to_serve == 0)
     }
 
     async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
