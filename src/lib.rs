@@ -822,6 +822,10 @@ pub use demandflow_runtime::{
     SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
     push,
 };
+pub use demandflow_runtime::{
+    Filter, FilterMap, FlatMap, ForEach, Inspect, Map, filter, filter_map, flat_map, for_each,
+    inspect, map,
+};
 pub use demandflow_supervisor::{
     BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder, Hashed,
     PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError,

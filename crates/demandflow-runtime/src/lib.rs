@@ -6,6 +6,7 @@
 mod behaviour;
 mod builder;
 mod catch;
+mod closure;
 mod context;
 mod engine;
 mod error;
@@ -23,6 +24,10 @@ mod stream;
 pub use builder::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
+};
+pub use closure::{
+    Filter, FilterMap, FlatMap, ForEach, Inspect, Map, filter, filter_map, flat_map, for_each,
+    inspect, map,
 };
 pub use context::{Context, DemandFlow, DemandMode, InfoSender, Peer};
 pub use demandflow_core::{
