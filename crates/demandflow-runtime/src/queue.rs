@@ -7,13 +7,46 @@
 //! asks or batches costs one lock and at most one wake-up. Receiving counts
 //! towards tokio's cooperative budget, like tokio's own channels, so a stage
 //! whose mailbox never empties still lets the other tasks of its worker run.
+//!
+//! The send / take / wake protocol is model-checked with loom: built with
+//! `--cfg loom`, the queue's lock and `Arc` become loom's, and the model in
+//! `queue/loom.rs` explores the interleavings of concurrent senders, a waiting
+//! receiver, closing and dropping. Run it with
+//! `RUSTFLAGS="--cfg loom" cargo test -p demandflow-runtime --release --lib queue::loom`.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
-use parking_lot::Mutex;
+use sync::{Arc, Mutex};
+
+/// The queue's lock and shared pointer: parking_lot's and std's in every
+/// normal build, loom's under `--cfg loom` so the model can schedule them.
+#[cfg(not(loom))]
+mod sync {
+    pub(super) use parking_lot::Mutex;
+    pub(super) use std::sync::Arc;
+}
+
+#[cfg(loom)]
+mod sync {
+    pub(super) use loom::sync::Arc;
+
+    /// loom's mutex with parking_lot's signature: `lock` returns the guard.
+    pub(super) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(super) fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+
+        pub(super) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .expect("no thread panics while holding the queue's lock")
+        }
+    }
+}
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -147,7 +180,12 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
-#[cfg(test)]
+// The model; the tests below use real threads and a tokio runtime, which loom's
+// primitives do not allow.
+#[cfg(all(test, loom))]
+mod loom;
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
