@@ -24,6 +24,7 @@ pub use builder::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
 };
+pub use catch::{catch_call, catch_panic, panic_message};
 pub use context::{Context, DemandFlow, DemandMode, InfoSender, Peer};
 pub use demandflow_core::{
     BroadcastDispatcher, BufferKeep, CancelMode, CancelReason, DemandDispatcher, Dispatcher,

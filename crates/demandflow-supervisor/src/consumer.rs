@@ -3,18 +3,18 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
-use demandflow_runtime::{Consumer, ConsumerContext, DemandMode, Info, InfoSender};
+use demandflow_runtime::{
+    Consumer, ConsumerContext, DemandMode, Info, InfoSender, catch_call, catch_panic,
+};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::catch::{catch_panic, panic_message};
 use crate::intensity::Intensity;
 use crate::{BuildError, Restart};
 
@@ -461,8 +461,7 @@ where
         event: T,
         shared: &Arc<Shared>,
     ) -> Result<JoinHandle<()>, String> {
-        let run = catch_unwind(AssertUnwindSafe(|| self.worker.start(event)))
-            .map_err(|payload| panic_message(&*payload))?;
+        let run = catch_call(|| self.worker.start(event))?;
         let shared = shared.clone();
         Ok(tokio::spawn(async move {
             let outcome = match catch_panic(run).await {

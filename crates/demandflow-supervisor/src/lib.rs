@@ -21,7 +21,6 @@
 //! worker per key at a time, in order, many keys at once (see [`KeyedQueue`]
 //! for its rules).
 
-mod catch;
 mod consumer;
 mod error;
 mod intensity;

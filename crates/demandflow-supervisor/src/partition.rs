@@ -4,18 +4,17 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use demandflow_core::{Reason, key_partition};
+use demandflow_runtime::{catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::BuildError;
-use crate::catch::{catch_panic, panic_message};
 use crate::intensity::Intensity;
 
 const DEFAULT_MAILBOX_CAPACITY: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 > 0");
@@ -427,10 +426,9 @@ async fn run_partition<W, F>(
     loop {
         let current = match worker.as_mut() {
             Some(worker) => worker,
-            None => match catch_unwind(AssertUnwindSafe(|| factory(index))) {
+            None => match catch_call(|| factory(index)) {
                 Ok(started) => worker.insert(started),
-                Err(payload) => {
-                    let message = panic_message(&*payload);
+                Err(message) => {
                     tracing::error!(%message, "partition worker failed to start (its factory panicked)");
                     if core.allow_restart(index) {
                         continue;
