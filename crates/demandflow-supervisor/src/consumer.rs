@@ -15,11 +15,9 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::intensity::Intensity;
+use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
 use crate::{BuildError, Restart};
 
-const DEFAULT_MAX_RESTARTS: usize = 3;
-const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
 const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Workers started before the supervisor yields to let them run: a large batch
 /// started in one go overflows the tokio worker's local run queue (256 tasks)
@@ -183,8 +181,7 @@ impl fmt::Debug for WorkerMonitor {
 pub struct ConsumerSupervisorBuilder<T, W> {
     worker: W,
     restart: Restart,
-    max_restarts: usize,
-    max_seconds: Duration,
+    intensity: IntensityLimit,
     shutdown: Duration,
     _event: PhantomData<fn(T)>,
 }
@@ -202,19 +199,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         self
     }
 
-    /// Sets how many restarts are allowed within `max_seconds`; one more stops
-    /// the supervisor. 0 stops it at the first failed run of a transient worker.
-    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
-        self.max_restarts = max_restarts;
-        self
-    }
-
-    /// Sets the sliding window in which restarts are counted (GenStage's
-    /// `max_seconds`, as a [`Duration`]; greater than zero).
-    pub fn max_seconds(mut self, window: Duration) -> Self {
-        self.max_seconds = window;
-        self
-    }
+    intensity_setters!();
 
     /// Sets how long a stopping supervisor waits for running workers before it
     /// aborts them. Zero aborts at once.
@@ -234,9 +219,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         if self.restart == Restart::Permanent {
             return Err(BuildError::PermanentWorkers);
         }
-        if self.max_seconds.is_zero() {
-            return Err(BuildError::ZeroMaxSeconds);
-        }
+        self.intensity.check()?;
         Ok(self.assemble())
     }
 
@@ -245,9 +228,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         ConsumerSupervisor {
             worker: self.worker,
             restart: self.restart,
-            intensity: Intensity::new(self.max_restarts, self.max_seconds),
-            max_restarts: self.max_restarts,
-            max_seconds: self.max_seconds,
+            intensity: self.intensity.window(),
             shutdown: self.shutdown,
             producers: Vec::new(),
             slots: Vec::new(),
@@ -265,8 +246,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerSupervisorBuilder")
             .field("restart", &self.restart)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity)
             .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
     }
@@ -340,8 +320,6 @@ pub struct ConsumerSupervisor<T, W> {
     worker: W,
     restart: Restart,
     intensity: Intensity,
-    max_restarts: usize,
-    max_seconds: Duration,
     shutdown: Duration,
     /// Demand bookkeeping per producer, in subscription order (usually one).
     producers: Vec<ProducerDemand>,
@@ -429,8 +407,7 @@ where
         ConsumerSupervisorBuilder {
             worker,
             restart: Restart::Temporary,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            max_seconds: DEFAULT_MAX_SECONDS,
+            intensity: IntensityLimit::default(),
             shutdown: DEFAULT_SHUTDOWN,
             _event: PhantomData,
         }
@@ -546,8 +523,8 @@ where
         loop {
             if !self.intensity.add(Instant::now()) {
                 let message = format!(
-                    "consumer supervisor reached its restart limit: more than {} restarts within {:?}",
-                    self.max_restarts, self.max_seconds
+                    "consumer supervisor reached its restart limit: {}",
+                    self.intensity.limit()
                 );
                 tracing::error!("{message}; stopping");
                 self.stopping = true;
@@ -746,8 +723,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisor<T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerSupervisor")
             .field("restart", &self.restart)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity.limit())
             .field("shutdown", &self.shutdown)
             .field("running", &self.counters.running.load(Ordering::Relaxed))
             .finish_non_exhaustive()

@@ -6,7 +6,6 @@ use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use demandflow_core::{Reason, key_partition};
 use demandflow_runtime::{catch_call, catch_panic};
@@ -15,11 +14,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::BuildError;
-use crate::intensity::Intensity;
+use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
 
 const DEFAULT_MAILBOX_CAPACITY: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 > 0");
-const DEFAULT_MAX_RESTARTS: usize = 3;
-const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
 
 /// One partition's worker: it owns its state and handles the messages sent to
 /// its partition, one at a time, in the order they were queued.
@@ -270,8 +267,6 @@ enum Command {
 /// What every partition task and handle shares.
 struct Core {
     intensity: Mutex<Intensity>,
-    max_restarts: usize,
-    max_seconds: Duration,
     restarts: AtomicU64,
     /// Set by `stop`: new messages are refused at once, even while a partition
     /// is busy with a long message and has not closed its mailbox yet.
@@ -291,10 +286,8 @@ impl Core {
             self.restarts.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        let message = format!(
-            "partition supervisor reached its restart limit: more than {} restarts within {:?}",
-            self.max_restarts, self.max_seconds
-        );
+        let limit = self.intensity.lock().limit();
+        let message = format!("partition supervisor reached its restart limit: {limit}");
         tracing::error!(partition, "{message}; stopping every partition");
         self.failure.lock().get_or_insert(Reason::error(message));
         self.command.send_replace(Command::Abort);
@@ -322,8 +315,7 @@ pub struct PartitionSupervisorBuilder<F> {
     partitions: usize,
     factory: F,
     mailbox_capacity: NonZeroUsize,
-    max_restarts: usize,
-    max_seconds: Duration,
+    intensity: IntensityLimit,
 }
 
 impl<F> PartitionSupervisorBuilder<F> {
@@ -335,18 +327,8 @@ impl<F> PartitionSupervisorBuilder<F> {
         self
     }
 
-    /// Sets how many worker restarts, over all partitions, are allowed within
-    /// `max_seconds`; one more stops the supervisor.
-    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
-        self.max_restarts = max_restarts;
-        self
-    }
-
-    /// Sets the sliding window in which restarts are counted (greater than zero).
-    pub fn max_seconds(mut self, window: Duration) -> Self {
-        self.max_seconds = window;
-        self
-    }
+    // Restarts are counted over all partitions together.
+    intensity_setters!();
 
     /// Checks the options and spawns one task per partition on the current
     /// tokio runtime; each calls the factory with its partition index.
@@ -363,16 +345,12 @@ impl<F> PartitionSupervisorBuilder<F> {
         if self.partitions == 0 {
             return Err(BuildError::ZeroPartitions);
         }
-        if self.max_seconds.is_zero() {
-            return Err(BuildError::ZeroMaxSeconds);
-        }
+        self.intensity.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let (command, _) = watch::channel(Command::Run);
         let (exit, _) = watch::channel(None);
         let core = Arc::new(Core {
-            intensity: Mutex::new(Intensity::new(self.max_restarts, self.max_seconds)),
-            max_restarts: self.max_restarts,
-            max_seconds: self.max_seconds,
+            intensity: Mutex::new(self.intensity.window()),
             restarts: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             command,
@@ -404,8 +382,7 @@ impl<F> fmt::Debug for PartitionSupervisorBuilder<F> {
         f.debug_struct("PartitionSupervisorBuilder")
             .field("partitions", &self.partitions)
             .field("mailbox_capacity", &self.mailbox_capacity)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity)
             .finish_non_exhaustive()
     }
 }
@@ -568,8 +545,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
             partitions,
             factory,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            max_seconds: DEFAULT_MAX_SECONDS,
+            intensity: IntensityLimit::default(),
         }
     }
 
