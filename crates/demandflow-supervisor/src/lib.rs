@@ -27,10 +27,9 @@ mod intensity;
 mod keyed;
 mod partition;
 mod stage_supervisor;
+mod worker_monitor;
 
-pub use consumer::{
-    ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
-};
+pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
 pub use error::BuildError;
 pub use keyed::{
     DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
@@ -42,4 +41,7 @@ pub use partition::{
 };
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
+};
+pub use worker_monitor::{
+    WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
 };
