@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use demandflow::{
-    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerRef, Context, ProducerConsumer,
-    ProducerConsumerRef, ProducerRef, Reason, Restart, Strategy, SubscribeOptions, SubscriptionId,
-    Supervisor, consumer, from_iter, producer, producer_consumer,
+    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerRef, ConsumerSupervisor, Context,
+    PartitionSupervisor, PartitionWorker, ProducerConsumer, ProducerConsumerRef, ProducerRef,
+    Reason, Restart, Strategy, SubscribeOptions, SubscriptionId, Supervisor, consumer, from_iter,
+    producer, producer_consumer,
 };
 use support::{Counter, Recorder, batches, eventually};
 
@@ -350,4 +351,83 @@ async fn a_zero_restart_window_is_refused_when_the_supervisor_starts() {
         .await;
     assert_eq!(result.err(), Some(BuildError::ZeroMaxSeconds));
     assert!(!started.load(Ordering::SeqCst), "no child starts");
+}
+
+/// A partition worker that panics on every message.
+struct Fragile;
+
+impl PartitionWorker for Fragile {
+    type Message = ();
+    type Reply = ();
+
+    async fn handle(&mut self, (): ()) {
+        panic!("fragile");
+    }
+}
+
+fn one_partition() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN
+}
+
+/// A consumer supervisor worker that always fails.
+async fn always_fails(_: u64) -> Result<(), &'static str> {
+    Err("always fails")
+}
+
+#[tokio::test]
+async fn every_supervisor_refuses_a_zero_restart_window_with_the_same_error() {
+    let stages = Supervisor::builder(Strategy::OneForOne)
+        .max_seconds(Duration::ZERO)
+        .start()
+        .await;
+    assert_eq!(stages.err(), Some(BuildError::ZeroMaxSeconds));
+    let workers = ConsumerSupervisor::builder(always_fails)
+        .max_seconds(Duration::ZERO)
+        .build();
+    assert_eq!(workers.err(), Some(BuildError::ZeroMaxSeconds));
+    let partitions = PartitionSupervisor::builder(one_partition(), |_| Fragile)
+        .max_seconds(Duration::ZERO)
+        .start();
+    assert_eq!(partitions.err(), Some(BuildError::ZeroMaxSeconds));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_supervisor_states_its_restart_limit_in_the_same_words() {
+    let limit = "more than 0 restarts within 2s";
+
+    let stages = Supervisor::builder(Strategy::OneForOne)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .child("doomed", Restart::Permanent, |_| async {
+            producer(AlwaysPanics).start()
+        })
+        .start()
+        .await
+        .unwrap();
+    let reason = stages.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
+
+    let workers = ConsumerSupervisor::builder(always_fails)
+        .restart(Restart::Transient)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let source = producer(Counter::new().0).start().unwrap();
+    let stage = consumer(workers).start().unwrap();
+    stage
+        .subscribe_to(&source, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let reason = stage.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
+
+    let partitions = PartitionSupervisor::builder(one_partition(), |_| Fragile)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .start()
+        .unwrap();
+    partitions.cast(0_u64, ()).await.unwrap();
+    let reason = partitions.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
 }

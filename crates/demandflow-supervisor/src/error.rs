@@ -17,8 +17,6 @@ pub enum BuildError {
     /// `max_seconds` was zero: no restart could ever be counted against the
     /// limit (refused by every supervisor).
     ZeroMaxSeconds,
-    /// A partition supervisor needs at least one partition.
-    ZeroPartitions,
     /// `start` was called outside a tokio runtime.
     NoRuntime,
 }
@@ -31,9 +29,6 @@ impl fmt::Display for BuildError {
                 f.write_str("consumer supervisor workers cannot be permanent")
             }
             BuildError::ZeroMaxSeconds => f.write_str("max_seconds must be greater than zero"),
-            BuildError::ZeroPartitions => {
-                f.write_str("a partition supervisor needs at least one partition")
-            }
             BuildError::NoRuntime => {
                 f.write_str("supervisors must be started from within a tokio runtime")
             }

@@ -312,7 +312,7 @@ impl Core {
 /// | [`max_seconds`](Self::max_seconds) | 5 s |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct PartitionSupervisorBuilder<F> {
-    partitions: usize,
+    partitions: NonZeroUsize,
     factory: F,
     mailbox_capacity: NonZeroUsize,
     intensity: IntensityLimit,
@@ -335,16 +335,13 @@ impl<F> PartitionSupervisorBuilder<F> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroPartitions`], [`BuildError::ZeroMaxSeconds`], and
+    /// [`BuildError::ZeroMaxSeconds`], and
     /// [`BuildError::NoRuntime`] outside a tokio runtime.
     pub fn start<W>(self) -> Result<PartitionSupervisor<W::Message, W::Reply>, BuildError>
     where
         W: PartitionWorker,
         F: Fn(usize) -> W + Send + Sync + 'static,
     {
-        if self.partitions == 0 {
-            return Err(BuildError::ZeroPartitions);
-        }
         self.intensity.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let (command, _) = watch::channel(Command::Run);
@@ -354,12 +351,12 @@ impl<F> PartitionSupervisorBuilder<F> {
             restarts: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             command,
-            alive: AtomicUsize::new(self.partitions),
+            alive: AtomicUsize::new(self.partitions.get()),
             failure: Mutex::new(None),
             exit,
         });
         let factory = Arc::new(self.factory);
-        let mailboxes = (0..self.partitions)
+        let mailboxes = (0..self.partitions.get())
             .map(|index| {
                 let (tx, rx) = mpsc::channel(self.mailbox_capacity.get());
                 // Subscribed here, not in the task, so a stop before the task
@@ -488,6 +485,7 @@ struct Inner<M, R> {
 /// # Examples
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use demandflow_supervisor::{PartitionSupervisor, PartitionWorker};
 ///
 /// /// Sums the numbers sent to its partition; a call returns the partition and its sum.
@@ -508,7 +506,8 @@ struct Inner<M, R> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let sums = PartitionSupervisor::start(3, |partition| Sum { partition, total: 0 }).unwrap();
+/// let three = NonZeroUsize::new(3).unwrap();
+/// let sums = PartitionSupervisor::start(three, |partition| Sum { partition, total: 0 }).unwrap();
 /// for key in 0..9_u64 {
 ///     sums.cast(key, key).await.unwrap(); // key k goes to partition k mod 3
 /// }
@@ -527,7 +526,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     /// # Errors
     ///
     /// As [`PartitionSupervisorBuilder::start`].
-    pub fn start<W, F>(partitions: usize, factory: F) -> Result<Self, BuildError>
+    pub fn start<W, F>(partitions: NonZeroUsize, factory: F) -> Result<Self, BuildError>
     where
         W: PartitionWorker<Message = M, Reply = R>,
         F: Fn(usize) -> W + Send + Sync + 'static,
@@ -536,7 +535,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     }
 
     /// Starts configuring `partitions` workers made by `factory`.
-    pub fn builder<W, F>(partitions: usize, factory: F) -> PartitionSupervisorBuilder<F>
+    pub fn builder<W, F>(partitions: NonZeroUsize, factory: F) -> PartitionSupervisorBuilder<F>
     where
         W: PartitionWorker<Message = M, Reply = R>,
         F: Fn(usize) -> W + Send + Sync + 'static,
