@@ -649,19 +649,25 @@ where
         }
     }
 
-    /// Waits until some worker's run ends and takes its task: the run has
-    /// queued its report by then.
+    /// Waits until some workers' runs end and takes their tasks: each run has
+    /// queued its report by then. One pass takes every run that has ended, so
+    /// a stop with many finished workers costs one pass, not one per worker.
     async fn next_ended(&mut self) {
         std::future::poll_fn(|cx| {
+            let mut ended = false;
             for running in self.slots.iter_mut().flatten() {
                 if let Some(task) = &mut running.task
                     && Pin::new(task).poll(cx).is_ready()
                 {
                     running.task = None;
-                    return Poll::Ready(());
+                    ended = true;
                 }
             }
-            Poll::Pending
+            if ended {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
         .await;
     }

@@ -192,8 +192,9 @@ impl WorkerMonitor {
     ///
     /// # Errors
     ///
-    /// [`NotRunning`] before the stage has started, once it is stopping, and
-    /// after it stopped.
+    /// [`NotRunning`] before the stage has started and after it stopped. A
+    /// stage that is stopping no longer answers: the call returns
+    /// [`NotRunning`] once it has stopped.
     ///
     /// # Cancel safety
     ///
@@ -227,8 +228,9 @@ impl WorkerMonitor {
     /// that ends, it frees its slot and adds 1 to its producer's pending demand
     /// (SEMANTICS.md §5).
     ///
-    /// Returns `false` when the supervisor has no worker `id` (it had already
-    /// ended).
+    /// The stage waits for the aborted run to stop, which it does at its next
+    /// `.await`. Returns `false` when the supervisor has no worker `id` (it had
+    /// already ended).
     ///
     /// # Errors
     ///
