@@ -340,12 +340,12 @@ impl Supervisor {
     /// task was dropped before it could say why (the runtime shut down).
     pub async fn wait(&self) -> Reason {
         let mut exit = self.handle.exit.clone();
-        match exit.wait_for(Option::is_some).await {
-            Ok(reason) => reason
-                .clone()
-                .expect("wait_for returns only once the reason is set"),
-            Err(_) => Reason::error("the supervisor's task ended without a reason"),
-        }
+        let reason = exit
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        reason.unwrap_or_else(|| Reason::error("the supervisor's task ended without a reason"))
     }
 
     /// The exit reason, once the supervisor has stopped.
