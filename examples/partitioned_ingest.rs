@@ -221,7 +221,8 @@ pub(crate) struct Ingest {
 impl Ingest {
     /// Starts the ingestors and one flusher per partition, flushing every `flush_every`.
     pub(crate) fn start(flush_every: Duration) -> Ingest {
-        let partitions = PartitionSupervisor::start(PARTITIONS, |_partition| Ingestor {
+        let count = std::num::NonZeroUsize::new(PARTITIONS).expect("PARTITIONS > 0");
+        let partitions = PartitionSupervisor::start(count, |_partition| Ingestor {
             counts: Counts::new(),
         })
         .expect("3 partitions on the current runtime");

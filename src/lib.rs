@@ -829,7 +829,7 @@ pub use demandflow_runtime::{
 pub use demandflow_supervisor::{
     BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder, Hashed,
     PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError,
-    Worker, WorkerMonitor, WorkerStats,
+    Worker, WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
 };
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,

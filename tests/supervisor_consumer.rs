@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use demandflow::{
-    BuildError, CancelMode, ConsumerSupervisor, Reason, Restart, SubscribeOptions, Worker,
-    consumer, from_iter, producer,
+    BuildError, CancelMode, ConsumerSupervisor, NotRunning, Reason, Restart, SubscribeOptions,
+    Worker, WorkerCounts, WorkerState, consumer, from_iter, producer,
 };
 use parking_lot::Mutex;
 use support::Counter;
@@ -482,4 +482,269 @@ fn zero_max_seconds_is_a_build_error() {
         .unwrap_err();
     assert_eq!(err, BuildError::ZeroMaxSeconds);
     assert_eq!(err.to_string(), "max_seconds must be greater than zero");
+}
+
+/// A transient worker whose every event fails on its first try (a panic for
+/// event 1, an error for the others) after `delay(event)`, and is done on the
+/// second; `done` records the events processed.
+fn fails_once(
+    delay: impl Fn(u64) -> Duration + Send + Sync + 'static,
+    done: Arc<Mutex<Vec<u64>>>,
+) -> impl Worker<u64> {
+    let tries: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    move |event: u64| {
+        let first = {
+            let mut tries = tries.lock();
+            let n = tries.entry(event).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let (wait, done) = (delay(event), done.clone());
+        async move {
+            sleep(wait).await;
+            match (first, event) {
+                (true, 1) => panic!("first try panics"),
+                (true, _) => Err("first try fails"),
+                (false, _) => {
+                    done.lock().push(event);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_no_event() {
+    // A finite source on a permanent subscription: the stage stops as soon as
+    // the source has ended, and the workers' first tries fail after that, while
+    // the stage is stopping. Every schedule below, from one worker at a time to
+    // every event at once, must still process every event exactly once.
+    const EVENTS: u64 = 20;
+    for max_demand in [1, 2, 3, 5, 8, 30] {
+        for spread in [0, 1, 3, 7] {
+            let done = Arc::new(Mutex::new(Vec::new()));
+            let delay = move |event: u64| ms(10 + (event * spread) % 11);
+            let supervisor = ConsumerSupervisor::builder(fails_once(delay, done.clone()))
+                .restart(Restart::Transient)
+                .max_restarts(1_000)
+                .build()
+                .unwrap();
+            let workers = supervisor.monitor();
+            let p = producer(from_iter(0..EVENTS)).start().unwrap();
+            let c = consumer(supervisor).start().unwrap();
+            c.subscribe_to(&p, SubscribeOptions::new().max_demand(max_demand))
+                .await
+                .unwrap();
+            assert_eq!(c.wait().await, Reason::Normal);
+
+            let mut done = done.lock().clone();
+            done.sort_unstable();
+            let schedule = format!("max_demand {max_demand}, spread {spread}");
+            assert_eq!(done, (0..EVENTS).collect::<Vec<_>>(), "{schedule}");
+            let stats = workers.stats();
+            assert_eq!(
+                (
+                    stats.started,
+                    stats.restarted,
+                    stats.failed,
+                    stats.succeeded
+                ),
+                (EVENTS, EVENTS, EVENTS, EVENTS),
+                "{schedule}"
+            );
+            assert_eq!(
+                (stats.abandoned, stats.aborted, stats.running),
+                (0, 0, 0),
+                "{schedule}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned() {
+    // Every try fails; the stage is stopping when the first ones do. Two
+    // restarts are allowed, so those two run again and fail again: all five
+    // events are given up on, and every one of them is counted.
+    let supervisor = ConsumerSupervisor::builder(|_: u64| async {
+        sleep(ms(10)).await;
+        Err("always fails")
+    })
+    .restart(Restart::Transient)
+    .max_restarts(2)
+    .build()
+    .unwrap();
+    let workers = supervisor.monitor();
+    let p = producer(from_iter(0..5_u64)).start().unwrap();
+    let c = consumer(supervisor).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+        .await
+        .unwrap();
+    c.wait().await;
+    let stats = workers.stats();
+    assert_eq!(
+        (
+            stats.started,
+            stats.restarted,
+            stats.failed,
+            stats.abandoned
+        ),
+        (5, 2, 7, 5)
+    );
+    // Each event ended exactly once, and each run too.
+    assert_eq!(
+        stats.started,
+        stats.succeeded + stats.abandoned + stats.aborted
+    );
+    assert_eq!(
+        stats.started + stats.restarted,
+        stats.succeeded + stats.failed + stats.aborted
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_aborts_it() {
+    // Each try fails after 1 s; the stage waits 2.5 s: tries at 0 s, 1 s and
+    // 2 s, the last one aborted at the deadline.
+    let supervisor = ConsumerSupervisor::builder(|_: u64| async {
+        sleep(Duration::from_secs(1)).await;
+        Err("not yet")
+    })
+    .restart(Restart::Transient)
+    .shutdown(Duration::from_millis(2_500))
+    .build()
+    .unwrap();
+    let workers = supervisor.monitor();
+    let p = producer(from_iter([0_u64])).start().unwrap();
+    let c = consumer(supervisor).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.wait().await;
+    let stats = workers.stats();
+    assert_eq!(
+        (
+            stats.restarted,
+            stats.failed,
+            stats.aborted,
+            stats.abandoned
+        ),
+        (2, 2, 1, 0)
+    );
+    assert_eq!(
+        stats.started,
+        stats.succeeded + stats.abandoned + stats.aborted
+    );
+}
+
+/// A transient worker that runs until aborted; event 1 fails once first.
+fn long_runs(dropped: Arc<Mutex<Vec<u64>>>) -> impl Worker<u64> {
+    let failed_once = Arc::new(AtomicBool::new(false));
+    move |event: u64| {
+        let fail = event == 1 && !failed_once.swap(true, Ordering::SeqCst);
+        let dropped = dropped.clone();
+        async move {
+            let _flag = PushOnDrop(event, dropped);
+            if fail {
+                return Err("fails once");
+            }
+            sleep(Duration::from_secs(3_600)).await;
+            Ok(())
+        }
+    }
+}
+
+/// Records its event when dropped: when the worker's run ends or is aborted.
+struct PushOnDrop(u64, Arc<Mutex<Vec<u64>>>);
+
+impl Drop for PushOnDrop {
+    fn drop(&mut self) {
+        self.1.lock().push(self.0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_view_lists_and_counts_workers_with_their_restarts() {
+    let supervisor = ConsumerSupervisor::builder(long_runs(Arc::default()))
+        .restart(Restart::Transient)
+        .build()
+        .unwrap();
+    let workers = supervisor.monitor();
+    assert_eq!(workers.workers().await, Err(NotRunning));
+    let p = producer(from_iter(0..3_u64)).start().unwrap();
+    let c = consumer(supervisor).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .await
+        .unwrap();
+    until(|| workers.stats().restarted == 1 && workers.running() == 3).await;
+
+    let list = workers.workers().await.unwrap();
+    let ids: Vec<_> = list.iter().map(|w| w.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    assert_eq!(
+        list.iter()
+            .map(|w| (w.state, w.restarts))
+            .collect::<Vec<_>>(),
+        vec![
+            (WorkerState::Running, 0),
+            (WorkerState::Running, 1),
+            (WorkerState::Running, 0)
+        ]
+    );
+    let counts = workers.count_workers().await.unwrap();
+    assert_eq!((counts.running, counts.exited, counts.total()), (3, 0, 3));
+
+    c.stop(Reason::Shutdown).await.unwrap();
+    assert_eq!(workers.count_workers().await, Err(NotRunning));
+    assert_eq!(WorkerCounts::default().total(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn terminating_a_worker_aborts_its_run_and_adds_one_to_pending_demand() {
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    // Transient, yet a terminated worker is not restarted.
+    let supervisor = ConsumerSupervisor::builder(long_runs(dropped.clone()))
+        .restart(Restart::Transient)
+        .build()
+        .unwrap();
+    let workers = supervisor.monitor();
+    let (counter, demands) = Counter::new();
+    let p = producer(counter).start().unwrap();
+    let c = consumer(supervisor).start().unwrap();
+    // max 4, min 2: one ended worker is pending, a second makes an ask of 2.
+    c.subscribe_to(&p, SubscribeOptions::new().max_demand(4).min_demand(2))
+        .await
+        .unwrap();
+    until(|| workers.stats().restarted == 1 && workers.running() == 4).await;
+    let list = workers.workers().await.unwrap();
+    let (first, second) = (list[0].id, list[2].id);
+
+    assert_eq!(workers.terminate_worker(first).await, Ok(true));
+    assert_eq!(*dropped.lock(), vec![1, 0], "event 1's failed try, then 0");
+    assert_eq!(workers.running(), 3);
+    assert_eq!(*demands.lock(), vec![4], "1 pending: below min_demand 2");
+    // Gone: a second request finds nothing.
+    assert_eq!(workers.terminate_worker(first).await, Ok(false));
+
+    assert_eq!(workers.terminate_worker(second).await, Ok(true));
+    until(|| workers.running() == 4).await;
+    assert_eq!(*demands.lock(), vec![4, 2]);
+    let stats = workers.stats();
+    assert_eq!(
+        (
+            stats.started,
+            stats.aborted,
+            stats.restarted,
+            stats.succeeded
+        ),
+        (6, 2, 1, 0)
+    );
+    let ids: Vec<_> = workers
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert!(!ids.contains(&first) && !ids.contains(&second), "{ids:?}");
+    assert!(c.is_running());
 }

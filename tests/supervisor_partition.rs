@@ -1,6 +1,7 @@
 //! The partition supervisor: routing by key, casts and calls, restarts that keep
 //! the mailbox, the restart limit, back-pressure and stopping.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,6 +14,11 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 /// Yields until `cond` holds (no clock involved).
+/// `count` partitions.
+fn n(count: usize) -> NonZeroUsize {
+    NonZeroUsize::new(count).expect("at least one partition")
+}
+
 async fn settle(mut cond: impl FnMut() -> bool) {
     for _ in 0..100_000 {
         if cond() {
@@ -39,7 +45,7 @@ impl PartitionWorker for Echo {
 async fn integer_keys_go_to_key_mod_n_and_strings_through_key_partition() {
     let started = Arc::new(Mutex::new(Vec::new()));
     let s = started.clone();
-    let echo = PartitionSupervisor::start(4, move |partition| {
+    let echo = PartitionSupervisor::start(n(4), move |partition| {
         s.lock().push(partition);
         Echo(partition)
     })
@@ -114,7 +120,7 @@ fn journals(
 #[tokio::test(start_paused = true)]
 async fn a_panic_loses_only_the_message_being_handled_and_the_restarted_worker_gets_the_rest() {
     let (factory, log) = journals(2);
-    let sup = PartitionSupervisor::start(2, factory).unwrap();
+    let sup = PartitionSupervisor::start(n(2), factory).unwrap();
     for note in ["a", "boom", "b", "c"] {
         sup.cast(1_u64, note).await.unwrap();
     }
@@ -136,7 +142,7 @@ async fn a_panic_loses_only_the_message_being_handled_and_the_restarted_worker_g
 #[tokio::test(start_paused = true)]
 async fn a_fourth_restart_within_five_seconds_stops_every_partition_with_a_clear_reason() {
     let (factory, log) = journals(2);
-    let sup = PartitionSupervisor::start(2, factory).unwrap();
+    let sup = PartitionSupervisor::start(n(2), factory).unwrap();
     for _ in 0..3 {
         sup.cast(0_u64, "boom").await.unwrap();
     }
@@ -160,7 +166,7 @@ async fn a_fourth_restart_within_five_seconds_stops_every_partition_with_a_clear
 async fn a_factory_that_panics_is_retried_as_a_restart() {
     let tries = Arc::new(AtomicUsize::new(0));
     let t = tries.clone();
-    let echo = PartitionSupervisor::start(2, move |partition| {
+    let echo = PartitionSupervisor::start(n(2), move |partition| {
         if partition == 1 && t.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("partition 1 fails to start once");
         }
@@ -199,7 +205,7 @@ fn gated(capacity: usize) -> (PartitionSupervisor<u32>, Gated) {
         started: started.clone(),
         done: done.clone(),
     };
-    let sup = PartitionSupervisor::builder(1, move |_| Gated {
+    let sup = PartitionSupervisor::builder(n(1), move |_| Gated {
         gate: gate.clone(),
         started: started.clone(),
         done: done.clone(),
@@ -285,7 +291,7 @@ impl PartitionWorker for Flagged {
 async fn dropping_every_handle_ends_every_partition() {
     let flags: Arc<Vec<Arc<AtomicBool>>> = Arc::new((0..3).map(|_| Arc::default()).collect());
     let f = flags.clone();
-    let sup = PartitionSupervisor::start(3, move |i| Flagged(f[i].clone())).unwrap();
+    let sup = PartitionSupervisor::start(n(3), move |i| Flagged(f[i].clone())).unwrap();
     let other = sup.clone();
     for key in 0..3_u64 {
         sup.call(key, ()).await.unwrap();
@@ -301,13 +307,7 @@ async fn dropping_every_handle_ends_every_partition() {
 
 #[tokio::test]
 async fn bad_options_are_build_errors() {
-    let err = PartitionSupervisor::start(0, Echo).unwrap_err();
-    assert_eq!(err, BuildError::ZeroPartitions);
-    assert_eq!(
-        err.to_string(),
-        "a partition supervisor needs at least one partition"
-    );
-    let err = PartitionSupervisor::builder(2, Echo)
+    let err = PartitionSupervisor::builder(n(2), Echo)
         .max_seconds(Duration::ZERO)
         .start()
         .unwrap_err();
@@ -316,6 +316,6 @@ async fn bad_options_are_build_errors() {
 
 #[test]
 fn starting_outside_a_runtime_is_an_error() {
-    let err = PartitionSupervisor::start(2, Echo).unwrap_err();
+    let err = PartitionSupervisor::start(n(2), Echo).unwrap_err();
     assert_eq!(err, BuildError::NoRuntime);
 }

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use demandflow::{
-    CancelMode, Consumer, ConsumerContext, ConsumerRef, Context, ProducerConsumer,
-    ProducerConsumerRef, ProducerRef, Reason, Restart, Strategy, SubscribeOptions, SubscriptionId,
-    Supervisor, consumer, from_iter, producer, producer_consumer,
+    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerRef, ConsumerSupervisor, Context,
+    PartitionSupervisor, PartitionWorker, ProducerConsumer, ProducerConsumerRef, ProducerRef,
+    Reason, Restart, Strategy, SubscribeOptions, SubscriptionId, Supervisor, consumer, from_iter,
+    producer, producer_consumer,
 };
 use support::{Counter, Recorder, batches, eventually};
 
@@ -230,7 +231,9 @@ async fn a_failing_factory_fails_start_and_stops_earlier_children() {
         })
         .start()
         .await;
-    let err = result.unwrap_err();
+    let Err(BuildError::Child(err)) = result else {
+        panic!("expected a child error");
+    };
     assert_eq!(err.child, "broken");
     assert_eq!(
         err.to_string(),
@@ -264,4 +267,167 @@ async fn draining_a_supervisor_delivers_in_flight_events_and_restarts_nothing() 
     assert!(report.is_complete(), "{report:?}");
     assert_eq!(sup.wait().await, Reason::Shutdown);
     assert_eq!(sup.restarts(), 0);
+}
+
+/// A child whose factory works the first time and panics at every later call
+/// (at the call itself, or inside its future), like a factory whose
+/// configuration went away while the first instance ran.
+fn panics_on_restart(in_future: bool) -> demandflow::SupervisorBuilder {
+    let calls = Arc::new(AtomicU64::new(0));
+    Supervisor::builder(Strategy::OneForOne).child("flaky", Restart::Permanent, move |_| {
+        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+        if !first && !in_future {
+            panic!("factory lost its configuration");
+        }
+        async move {
+            if !first {
+                panic!("factory lost its configuration");
+            }
+            producer(Counter::new().0).start()
+        }
+    })
+}
+
+async fn crash_and_wait_for_the_restart(sup: &Supervisor) -> Reason {
+    let flaky: ProducerRef<u64> = sup.child("flaky").unwrap();
+    flaky.stop(Reason::error("crashed")).await.unwrap();
+    let reason = sup.wait().await;
+    assert_eq!(sup.exit_reason(), Some(reason.clone()));
+    reason
+}
+
+#[tokio::test]
+async fn a_factory_that_panics_while_restarting_ends_the_supervisor_with_the_panic() {
+    let sup = panics_on_restart(false).start().await.unwrap();
+    let reason = crash_and_wait_for_the_restart(&sup).await;
+    assert_eq!(
+        reason,
+        Reason::Panic("factory lost its configuration".into())
+    );
+    assert!(!reason.is_normal());
+}
+
+#[tokio::test]
+async fn a_factory_future_that_panics_while_restarting_ends_the_supervisor_with_the_panic() {
+    let sup = panics_on_restart(true).start().await.unwrap();
+    let reason = crash_and_wait_for_the_restart(&sup).await;
+    assert_eq!(
+        reason,
+        Reason::Panic("factory lost its configuration".into())
+    );
+}
+
+#[tokio::test]
+async fn a_factory_that_panics_at_start_is_a_start_error_not_a_panic() {
+    let result = Supervisor::builder(Strategy::OneForOne)
+        .child("broken", Restart::Permanent, |_| async {
+            if true {
+                panic!("no configuration");
+            }
+            producer(Counter::new().0).start()
+        })
+        .start()
+        .await;
+    let Err(BuildError::Child(err)) = result else {
+        panic!("expected a child error");
+    };
+    assert_eq!(
+        err.to_string(),
+        "child \"broken\" failed to start: its factory panicked: no configuration"
+    );
+}
+
+#[tokio::test]
+async fn a_zero_restart_window_is_refused_when_the_supervisor_starts() {
+    let started = Arc::new(AtomicBool::new(false));
+    let flag = started.clone();
+    let result = Supervisor::builder(Strategy::OneForOne)
+        .max_seconds(Duration::ZERO)
+        .child("source", Restart::Permanent, move |_| {
+            flag.store(true, Ordering::SeqCst);
+            async { producer(Counter::new().0).start() }
+        })
+        .start()
+        .await;
+    assert_eq!(result.err(), Some(BuildError::ZeroMaxSeconds));
+    assert!(!started.load(Ordering::SeqCst), "no child starts");
+}
+
+/// A partition worker that panics on every message.
+struct Fragile;
+
+impl PartitionWorker for Fragile {
+    type Message = ();
+    type Reply = ();
+
+    async fn handle(&mut self, (): ()) {
+        panic!("fragile");
+    }
+}
+
+fn one_partition() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN
+}
+
+/// A consumer supervisor worker that always fails.
+async fn always_fails(_: u64) -> Result<(), &'static str> {
+    Err("always fails")
+}
+
+#[tokio::test]
+async fn every_supervisor_refuses_a_zero_restart_window_with_the_same_error() {
+    let stages = Supervisor::builder(Strategy::OneForOne)
+        .max_seconds(Duration::ZERO)
+        .start()
+        .await;
+    assert_eq!(stages.err(), Some(BuildError::ZeroMaxSeconds));
+    let workers = ConsumerSupervisor::builder(always_fails)
+        .max_seconds(Duration::ZERO)
+        .build();
+    assert_eq!(workers.err(), Some(BuildError::ZeroMaxSeconds));
+    let partitions = PartitionSupervisor::builder(one_partition(), |_| Fragile)
+        .max_seconds(Duration::ZERO)
+        .start();
+    assert_eq!(partitions.err(), Some(BuildError::ZeroMaxSeconds));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_supervisor_states_its_restart_limit_in_the_same_words() {
+    let limit = "more than 0 restarts within 2s";
+
+    let stages = Supervisor::builder(Strategy::OneForOne)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .child("doomed", Restart::Permanent, |_| async {
+            producer(AlwaysPanics).start()
+        })
+        .start()
+        .await
+        .unwrap();
+    let reason = stages.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
+
+    let workers = ConsumerSupervisor::builder(always_fails)
+        .restart(Restart::Transient)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let source = producer(Counter::new().0).start().unwrap();
+    let stage = consumer(workers).start().unwrap();
+    stage
+        .subscribe_to(&source, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let reason = stage.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
+
+    let partitions = PartitionSupervisor::builder(one_partition(), |_| Fragile)
+        .max_restarts(0)
+        .max_seconds(Duration::from_secs(2))
+        .start()
+        .unwrap();
+    partitions.cast(0_u64, ()).await.unwrap();
+    let reason = partitions.wait().await.to_string();
+    assert!(reason.contains(limit), "{reason}");
 }

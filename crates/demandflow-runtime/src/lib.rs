@@ -25,6 +25,7 @@ pub use builder::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
 };
+pub use catch::{catch_call, catch_panic, panic_message};
 pub use closure::{
     Filter, FilterMap, FlatMap, ForEach, Inspect, Map, filter, filter_map, flat_map, for_each,
     inspect, map,

@@ -3,23 +3,24 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
-use demandflow_runtime::{Consumer, ConsumerContext, DemandMode, Info, InfoSender};
+use demandflow_runtime::{
+    Consumer, ConsumerContext, DemandMode, Info, InfoSender, catch_call, catch_panic,
+};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::catch::{catch_panic, panic_message};
-use crate::intensity::Intensity;
+use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
+use crate::worker_monitor::{Counters, Request, WorkerId, WorkerInfo, WorkerMonitor, WorkerState};
 use crate::{BuildError, Restart};
 
-const DEFAULT_MAX_RESTARTS: usize = 3;
-const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
 const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Workers started before the supervisor yields to let them run: a large batch
 /// started in one go overflows the tokio worker's local run queue (256 tasks)
@@ -94,83 +95,6 @@ where
     }
 }
 
-/// A snapshot of a consumer supervisor's workers, from [`WorkerMonitor::stats`].
-///
-/// Every run (a start or a restart) ends in exactly one of `succeeded`,
-/// `failed` and `aborted`, so once the supervisor has stopped
-/// `started + restarted == succeeded + failed + aborted`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct WorkerStats {
-    /// Workers holding a slot: running, or between a failed run and its restart.
-    pub running: u64,
-    /// Workers started for events (restarts not included).
-    pub started: u64,
-    /// Runs whose future returned `Ok`.
-    pub succeeded: u64,
-    /// Runs whose future returned `Err` or panicked, restarted or not.
-    pub failed: u64,
-    /// Starts and restarts whose [`Worker::start`] panicked.
-    pub failed_to_start: u64,
-    /// Restarts of transient workers (restarts whose start panicked are in
-    /// `failed_to_start` instead).
-    pub restarted: u64,
-    /// Runs still going at the shutdown deadline, aborted.
-    pub aborted: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    running: AtomicU64,
-    started: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    failed_to_start: AtomicU64,
-    restarted: AtomicU64,
-    aborted: AtomicU64,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// Watches a consumer supervisor's workers from outside; cheap to clone.
-///
-/// Get one from [`ConsumerSupervisor::monitor`] before starting the stage. The
-/// counts stay readable after the supervisor has stopped.
-#[derive(Clone)]
-pub struct WorkerMonitor(Arc<Counters>);
-
-impl WorkerMonitor {
-    /// The current counts.
-    pub fn stats(&self) -> WorkerStats {
-        let c = &*self.0;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WorkerStats {
-            running: get(&c.running),
-            started: get(&c.started),
-            succeeded: get(&c.succeeded),
-            failed: get(&c.failed),
-            failed_to_start: get(&c.failed_to_start),
-            restarted: get(&c.restarted),
-            aborted: get(&c.aborted),
-        }
-    }
-
-    /// Workers holding a slot now.
-    pub fn running(&self) -> u64 {
-        self.0.running.load(Ordering::Relaxed)
-    }
-}
-
-impl fmt::Debug for WorkerMonitor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("WorkerMonitor").field(&self.stats()).finish()
-    }
-}
-
 /// Configures a [`ConsumerSupervisor`]; create one with [`ConsumerSupervisor::builder`].
 ///
 /// | option | default |
@@ -183,8 +107,7 @@ impl fmt::Debug for WorkerMonitor {
 pub struct ConsumerSupervisorBuilder<T, W> {
     worker: W,
     restart: Restart,
-    max_restarts: usize,
-    max_seconds: Duration,
+    intensity: IntensityLimit,
     shutdown: Duration,
     _event: PhantomData<fn(T)>,
 }
@@ -202,22 +125,10 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         self
     }
 
-    /// Sets how many restarts are allowed within `max_seconds`; one more stops
-    /// the supervisor. 0 stops it at the first failed run of a transient worker.
-    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
-        self.max_restarts = max_restarts;
-        self
-    }
+    intensity_setters!();
 
-    /// Sets the sliding window in which restarts are counted (GenStage's
-    /// `max_seconds`, as a [`Duration`]; greater than zero).
-    pub fn max_seconds(mut self, window: Duration) -> Self {
-        self.max_seconds = window;
-        self
-    }
-
-    /// Sets how long a stopping supervisor waits for running workers before it
-    /// aborts them. Zero aborts at once.
+    /// Sets how long a stopping supervisor waits for running workers (and
+    /// restarts failed transient ones) before it aborts them. Zero aborts at once.
     pub fn shutdown(mut self, deadline: Duration) -> Self {
         self.shutdown = deadline;
         self
@@ -234,9 +145,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         if self.restart == Restart::Permanent {
             return Err(BuildError::PermanentWorkers);
         }
-        if self.max_seconds.is_zero() {
-            return Err(BuildError::ZeroMaxSeconds);
-        }
+        self.intensity.check()?;
         Ok(self.assemble())
     }
 
@@ -245,9 +154,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
         ConsumerSupervisor {
             worker: self.worker,
             restart: self.restart,
-            intensity: Intensity::new(self.max_restarts, self.max_seconds),
-            max_restarts: self.max_restarts,
-            max_seconds: self.max_seconds,
+            intensity: self.intensity.window(),
             shutdown: self.shutdown,
             producers: Vec::new(),
             slots: Vec::new(),
@@ -255,6 +162,7 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
             shared: None,
             finished: Vec::new(),
             counters: Arc::default(),
+            next_id: 0,
             stopping: false,
             _event: PhantomData,
         }
@@ -265,8 +173,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerSupervisorBuilder")
             .field("restart", &self.restart)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity)
             .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
     }
@@ -291,14 +198,22 @@ impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
 ///   and keep their slot, so a restarting worker generates no demand.
 /// - **Restart intensity**: more than `max_restarts` restarts within
 ///   `max_seconds` stop the supervisor with an error [`Reason`] that says so.
+///   The event whose restart was refused, and those of transient workers that
+///   fail after it, are counted in [`WorkerStats::abandoned`](crate::WorkerStats::abandoned).
 /// - **Producers leaving**: a worker keeps running when its producer cancels
 ///   or stops; it just asks for nothing when it finishes. Whether the
 ///   supervisor itself keeps running is the subscription's cancel mode
 ///   (SEMANTICS.md §6).
 /// - **Shutdown**: when the stage stops, for any reason, it waits up to the
 ///   `shutdown` deadline for running workers, then aborts the rest. It logs how
-///   many it aborted and counts them in [`WorkerStats::aborted`]. Failed runs are
-///   not restarted while it stops.
+///   many it aborted and counts them in [`WorkerStats::aborted`](crate::WorkerStats::aborted).
+///   Until the deadline a failed transient worker is still restarted (the
+///   restart limit still applies), so a finite source ending does not lose the
+///   events of workers that fail meanwhile; an event given up on is counted in
+///   [`WorkerStats::abandoned`](crate::WorkerStats::abandoned) and logged as an
+///   error. It asks for nothing more while it stops.
+/// - **Per-worker view**: [`WorkerMonitor`] lists the workers, counts them by
+///   state and stops one ([`WorkerMonitor::terminate_worker`]).
 ///
 /// The runtime must have its timer enabled (`#[tokio::main]` and
 /// `#[tokio::test]` do): restarts are timed and the shutdown deadline is a timer.
@@ -340,8 +255,6 @@ pub struct ConsumerSupervisor<T, W> {
     worker: W,
     restart: Restart,
     intensity: Intensity,
-    max_restarts: usize,
-    max_seconds: Duration,
     shutdown: Duration,
     /// Demand bookkeeping per producer, in subscription order (usually one).
     producers: Vec<ProducerDemand>,
@@ -353,7 +266,10 @@ pub struct ConsumerSupervisor<T, W> {
     /// Reused buffer for reports drained from `shared`.
     finished: Vec<Done>,
     counters: Arc<Counters>,
-    /// The restart limit was reached: no more restarts or asks.
+    /// The id of the next worker started.
+    next_id: u64,
+    /// The restart limit was reached, or the shutdown deadline passed: no more
+    /// restarts or asks.
     stopping: bool,
     _event: PhantomData<fn(T)>,
 }
@@ -365,10 +281,13 @@ struct ProducerDemand {
 }
 
 struct Running<T> {
+    id: WorkerId,
     producer: SubscriptionId,
+    /// Restarts so far.
+    restarts: u32,
     /// A copy of the event, kept for restarts (transient workers only).
     event: Option<T>,
-    /// `None` once taken by `terminate`, or while a restart is refused.
+    /// `None` once `terminate` saw the run end, or while a restart is refused.
     task: Option<JoinHandle<()>>,
 }
 
@@ -389,6 +308,9 @@ struct Doorbell;
 
 struct Done {
     slot: usize,
+    /// The worker that ran: a worker stopped by `terminate_worker` may report
+    /// after its slot went to another.
+    id: WorkerId,
     outcome: Outcome,
 }
 
@@ -429,8 +351,7 @@ where
         ConsumerSupervisorBuilder {
             worker,
             restart: Restart::Temporary,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            max_seconds: DEFAULT_MAX_SECONDS,
+            intensity: IntensityLimit::default(),
             shutdown: DEFAULT_SHUTDOWN,
             _event: PhantomData,
         }
@@ -453,16 +374,16 @@ where
             .clone()
     }
 
-    /// Calls the worker's `start` and spawns its run, reporting to `slot`.
-    /// `Err` carries the panic message of a failed start.
+    /// Calls the worker's `start` and spawns its run, reporting to `slot` as
+    /// worker `id`. `Err` carries the panic message of a failed start.
     fn launch(
         &self,
         slot: usize,
+        id: WorkerId,
         event: T,
         shared: &Arc<Shared>,
     ) -> Result<JoinHandle<()>, String> {
-        let run = catch_unwind(AssertUnwindSafe(|| self.worker.start(event)))
-            .map_err(|payload| panic_message(&*payload))?;
+        let run = catch_call(|| self.worker.start(event))?;
         let shared = shared.clone();
         Ok(tokio::spawn(async move {
             let outcome = match catch_panic(run).await {
@@ -476,7 +397,7 @@ where
                     message,
                 },
             };
-            shared.report(Done { slot, outcome });
+            shared.report(Done { slot, id, outcome });
         }))
     }
 
@@ -491,11 +412,15 @@ where
             self.slots.push(None);
             self.slots.len() - 1
         });
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
         let keep = (self.restart == Restart::Transient).then(|| event.clone());
-        match self.launch(slot, event, shared) {
+        match self.launch(slot, id, event, shared) {
             Ok(task) => {
                 self.slots[slot] = Some(Running {
+                    id,
                     producer,
+                    restarts: 0,
                     event: keep,
                     task: Some(task),
                 });
@@ -511,12 +436,33 @@ where
         }
     }
 
-    fn on_done(&mut self, done: Done, shared: &Arc<Shared>, ctx: &mut ConsumerContext) {
-        let Done { slot, outcome } = done;
+    /// Handles the reports waiting in `shared`. `ctx` is `None` while the stage
+    /// stops: then nothing is asked, but failed transient workers are still
+    /// restarted until `stopping` is set.
+    fn collect(&mut self, shared: &Arc<Shared>, mut ctx: Option<&mut ConsumerContext>) {
+        let mut finished = std::mem::take(&mut self.finished);
+        std::mem::swap(&mut *shared.done.0.lock(), &mut finished);
+        for done in finished.drain(..) {
+            self.on_done(done, shared, ctx.as_deref_mut());
+        }
+        self.finished = finished;
+    }
+
+    fn on_done(&mut self, done: Done, shared: &Arc<Shared>, ctx: Option<&mut ConsumerContext>) {
+        let Done { slot, id, outcome } = done;
+        // Not current when the worker was stopped with `terminate_worker`: its
+        // slot is already free, maybe held by another worker.
+        let current = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|running| running.id == id);
         match outcome {
             Outcome::Succeeded => {
                 Counters::add(&self.counters.succeeded, 1);
-                self.free_slot(slot, ctx);
+                if current {
+                    self.free_slot(slot, ctx);
+                }
             }
             Outcome::Failed { panicked, message } => {
                 Counters::add(&self.counters.failed, 1);
@@ -525,14 +471,27 @@ where
                 } else {
                     "returned an error"
                 };
-                let event = self.slots.get(slot).and_then(|r| r.as_ref()?.event.clone());
+                if !current {
+                    tracing::debug!(%message, %id, "terminated worker {how}");
+                    return;
+                }
+                let event = self.slots[slot].as_ref().and_then(|r| r.event.clone());
                 match event {
                     Some(event) if !self.stopping => {
-                        tracing::warn!(%message, "transient worker {how}; restarting it");
+                        tracing::warn!(%message, %id, "transient worker {how}; restarting it");
                         self.restart(slot, event, shared, ctx);
                     }
-                    _ => {
-                        tracing::warn!(%message, "worker {how}");
+                    Some(_) => {
+                        tracing::error!(
+                            %message,
+                            %id,
+                            "transient worker {how} after the restart limit or the shutdown deadline; its event is abandoned"
+                        );
+                        Counters::add(&self.counters.abandoned, 1);
+                        self.free_slot(slot, ctx);
+                    }
+                    None => {
+                        tracing::warn!(%message, %id, "worker {how}");
                         self.free_slot(slot, ctx);
                     }
                 }
@@ -543,43 +502,69 @@ where
     /// Restarts the worker in `slot` with `event`, unless that is one restart too
     /// many. A restart whose start panics is tried again, each try counting as a
     /// restart, as in GenStage.
-    fn restart(&mut self, slot: usize, event: T, shared: &Arc<Shared>, ctx: &mut ConsumerContext) {
+    ///
+    /// One too many stops the stage with an error reason (and so its event is
+    /// abandoned); while the stage is already stopping (`ctx` is `None`) its
+    /// reason stays, and the event is abandoned all the same.
+    fn restart(
+        &mut self,
+        slot: usize,
+        event: T,
+        shared: &Arc<Shared>,
+        ctx: Option<&mut ConsumerContext>,
+    ) {
+        let Some(id) = self.slots[slot].as_ref().map(|r| r.id) else {
+            return;
+        };
         loop {
             if !self.intensity.add(Instant::now()) {
                 let message = format!(
-                    "consumer supervisor reached its restart limit: more than {} restarts within {:?}",
-                    self.max_restarts, self.max_seconds
+                    "consumer supervisor reached its restart limit: {}",
+                    self.intensity.limit()
                 );
-                tracing::error!("{message}; stopping");
                 self.stopping = true;
-                self.free_slot(slot, ctx);
-                ctx.stop(Reason::error(message));
+                Counters::add(&self.counters.abandoned, 1);
+                self.free_slot(slot, None);
+                match ctx {
+                    Some(ctx) => {
+                        tracing::error!(%id, "{message}; its event is abandoned; stopping");
+                        ctx.stop(Reason::error(message));
+                    }
+                    None => tracing::error!(
+                        %id,
+                        "{message} while stopping; its event is abandoned, and so are those of transient workers that fail from now on"
+                    ),
+                }
                 return;
             }
-            match self.launch(slot, event.clone(), shared) {
+            match self.launch(slot, id, event.clone(), shared) {
                 Ok(task) => {
                     Counters::add(&self.counters.restarted, 1);
                     if let Some(Some(running)) = self.slots.get_mut(slot) {
                         running.task = Some(task);
+                        running.restarts += 1;
                     }
                     return;
                 }
                 Err(message) => {
-                    tracing::warn!(%message, "transient worker failed to restart (its start panicked)");
+                    tracing::warn!(%message, %id, "transient worker failed to restart (its start panicked)");
                     Counters::add(&self.counters.failed_to_start, 1);
                 }
             }
         }
     }
 
-    /// The worker in `slot` is gone: free the slot and count it towards demand.
-    fn free_slot(&mut self, slot: usize, ctx: &mut ConsumerContext) {
+    /// The worker in `slot` is gone: free the slot and, unless the stage is
+    /// stopping (`ctx` is `None`), count it towards demand.
+    fn free_slot(&mut self, slot: usize, ctx: Option<&mut ConsumerContext>) {
         let Some(running) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
         self.free.push(slot);
         self.counters.running.fetch_sub(1, Ordering::Relaxed);
-        self.release(running.producer, ctx);
+        if let Some(ctx) = ctx {
+            self.release(running.producer, ctx);
+        }
     }
 
     /// One of `producer`'s slots came free: ask once `min_demand` have.
@@ -597,18 +582,94 @@ where
         }
     }
 
-    /// Counts reports that arrived while stopping; nothing is restarted or asked.
-    fn count_late_reports(&mut self) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let late = std::mem::take(&mut *shared.done.0.lock());
-        for done in late {
-            match done.outcome {
-                Outcome::Succeeded => Counters::add(&self.counters.succeeded, 1),
-                Outcome::Failed { .. } => Counters::add(&self.counters.failed, 1),
+    /// Answers a [`WorkerMonitor`]'s request.
+    async fn answer(&mut self, request: Request, ctx: &mut ConsumerContext) {
+        match request {
+            Request::Workers(reply) => {
+                let mut workers: Vec<WorkerInfo> = self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .map(|running| WorkerInfo {
+                        id: running.id,
+                        producer: running.producer,
+                        state: match &running.task {
+                            Some(task) if !task.is_finished() => WorkerState::Running,
+                            _ => WorkerState::Exited,
+                        },
+                        restarts: running.restarts,
+                    })
+                    .collect();
+                workers.sort_unstable_by_key(|worker| worker.id);
+                // The asker may have given up waiting.
+                let _ = reply.send(workers);
+            }
+            Request::Terminate(id, reply) => {
+                let found = self.terminate_worker(id, ctx).await;
+                let _ = reply.send(found);
             }
         }
+    }
+
+    /// Stops worker `id`: frees its slot (adding 1 to pending demand, like any
+    /// worker that ends) and aborts its run, which is never restarted.
+    async fn terminate_worker(&mut self, id: WorkerId, ctx: &mut ConsumerContext) -> bool {
+        let Some(slot) = self
+            .slots
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|running| running.id == id))
+        else {
+            return false;
+        };
+        let task = self.slots[slot].as_mut().and_then(|r| r.task.take());
+        self.free_slot(slot, Some(ctx));
+        if let Some(task) = task {
+            task.abort();
+            // A run that ended before the abort has reported; that report,
+            // about a worker now gone, counts it as succeeded or failed.
+            if let Err(error) = task.await
+                && error.is_cancelled()
+            {
+                Counters::add(&self.counters.aborted, 1);
+            }
+        }
+        tracing::debug!(%id, "worker terminated on request");
+        true
+    }
+
+    /// Waits until every worker has ended, handling their reports as they
+    /// come: failed transient workers are restarted while the limit allows.
+    async fn finish_workers(&mut self, shared: &Arc<Shared>) {
+        loop {
+            self.collect(shared, None);
+            if !self.slots.iter().flatten().any(|r| r.task.is_some()) {
+                return;
+            }
+            self.next_ended().await;
+        }
+    }
+
+    /// Waits until some workers' runs end and takes their tasks: each run has
+    /// queued its report by then. One pass takes every run that has ended, so
+    /// a stop with many finished workers costs one pass, not one per worker.
+    async fn next_ended(&mut self) {
+        std::future::poll_fn(|cx| {
+            let mut ended = false;
+            for running in self.slots.iter_mut().flatten() {
+                if let Some(task) = &mut running.task
+                    && Pin::new(task).poll(cx).is_ready()
+                {
+                    running.task = None;
+                    ended = true;
+                }
+            }
+            if ended {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 }
 
@@ -621,6 +682,8 @@ where
 
     async fn init(&mut self, ctx: &mut ConsumerContext) {
         self.shared(ctx);
+        // Set once: a supervisor value runs as one stage.
+        let _ = self.counters.stage.set(ctx.info_sender());
     }
 
     async fn handle_subscribe(
@@ -672,6 +735,10 @@ where
     }
 
     async fn handle_info(&mut self, info: Info, ctx: &mut ConsumerContext) {
+        let info = match info.downcast::<Request>() {
+            Ok(request) => return self.answer(request, ctx).await,
+            Err(info) => info,
+        };
         if !info.is::<Doorbell>() {
             tracing::debug!(?info, "consumer supervisor ignores an unknown info message");
             return;
@@ -682,50 +749,42 @@ where
         if self.counters.running.load(Ordering::Relaxed) > 1 {
             tokio::task::yield_now().await;
         }
-        let mut finished = std::mem::take(&mut self.finished);
-        std::mem::swap(&mut *shared.done.0.lock(), &mut finished);
-        for done in finished.drain(..) {
-            self.on_done(done, &shared, ctx);
-        }
-        self.finished = finished;
+        self.collect(&shared, Some(ctx));
     }
 
+    /// Waits for the workers until the shutdown deadline, restarting failed
+    /// transient ones meanwhile (SEMANTICS.md §5), then aborts the rest.
     async fn terminate(&mut self, reason: &Reason) {
-        let mut tasks: Vec<Option<JoinHandle<()>>> = self
-            .slots
-            .iter_mut()
-            .flatten()
-            .filter_map(|r| r.task.take())
-            .map(Some)
-            .collect();
-        let waited = tasks.len();
+        let waited = self.slots.iter().flatten().count();
         let mut aborted = 0_u64;
-        if waited > 0 {
+        if let Some(shared) = self.shared.clone() {
             let deadline = Instant::now() + self.shutdown;
-            let all_finished = tokio::time::timeout_at(deadline, async {
-                for task in &mut tasks {
-                    if let Some(handle) = task {
-                        let _ = handle.await;
-                        *task = None;
-                    }
+            let all_ended = tokio::time::timeout_at(deadline, self.finish_workers(&shared))
+                .await
+                .is_ok();
+            if !all_ended {
+                // Past the deadline nothing is restarted any more.
+                self.stopping = true;
+                let tasks: Vec<JoinHandle<()>> = self
+                    .slots
+                    .iter_mut()
+                    .flatten()
+                    .filter_map(|r| r.task.take())
+                    .collect();
+                for task in &tasks {
+                    task.abort();
                 }
-            })
-            .await
-            .is_ok();
-            if !all_finished {
-                for handle in tasks.iter().flatten() {
-                    handle.abort();
-                }
-                for handle in tasks.into_iter().flatten() {
-                    if let Err(error) = handle.await
+                for task in tasks {
+                    if let Err(error) = task.await
                         && error.is_cancelled()
                     {
                         aborted += 1;
                     }
                 }
             }
+            // Runs that ended before they could be aborted have reported.
+            self.collect(&shared, None);
         }
-        self.count_late_reports();
         Counters::add(&self.counters.aborted, aborted);
         self.counters.running.store(0, Ordering::Relaxed);
         self.slots.clear();
@@ -747,8 +806,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisor<T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerSupervisor")
             .field("restart", &self.restart)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity.limit())
             .field("shutdown", &self.shutdown)
             .field("running", &self.counters.running.load(Ordering::Relaxed))
             .finish_non_exhaustive()

@@ -21,17 +21,15 @@
 //! worker per key at a time, in order, many keys at once (see [`KeyedQueue`]
 //! for its rules).
 
-mod catch;
 mod consumer;
 mod error;
 mod intensity;
 mod keyed;
 mod partition;
 mod stage_supervisor;
+mod worker_monitor;
 
-pub use consumer::{
-    ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMonitor, WorkerStats,
-};
+pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
 pub use error::BuildError;
 pub use keyed::{
     DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
@@ -43,4 +41,7 @@ pub use partition::{
 };
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
+};
+pub use worker_monitor::{
+    WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
 };

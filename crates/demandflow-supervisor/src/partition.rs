@@ -4,23 +4,19 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use demandflow_core::{Reason, key_partition};
+use demandflow_runtime::{catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::BuildError;
-use crate::catch::{catch_panic, panic_message};
-use crate::intensity::Intensity;
+use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
 
 const DEFAULT_MAILBOX_CAPACITY: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 > 0");
-const DEFAULT_MAX_RESTARTS: usize = 3;
-const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
 
 /// One partition's worker: it owns its state and handles the messages sent to
 /// its partition, one at a time, in the order they were queued.
@@ -271,8 +267,6 @@ enum Command {
 /// What every partition task and handle shares.
 struct Core {
     intensity: Mutex<Intensity>,
-    max_restarts: usize,
-    max_seconds: Duration,
     restarts: AtomicU64,
     /// Set by `stop`: new messages are refused at once, even while a partition
     /// is busy with a long message and has not closed its mailbox yet.
@@ -292,10 +286,8 @@ impl Core {
             self.restarts.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        let message = format!(
-            "partition supervisor reached its restart limit: more than {} restarts within {:?}",
-            self.max_restarts, self.max_seconds
-        );
+        let limit = self.intensity.lock().limit();
+        let message = format!("partition supervisor reached its restart limit: {limit}");
         tracing::error!(partition, "{message}; stopping every partition");
         self.failure.lock().get_or_insert(Reason::error(message));
         self.command.send_replace(Command::Abort);
@@ -320,11 +312,10 @@ impl Core {
 /// | [`max_seconds`](Self::max_seconds) | 5 s |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct PartitionSupervisorBuilder<F> {
-    partitions: usize,
+    partitions: NonZeroUsize,
     factory: F,
     mailbox_capacity: NonZeroUsize,
-    max_restarts: usize,
-    max_seconds: Duration,
+    intensity: IntensityLimit,
 }
 
 impl<F> PartitionSupervisorBuilder<F> {
@@ -336,53 +327,36 @@ impl<F> PartitionSupervisorBuilder<F> {
         self
     }
 
-    /// Sets how many worker restarts, over all partitions, are allowed within
-    /// `max_seconds`; one more stops the supervisor.
-    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
-        self.max_restarts = max_restarts;
-        self
-    }
-
-    /// Sets the sliding window in which restarts are counted (greater than zero).
-    pub fn max_seconds(mut self, window: Duration) -> Self {
-        self.max_seconds = window;
-        self
-    }
+    // Restarts are counted over all partitions together.
+    intensity_setters!();
 
     /// Checks the options and spawns one task per partition on the current
     /// tokio runtime; each calls the factory with its partition index.
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroPartitions`], [`BuildError::ZeroMaxSeconds`], and
+    /// [`BuildError::ZeroMaxSeconds`], and
     /// [`BuildError::NoRuntime`] outside a tokio runtime.
     pub fn start<W>(self) -> Result<PartitionSupervisor<W::Message, W::Reply>, BuildError>
     where
         W: PartitionWorker,
         F: Fn(usize) -> W + Send + Sync + 'static,
     {
-        if self.partitions == 0 {
-            return Err(BuildError::ZeroPartitions);
-        }
-        if self.max_seconds.is_zero() {
-            return Err(BuildError::ZeroMaxSeconds);
-        }
+        self.intensity.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let (command, _) = watch::channel(Command::Run);
         let (exit, _) = watch::channel(None);
         let core = Arc::new(Core {
-            intensity: Mutex::new(Intensity::new(self.max_restarts, self.max_seconds)),
-            max_restarts: self.max_restarts,
-            max_seconds: self.max_seconds,
+            intensity: Mutex::new(self.intensity.window()),
             restarts: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             command,
-            alive: AtomicUsize::new(self.partitions),
+            alive: AtomicUsize::new(self.partitions.get()),
             failure: Mutex::new(None),
             exit,
         });
         let factory = Arc::new(self.factory);
-        let mailboxes = (0..self.partitions)
+        let mailboxes = (0..self.partitions.get())
             .map(|index| {
                 let (tx, rx) = mpsc::channel(self.mailbox_capacity.get());
                 // Subscribed here, not in the task, so a stop before the task
@@ -405,8 +379,7 @@ impl<F> fmt::Debug for PartitionSupervisorBuilder<F> {
         f.debug_struct("PartitionSupervisorBuilder")
             .field("partitions", &self.partitions)
             .field("mailbox_capacity", &self.mailbox_capacity)
-            .field("max_restarts", &self.max_restarts)
-            .field("max_seconds", &self.max_seconds)
+            .field("intensity", &self.intensity)
             .finish_non_exhaustive()
     }
 }
@@ -427,10 +400,9 @@ async fn run_partition<W, F>(
     loop {
         let current = match worker.as_mut() {
             Some(worker) => worker,
-            None => match catch_unwind(AssertUnwindSafe(|| factory(index))) {
+            None => match catch_call(|| factory(index)) {
                 Ok(started) => worker.insert(started),
-                Err(payload) => {
-                    let message = panic_message(&*payload);
+                Err(message) => {
                     tracing::error!(%message, "partition worker failed to start (its factory panicked)");
                     if core.allow_restart(index) {
                         continue;
@@ -513,6 +485,7 @@ struct Inner<M, R> {
 /// # Examples
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use demandflow_supervisor::{PartitionSupervisor, PartitionWorker};
 ///
 /// /// Sums the numbers sent to its partition; a call returns the partition and its sum.
@@ -533,7 +506,8 @@ struct Inner<M, R> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let sums = PartitionSupervisor::start(3, |partition| Sum { partition, total: 0 }).unwrap();
+/// let three = NonZeroUsize::new(3).unwrap();
+/// let sums = PartitionSupervisor::start(three, |partition| Sum { partition, total: 0 }).unwrap();
 /// for key in 0..9_u64 {
 ///     sums.cast(key, key).await.unwrap(); // key k goes to partition k mod 3
 /// }
@@ -552,7 +526,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     /// # Errors
     ///
     /// As [`PartitionSupervisorBuilder::start`].
-    pub fn start<W, F>(partitions: usize, factory: F) -> Result<Self, BuildError>
+    pub fn start<W, F>(partitions: NonZeroUsize, factory: F) -> Result<Self, BuildError>
     where
         W: PartitionWorker<Message = M, Reply = R>,
         F: Fn(usize) -> W + Send + Sync + 'static,
@@ -561,7 +535,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     }
 
     /// Starts configuring `partitions` workers made by `factory`.
-    pub fn builder<W, F>(partitions: usize, factory: F) -> PartitionSupervisorBuilder<F>
+    pub fn builder<W, F>(partitions: NonZeroUsize, factory: F) -> PartitionSupervisorBuilder<F>
     where
         W: PartitionWorker<Message = M, Reply = R>,
         F: Fn(usize) -> W + Send + Sync + 'static,
@@ -570,8 +544,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
             partitions,
             factory,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            max_seconds: DEFAULT_MAX_SECONDS,
+            intensity: IntensityLimit::default(),
         }
     }
 

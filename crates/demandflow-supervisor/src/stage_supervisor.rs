@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use demandflow_core::Reason;
-use demandflow_runtime::{DrainReport, Pipeline, StageHandle};
+use demandflow_runtime::{DrainReport, Pipeline, StageHandle, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::intensity::Intensity;
+use crate::BuildError;
+use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
 
 /// Which children restart when one fails (OTP's strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,8 +85,8 @@ impl fmt::Debug for Children {
     }
 }
 
-/// A child could not be started (its factory returned an error), or the
-/// supervisor's configuration is invalid.
+/// A child could not be started (its factory returned an error or panicked),
+/// or it has the name of another child; inside [`BuildError::Child`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("child {child:?} failed to start: {message}")]
 pub struct StartChildError {
@@ -113,13 +114,12 @@ struct Spec {
 ///
 /// | option | default |
 /// |---|---|
-/// | `max_restarts` | 3 |
-/// | `max_seconds` | 5 s |
+/// | [`max_restarts`](Self::max_restarts) | 3 |
+/// | [`max_seconds`](Self::max_seconds) | 5 s |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct SupervisorBuilder {
     strategy: Strategy,
-    max_restarts: usize,
-    max_seconds: Duration,
+    intensity: IntensityLimit,
     specs: Vec<Spec>,
 }
 
@@ -128,24 +128,12 @@ impl SupervisorBuilder {
     pub fn new(strategy: Strategy) -> Self {
         SupervisorBuilder {
             strategy,
-            max_restarts: 3,
-            max_seconds: Duration::from_secs(5),
+            intensity: IntensityLimit::default(),
             specs: Vec::new(),
         }
     }
 
-    /// More than `max_restarts` restarts within [`max_seconds`](Self::max_seconds)
-    /// stops the supervisor and all its children.
-    pub fn max_restarts(mut self, max_restarts: usize) -> Self {
-        self.max_restarts = max_restarts;
-        self
-    }
-
-    /// The window restart intensity is measured over.
-    pub fn max_seconds(mut self, window: Duration) -> Self {
-        self.max_seconds = window;
-        self
-    }
+    intensity_setters!();
 
     /// Adds a child, started after the children added before it.
     ///
@@ -184,15 +172,17 @@ impl SupervisorBuilder {
     ///
     /// # Errors
     ///
-    /// A [`StartChildError`] when a factory fails (the children already started
-    /// are stopped) or two children share a name.
-    pub async fn start(self) -> Result<Supervisor, StartChildError> {
+    /// [`BuildError::ZeroMaxSeconds`] when `max_seconds` is zero, and
+    /// [`BuildError::Child`] when two children share a name or a factory fails
+    /// (returns an error or panics; the children already started are stopped).
+    pub async fn start(self) -> Result<Supervisor, BuildError> {
+        self.intensity.check()?;
         for (i, spec) in self.specs.iter().enumerate() {
             if self.specs[..i].iter().any(|s| s.name == spec.name) {
-                return Err(StartChildError {
+                return Err(BuildError::Child(StartChildError {
                     child: spec.name.to_string(),
                     message: "another child has the same name".into(),
-                });
+                }));
             }
         }
         let (exits_tx, exits) = mpsc::unbounded_channel();
@@ -204,8 +194,6 @@ impl SupervisorBuilder {
         });
         let mut task = SupervisorTask {
             strategy: self.strategy,
-            max_restarts: self.max_restarts,
-            max_seconds: self.max_seconds,
             slots: self
                 .specs
                 .into_iter()
@@ -215,20 +203,33 @@ impl SupervisorBuilder {
                     running: None,
                 })
                 .collect(),
-            intensity: Intensity::new(self.max_restarts, self.max_seconds),
+            intensity: self.intensity.window(),
             exits_tx,
             exits,
             cmds,
             shared: shared.clone(),
         };
         for i in 0..task.slots.len() {
-            if let Err(error) = task.start_child(i).await {
+            if let Err(failure) = task.start_child(i).await {
                 task.stop_all().await;
-                return Err(error);
+                return Err(BuildError::Child(
+                    failure.into_error(&task.slots[i].spec.name),
+                ));
             }
         }
         tokio::spawn(async move {
-            let reason = task.run().await;
+            // The supervisor's own code runs user code (the factories) and must
+            // never end without saying why: a panic here is its exit reason.
+            let reason = match catch_panic(task.run()).await {
+                Ok(reason) => reason,
+                Err(message) => {
+                    tracing::error!(%message, "supervisor panicked; stopping its children");
+                    if let Err(again) = catch_panic(task.stop_all()).await {
+                        tracing::error!(message = %again, "supervisor panicked again while stopping its children");
+                    }
+                    Reason::Panic(message.into())
+                }
+            };
             let _ = exit_tx.send(Some(reason));
         });
         Ok(Supervisor {
@@ -332,12 +333,19 @@ impl Supervisor {
     }
 
     /// Waits until the supervisor stops and returns why.
+    ///
+    /// The reason is abnormal when the supervisor failed: it gave up after too
+    /// many restarts, a child could not be restarted (its factory returned an
+    /// error, or panicked: [`Reason::Panic`] with the panic's message), or its
+    /// task was dropped before it could say why (the runtime shut down).
     pub async fn wait(&self) -> Reason {
         let mut exit = self.handle.exit.clone();
-        match exit.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or(Reason::Shutdown),
-            Err(_) => Reason::Shutdown,
-        }
+        let reason = exit
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        reason.unwrap_or_else(|| Reason::error("the supervisor's task ended without a reason"))
     }
 
     /// The exit reason, once the supervisor has stopped.
@@ -353,10 +361,29 @@ struct Slot {
     running: Option<Started>,
 }
 
+/// Why a child could not be started.
+enum ChildFailure {
+    /// Its factory returned an error, with this message.
+    Failed(String),
+    /// Its factory panicked, with this message.
+    Panicked(String),
+}
+
+impl ChildFailure {
+    fn into_error(self, child: &str) -> StartChildError {
+        let message = match self {
+            ChildFailure::Failed(message) => message,
+            ChildFailure::Panicked(message) => format!("its factory panicked: {message}"),
+        };
+        StartChildError {
+            child: child.to_owned(),
+            message,
+        }
+    }
+}
+
 struct SupervisorTask {
     strategy: Strategy,
-    max_restarts: usize,
-    max_seconds: Duration,
     slots: Vec<Slot>,
     intensity: Intensity,
     exits_tx: mpsc::UnboundedSender<(usize, u64, Reason)>,
@@ -417,8 +444,8 @@ impl SupervisorTask {
         if !self.intensity.add(Instant::now()) {
             tracing::error!(child = &*name, %reason, "restart intensity exceeded; supervisor stops");
             return Err(Reason::error(format!(
-                "child {name:?} needed more than {} restarts in {:?} (last exit: {reason})",
-                self.max_restarts, self.max_seconds
+                "child {name:?} needed {} (last exit: {reason})",
+                self.intensity.limit()
             )));
         }
         tracing::warn!(child = &*name, %reason, strategy = ?self.strategy, "restarting");
@@ -432,21 +459,28 @@ impl SupervisorTask {
         }
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         for j in range {
-            self.start_child(j)
-                .await
-                .map_err(|e| Reason::error(e.to_string()))?;
+            if let Err(failure) = self.start_child(j).await {
+                let child = &*self.slots[j].spec.name;
+                tracing::error!(child, "child could not be restarted; supervisor stops");
+                return Err(match failure {
+                    ChildFailure::Panicked(message) => Reason::Panic(message.into()),
+                    failed => Reason::error(failed.into_error(child).to_string()),
+                });
+            }
         }
         Ok(())
     }
 
-    async fn start_child(&mut self, i: usize) -> Result<(), StartChildError> {
+    /// Runs child `i`'s factory, catching a panic in it (when it is called or
+    /// while its future runs), and watches the stage it started.
+    async fn start_child(&mut self, i: usize) -> Result<(), ChildFailure> {
         let children = self.shared.children.lock().clone();
-        let started = (self.slots[i].spec.factory)(children)
-            .await
-            .map_err(|message| StartChildError {
-                child: self.slots[i].spec.name.to_string(),
-                message,
-            })?;
+        let factory = &self.slots[i].spec.factory;
+        let started = match catch_panic(async { factory(children).await }).await {
+            Ok(Ok(started)) => started,
+            Ok(Err(message)) => return Err(ChildFailure::Failed(message)),
+            Err(message) => return Err(ChildFailure::Panicked(message)),
+        };
         let slot = &mut self.slots[i];
         slot.generation += 1;
         let monitor = started.handle.monitor();

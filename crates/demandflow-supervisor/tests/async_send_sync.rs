@@ -20,6 +20,14 @@ fn consumer_supervisor_types_are_send_and_sync() {
     sync::<WorkerMonitor>();
     send::<WorkerStats>();
     sync::<WorkerStats>();
+    send::<WorkerId>();
+    sync::<WorkerId>();
+    send::<WorkerInfo>();
+    sync::<WorkerInfo>();
+    send::<WorkerState>();
+    sync::<WorkerState>();
+    send::<WorkerCounts>();
+    sync::<WorkerCounts>();
     send::<Restart>();
     sync::<Restart>();
     send::<BuildError>();
