@@ -79,6 +79,14 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 /// consumes fills its queue and then holds the whole producer back: subscribe
 /// every partition.
 ///
+/// # Info messages
+///
+/// An info message sent to the producer is handled only once every event queued
+/// before it has been delivered, in every partition
+/// ([`hold_info`](Dispatcher::hold_info)): partition queues count as buffered
+/// events (SEMANTICS.md §3). Events queued for a partition nobody consumes hold
+/// the info back until a consumer takes them.
+///
 /// # Cancel
 ///
 /// When a subscription is cancelled its partition becomes free again. Events
@@ -161,6 +169,9 @@ pub struct PartitionDispatcher<T> {
     pending: u64,
     discarded: u64,
     misrouted: u64,
+    /// Info markers, oldest first: each waits until every listed partition has
+    /// taken its queue up to the listed position (`(index, dequeued)`).
+    infos: VecDeque<Vec<(usize, u64)>>,
 }
 
 struct Slot<T> {
@@ -168,6 +179,8 @@ struct Slot<T> {
     /// Asked for and not yet delivered. Positive only while `queue` is empty.
     demand: u64,
     queue: VecDeque<T>,
+    /// Events ever taken from `queue`: where info markers wait.
+    dequeued: u64,
     /// Demand held back while events of this partition that overflowed its full
     /// queue block the producer's buffer; forwarded again on this partition's next ask.
     withheld: u64,
@@ -549,6 +562,7 @@ impl<T> PartitionDispatcherBuilder<T> {
                     sub: None,
                     demand: 0,
                     queue: VecDeque::new(),
+                    dequeued: 0,
                     withheld: 0,
                 })
                 .collect(),
@@ -558,6 +572,7 @@ impl<T> PartitionDispatcherBuilder<T> {
             pending: 0,
             discarded: 0,
             misrouted: 0,
+            infos: VecDeque::new(),
         })
     }
 }
@@ -649,6 +664,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             } else {
                 slot.queue.drain(..served).collect()
             };
+            slot.dequeued += served as u64;
             out.deliver(sub, batch);
         }
         let rest = demand - served as u64;
@@ -760,6 +776,40 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
 
     fn pending_demand(&self, sub: SubscriptionId) -> Option<u64> {
         self.slot_of(sub).map(|index| self.slots[index].demand)
+    }
+
+    fn misrouted(&self) -> u64 {
+        self.misrouted
+    }
+
+    fn hold_info(&mut self) -> bool {
+        let waits: Vec<(usize, u64)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.queue.is_empty())
+            .map(|(index, slot)| (index, slot.dequeued + slot.queue.len() as u64))
+            .collect();
+        if waits.is_empty() && self.infos.is_empty() {
+            return false;
+        }
+        self.infos.push_back(waits);
+        true
+    }
+
+    fn release_info(&mut self) -> bool {
+        let Some(waits) = self.infos.front() else {
+            return false;
+        };
+        if waits
+            .iter()
+            .all(|&(index, position)| self.slots[index].dequeued >= position)
+        {
+            self.infos.pop_front();
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -536,3 +536,51 @@ fn debug_needs_no_bound_on_the_event_type() {
         .unwrap();
     assert!(format!("{d:?}").starts_with("PartitionDispatcher"));
 }
+
+#[test]
+fn an_info_waits_for_the_events_queued_before_it_in_every_partition() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    // Nothing queued: the info need not wait.
+    assert!(!d.hold_info());
+    assert_eq!(d.ask(sub(2), 10, &mut out), 10);
+    // 5 events wait in partition 0's queue, the odd ones are delivered.
+    d.dispatch(vec![0, 1, 2, 4, 6, 8], &mut out);
+    assert_eq!(d.buffered(), 5);
+    assert!(d.hold_info());
+    assert!(!d.release_info());
+    // Events queued after the marker do not hold it back.
+    assert_eq!(d.ask(sub(1), 4, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![0, 2, 4, 6])));
+    assert!(!d.release_info());
+    d.dispatch(vec![10, 12], &mut out);
+    // A second info waits behind the first.
+    assert!(d.hold_info());
+    assert_eq!(d.ask(sub(1), 1, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![8])));
+    assert!(d.release_info());
+    assert!(!d.release_info());
+    assert_eq!(d.ask(sub(1), 2, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![10, 12])));
+    assert!(d.release_info());
+    assert!(!d.hold_info());
+}
+
+#[test]
+fn misrouted_events_are_reported_through_the_dispatcher_trait() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 3) as usize, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 10, &mut out);
+    d.ask(sub(2), 10, &mut out);
+    d.dispatch((0..=8).collect(), &mut out);
+    assert_eq!(Dispatcher::<u32>::misrouted(&d), 3);
+    assert_eq!(out, vec![(sub(1), vec![0, 3, 6]), (sub(2), vec![1, 4, 7])]);
+}
