@@ -383,13 +383,14 @@ async fn demand_asked_while_accumulating_is_served_before_anything_is_dropped() 
     assert_eq!(batches(&log).concat(), (0..5000).collect::<Vec<u64>>());
     assert_eq!(p.stats().await.unwrap().events_dropped, 0);
     assert_eq!(dropped_reported(&plog), 0);
-    // Beyond what was asked, the buffer bound applies again.
-    send_fifty_hundreds(&p);
-    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
-    eventually(|| batches(&log).concat().len() == 10_000).await;
-    send_fifty_hundreds(&p);
+    // Forwarding, the reserve is gone: of 5,200 more, 5,000 meet the rest of the
+    // ask, the buffer keeps the last 100 and drops 100.
+    p.send_info((5000..10_200).collect::<Vec<u64>>()).unwrap();
     assert_eq!(p.estimate_buffered_count().await.unwrap(), 100);
-    assert_eq!(p.stats().await.unwrap().events_dropped, 4900);
+    assert_eq!(p.stats().await.unwrap().events_dropped, 100);
+    assert_eq!(dropped_reported(&plog), 100);
+    eventually(|| batches(&log).concat().len() == 10_000).await;
+    assert_eq!(batches(&log).concat(), (0..10_000).collect::<Vec<u64>>());
 }
 
 #[tokio::test]
