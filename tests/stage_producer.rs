@@ -473,3 +473,23 @@ async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
     assert_eq!(*plog.lock(), vec!["after the evens".to_owned()]);
     assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn events_held_while_accumulating_meet_demand_asked_before_it_began() {
+    let (p, _) = probe();
+    let p = producer(p).start().unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    // Asked while forwarding: the dispatcher holds the demand of 5.
+    c.ask(sub, 5).unwrap();
+    c.stats().await.unwrap();
+    p.stats().await.unwrap();
+    p.set_demand_flow(DemandFlow::Accumulate).unwrap();
+    p.send_info(vec![1_u64, 2, 3]).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 3);
+    assert!(batches(&log).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat() == vec![1, 2, 3]).await;
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}

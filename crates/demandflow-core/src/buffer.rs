@@ -116,7 +116,8 @@ impl<T, M> Buffer<T, M> {
     pub fn take(&mut self, n: usize) -> Vec<T> {
         let mut n = n.min(self.events.len());
         if let Some((position, _)) = self.markers.front() {
-            let before = usize::try_from(position.saturating_sub(self.removed)).unwrap_or(usize::MAX);
+            let before =
+                usize::try_from(position.saturating_sub(self.removed)).unwrap_or(usize::MAX);
             n = n.min(before);
         }
         self.removed += n as u64;

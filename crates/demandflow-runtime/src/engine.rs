@@ -490,10 +490,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if self.from_buffer == 0 {
             return 0;
         }
-        let taken = self.serve_buffered(self.from_buffer) as u64;
-        self.from_buffer -= taken;
-        if !self.buffer.is_empty() && self.from_buffer > 0 {
-            // Behind a marker: served once it is released.
+        let (taken, all_dispatched) = self.serve_buffered(self.from_buffer);
+        self.from_buffer -= taken as u64;
+        if all_dispatched && !self.buffer.is_empty() && self.from_buffer > 0 {
+            // Stopped at a marker: the rest is served once it is released.
             return 0;
         }
         let missing = std::mem::take(&mut self.from_buffer);
@@ -583,20 +583,23 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     /// Dispatches up to `demand` buffered events, stopping at the next marker
-    /// (a batch never spans one); returns how many it took.
-    fn serve_buffered(&mut self, demand: u64) -> usize {
+    /// (a batch never spans one). Returns how many it took, and whether the
+    /// dispatcher took them all (else the rest went back to the buffer).
+    fn serve_buffered(&mut self, demand: u64) -> (usize, bool) {
         let events = self
             .buffer
             .take(usize::try_from(demand).unwrap_or(usize::MAX));
         let take = events.len();
+        let mut all_dispatched = true;
         if take > 0 {
             let Dispatched { leftover, demand } = self.dispatch_raw(events);
             if !leftover.is_empty() {
+                all_dispatched = false;
                 self.buffer.push_front(leftover);
             }
             self.add_demand(demand);
         }
-        take
+        (take, all_dispatched)
     }
 
     /// Serves `demand`: first from the buffer, then from the stage itself.
@@ -604,11 +607,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     async fn serve(&mut self, demand: u64) {
         let mut rest = demand;
         loop {
-            rest -= self.serve_buffered(rest) as u64;
+            let (taken, all_dispatched) = self.serve_buffered(rest);
+            rest -= taken as u64;
             if !self.release_markers().await {
                 return;
             }
-            if rest == 0 || self.buffer.is_empty() {
+            // Go on past a marker; not over events the dispatcher just handed back.
+            if rest == 0 || self.buffer.is_empty() || !all_dispatched {
                 break;
             }
         }
