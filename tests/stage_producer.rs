@@ -416,27 +416,64 @@ async fn a_producer_tells_whether_it_accumulates_or_forwards() {
     assert_eq!(c.stats().await.unwrap().demand_flow, None);
 }
 
+/// Emits its next scripted batch each time a consumer subscribes (so events
+/// reach the buffer behind queued infos); records `&str` infos.
+struct EmitOnSubscribe {
+    script: std::collections::VecDeque<Vec<u64>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Producer for EmitOnSubscribe {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+
+    async fn handle_subscribe(&mut self, _: demandflow::SubscriptionId, ctx: &mut Context<u64>) {
+        if let Some(batch) = self.script.pop_front() {
+            ctx.emit_vec(batch);
+        }
+    }
+
+    async fn handle_info(&mut self, info: Info, _: &mut Context<u64>) {
+        if let Some(s) = info.downcast_ref::<&str>() {
+            self.log.lock().push((*s).to_owned());
+        }
+    }
+}
+
 #[tokio::test]
 async fn infos_keep_their_place_among_buffered_events_and_split_batches() {
-    // a b c, infos d e f, g h, info i; then one ask of 5 (GenStage: [a,b,c],
-    // d, e, f, [g,h], i). a b c = 1 2 3, g h = 7 8.
-    let (p, plog) = probe();
-    let p = producer(p).start().unwrap();
-    p.send_info(vec![1_u64, 2, 3]).unwrap();
+    // a b c, infos d e f, g h, info i; then one ask of 5. GenStage: [a,b,c],
+    // d, e, f, [g,h], i. Here a b c = 1 2 3 and g h = 7 8.
+    let plog = Arc::new(Mutex::new(Vec::new()));
+    let p = producer(EmitOnSubscribe {
+        script: [vec![1, 2, 3], vec![7, 8]].into(),
+        log: plog.clone(),
+    })
+    .start()
+    .unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    // Emits a b c, which nobody has asked for yet.
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
     p.send_info("d").unwrap();
     p.send_info("e").unwrap();
     p.send_info("f").unwrap();
-    p.send_info(vec![7_u64, 8]).unwrap();
+    // A second consumer that never asks: its subscription emits g h.
+    let (idle, idle_log) = Recorder::manual();
+    let idle = consumer(idle).start().unwrap();
+    idle.subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
     p.send_info("i").unwrap();
-    p.stats().await.unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 5);
     assert!(plog.lock().is_empty());
-    let (rec, log) = Recorder::manual();
-    let c = consumer(rec).start().unwrap();
-    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
     c.ask(sub, 5).unwrap();
     eventually(|| batches(&log).len() == 2 && plog.lock().len() == 4).await;
     assert_eq!(batches(&log), vec![vec![1, 2, 3], vec![7, 8]]);
     assert_eq!(*plog.lock(), vec!["d", "e", "f", "i"]);
+    assert!(batches(&idle_log).is_empty());
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
