@@ -24,9 +24,9 @@ use crate::BufferKeep;
 /// let mut buffer: Buffer<u32, &str> = Buffer::new(3, BufferKeep::Last);
 /// assert_eq!(buffer.push(vec![1, 2, 3, 4]), 1); // the oldest event, 1, is dropped
 /// assert_eq!(buffer.push_marker("after 4"), None); // queued behind 2, 3, 4
-/// buffer.push(vec![5]);
 /// assert_eq!(buffer.take(2), vec![2, 3]);
 /// assert_eq!(buffer.pop_ready_marker(), None);
+/// assert_eq!(buffer.push(vec![5]), 0);
 /// // The marker is a batch boundary: 5 stays until "after 4" is released.
 /// assert_eq!(buffer.take(5), vec![4]);
 /// assert_eq!(buffer.take(5), vec![]);

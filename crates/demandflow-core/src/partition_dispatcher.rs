@@ -101,8 +101,10 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 /// [`subscribe`](Dispatcher::subscribe) refuses a subscription without a partition
 /// option ([`SubscribeRefused::MissingPartition`]), naming a partition that does
 /// not exist ([`SubscribeRefused::UnknownPartition`]) or one that already has a
-/// subscription ([`SubscribeRefused::PartitionTaken`]), and a reused
-/// [`SubscriptionId`] ([`SubscribeRefused::AlreadySubscribed`]).
+/// subscription ([`SubscribeRefused::PartitionTaken`]), a reused
+/// [`SubscriptionId`] ([`SubscribeRefused::AlreadySubscribed`]), and one with a
+/// `selector` option, which only the broadcast dispatcher understands
+/// ([`SubscribeRefused::UnsupportedOption`]).
 ///
 /// # Examples
 ///
@@ -615,6 +617,12 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         _consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
+        if options.selector_fn().is_some() {
+            return Err(SubscribeRefused::UnsupportedOption {
+                option: "selector",
+                dispatcher: "partition",
+            });
+        }
         let Some(partition) = options.partition_name() else {
             return Err(SubscribeRefused::MissingPartition {
                 available: self.available(),

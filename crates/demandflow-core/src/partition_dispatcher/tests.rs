@@ -584,3 +584,22 @@ fn misrouted_events_are_reported_through_the_dispatcher_trait() {
     assert_eq!(Dispatcher::<u32>::misrouted(&d), 3);
     assert_eq!(out, vec![(sub(1), vec![0, 3, 6]), (sub(2), vec![1, 4, 7])]);
 }
+
+#[test]
+fn subscribe_refuses_a_selector_option() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let opts = SubscribeOptions::new()
+        .partition(0)
+        .selector(|e: &u32| *e > 1);
+    assert_eq!(
+        d.subscribe(sub(1), StageId::from_raw(1), &opts),
+        Err(SubscribeRefused::UnsupportedOption {
+            option: "selector",
+            dispatcher: "partition",
+        })
+    );
+    // The partition is still free.
+    subscribe(&mut d, 1, 0);
+}
