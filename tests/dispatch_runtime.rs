@@ -272,3 +272,78 @@ async fn partitions_keep_per_key_order_and_lose_nothing() {
         "no event lost or duplicated"
     );
 }
+
+#[tokio::test]
+async fn the_demand_dispatcher_refuses_options_it_does_not_understand() {
+    let (counter, _) = Counter::new();
+    let p = producer(counter).start().unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let err = c
+        .subscribe_to(&p, SubscribeOptions::new().partition(0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SubscribeError::Refused(SubscribeRefused::UnsupportedOption {
+            option: "partition",
+            dispatcher: "demand",
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "subscription refused: the demand dispatcher does not support the partition option"
+    );
+    let err = c
+        .subscribe_to(&p, SubscribeOptions::new().selector(|e: &u64| e % 2 == 0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SubscribeError::Refused(SubscribeRefused::UnsupportedOption {
+            option: "selector",
+            dispatcher: "demand",
+        })
+    );
+    assert!(c.is_running());
+    assert!(p.stats().await.unwrap().subscriptions.is_empty());
+    // Without them the same consumer subscribes fine.
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 3).unwrap();
+    eventually(|| batches(&log).concat() == vec![0, 1, 2]).await;
+}
+
+#[tokio::test]
+async fn events_routed_to_a_missing_partition_are_counted_in_the_producer_stats() {
+    // Wrong on purpose: 2 partitions, but `e % 3` can be 2.
+    let misrouting = PartitionDispatcher::numbered(2, |e: u64| Some(((e % 3) as usize, e)))
+        .build()
+        .unwrap();
+    let p = producer(Emitter).dispatcher(misrouting).start().unwrap();
+    let (zero, zero_log) = Recorder::manual();
+    let (one, one_log) = Recorder::manual();
+    let zero = consumer(zero).start().unwrap();
+    let one = consumer(one).start().unwrap();
+    let zs = zero
+        .subscribe_to(&p, SubscribeOptions::new().partition(0))
+        .await
+        .unwrap();
+    let os = one
+        .subscribe_to(&p, SubscribeOptions::new().partition(1))
+        .await
+        .unwrap();
+    zero.ask(zs, 10).unwrap();
+    one.ask(os, 10).unwrap();
+    zero.stats().await.unwrap();
+    one.stats().await.unwrap();
+    assert_eq!(p.stats().await.unwrap().events_misrouted, 0);
+    // 2, 5 and 8 go to partition 2, which does not exist.
+    p.send_info((0..=8).collect::<Vec<u64>>()).unwrap();
+    let stats = p.stats().await.unwrap();
+    assert_eq!(stats.events_misrouted, 3);
+    assert_eq!(stats.events_out, 6);
+    eventually(|| batches(&zero_log).concat().len() == 3 && batches(&one_log).concat().len() == 3)
+        .await;
+    assert_eq!(batches(&zero_log).concat(), vec![0, 3, 6]);
+    assert_eq!(batches(&one_log).concat(), vec![1, 4, 7]);
+}

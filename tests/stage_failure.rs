@@ -192,3 +192,23 @@ async fn a_consumer_can_stop_itself_from_a_callback() {
     assert_eq!(c.wait().await, Reason::error("enough"));
     assert!(p.is_running());
 }
+
+#[tokio::test]
+async fn a_stage_cannot_subscribe_to_itself() {
+    let pc = demandflow::producer_consumer(support::Doubler)
+        .start()
+        .unwrap();
+    let err = pc
+        .subscribe_to(&pc, SubscribeOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, SubscribeError::SelfSubscription);
+    assert_eq!(err.to_string(), "a stage cannot subscribe to itself");
+    let err = pc
+        .subscribe_to_nowait(&pc.producer(), SubscribeOptions::new())
+        .unwrap_err();
+    assert_eq!(err, SubscribeError::SelfSubscription);
+    let stats = pc.stats().await.unwrap();
+    assert!(stats.subscriptions.is_empty());
+    assert!(pc.is_running());
+}

@@ -194,3 +194,24 @@ async fn a_pusher_is_a_sink_with_back_pressure() {
         .await
         .unwrap();
 }
+
+#[test]
+fn a_pusher_whose_source_never_ran_hands_every_event_back() {
+    let (source, pusher) = push::<u32>(2);
+    // No runtime: starting fails and the source is gone without ever running.
+    assert_eq!(
+        producer(source).start().unwrap_err(),
+        demandflow::StartError::NoRuntime
+    );
+    assert!(pusher.is_closed());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Capacity 2: before the fix the first two vanished and the third hung.
+        for event in [1, 2, 3] {
+            assert_eq!(pusher.send(event).await.unwrap_err().0, event);
+        }
+    });
+    assert!(matches!(pusher.try_send(4), Err(TrySendError::Closed(4))));
+}

@@ -289,3 +289,244 @@ fn two_stops_recorded_while_accumulating_stop_the_producer_once_it_forwards() {
     runtime.shutdown_background();
     assert_eq!(stopped, Ok(demandflow::Reason::Normal));
 }
+
+/// Sends `50 × 100` events, 0..5000 in order, as 50 batches of 100.
+fn send_fifty_hundreds(p: &demandflow::ProducerRef<u64>) {
+    for batch in 0..50_u64 {
+        p.send_info((batch * 100..(batch + 1) * 100).collect::<Vec<u64>>())
+            .unwrap();
+    }
+}
+
+fn dropped_reported(log: &Mutex<Vec<String>>) -> usize {
+    log.lock()
+        .iter()
+        .filter_map(|s| s.strip_prefix("dropped "))
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_accumulating_producer_holds_no_more_than_its_buffer_and_reports_drops() {
+    let (p, plog) = probe();
+    let p = producer(p)
+        .buffer_size(100)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    send_fifty_hundreds(&p);
+    // Keep last: the newest 100 are held, the 4,900 before them dropped and reported.
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 100);
+    let stats = p.stats().await.unwrap();
+    assert_eq!(stats.buffered, 100);
+    assert_eq!(stats.events_dropped, 4900);
+    assert_eq!(dropped_reported(&plog), 4900);
+
+    // The consumer's ask of 10,000 comes behind them: it gets the 100 held.
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 10_000).unwrap();
+    c.stats().await.unwrap();
+    p.stats().await.unwrap();
+    assert!(batches(&log).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat().len() == 100).await;
+    assert_eq!(batches(&log).concat(), (4900..5000).collect::<Vec<u64>>());
+    assert_eq!(p.stats().await.unwrap().events_dropped, 4900);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_accumulating_producer_with_keep_first_drops_the_incoming_events() {
+    let (p, plog) = probe();
+    let p = producer(p)
+        .buffer_size(100)
+        .buffer_keep(BufferKeep::First)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    send_fifty_hundreds(&p);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 100);
+    assert_eq!(dropped_reported(&plog), 4900);
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 10_000).unwrap();
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat().len() == 100).await;
+    assert_eq!(batches(&log).concat(), (0..100).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn demand_asked_while_accumulating_is_served_before_anything_is_dropped() {
+    let (p, plog) = probe();
+    let p = producer(p)
+        .buffer_size(100)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    c.ask(sub, 10_000).unwrap();
+    // Round trips: the ask of 10,000 has reached the producer before the events.
+    c.stats().await.unwrap();
+    p.stats().await.unwrap();
+    send_fifty_hundreds(&p);
+    // All 5,000 are owed to the ask: held (and counted), none dropped, none sent.
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 5000);
+    assert_eq!(p.stats().await.unwrap().events_dropped, 0);
+    assert!(batches(&log).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat().len() == 5000).await;
+    assert_eq!(batches(&log).concat(), (0..5000).collect::<Vec<u64>>());
+    assert_eq!(p.stats().await.unwrap().events_dropped, 0);
+    assert_eq!(dropped_reported(&plog), 0);
+    // Forwarding, the reserve is gone: of 5,200 more, 5,000 meet the rest of the
+    // ask, the buffer keeps the last 100 and drops 100.
+    p.send_info((5000..10_200).collect::<Vec<u64>>()).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 100);
+    assert_eq!(p.stats().await.unwrap().events_dropped, 100);
+    assert_eq!(dropped_reported(&plog), 100);
+    eventually(|| batches(&log).concat().len() == 10_000).await;
+    assert_eq!(batches(&log).concat(), (0..10_000).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_producer_tells_whether_it_accumulates_or_forwards() {
+    let (counter, _) = Counter::new();
+    let p = producer(counter)
+        .demand_flow(DemandFlow::Accumulate)
+        .start()
+        .unwrap();
+    assert_eq!(p.demand_flow().await.unwrap(), DemandFlow::Accumulate);
+    assert_eq!(
+        p.stats().await.unwrap().demand_flow,
+        Some(DemandFlow::Accumulate)
+    );
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    assert_eq!(p.demand_flow().await.unwrap(), DemandFlow::Forward);
+    assert_eq!(
+        p.stats().await.unwrap().demand_flow,
+        Some(DemandFlow::Forward)
+    );
+    let (rec, _) = Recorder::<u64>::new();
+    let c = consumer(rec).start().unwrap();
+    assert_eq!(c.stats().await.unwrap().demand_flow, None);
+}
+
+/// Emits its next scripted batch each time a consumer subscribes (so events
+/// reach the buffer behind queued infos); records `&str` infos.
+struct EmitOnSubscribe {
+    script: std::collections::VecDeque<Vec<u64>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Producer for EmitOnSubscribe {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+
+    async fn handle_subscribe(&mut self, _: demandflow::SubscriptionId, ctx: &mut Context<u64>) {
+        if let Some(batch) = self.script.pop_front() {
+            ctx.emit_vec(batch);
+        }
+    }
+
+    async fn handle_info(&mut self, info: Info, _: &mut Context<u64>) {
+        if let Some(s) = info.downcast_ref::<&str>() {
+            self.log.lock().push((*s).to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn infos_keep_their_place_among_buffered_events_and_split_batches() {
+    // a b c, infos d e f, g h, info i; then one ask of 5. GenStage: [a,b,c],
+    // d, e, f, [g,h], i. Here a b c = 1 2 3 and g h = 7 8.
+    let plog = Arc::new(Mutex::new(Vec::new()));
+    let p = producer(EmitOnSubscribe {
+        script: [vec![1, 2, 3], vec![7, 8]].into(),
+        log: plog.clone(),
+    })
+    .start()
+    .unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    // Emits a b c, which nobody has asked for yet.
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    p.send_info("d").unwrap();
+    p.send_info("e").unwrap();
+    p.send_info("f").unwrap();
+    // A second consumer that never asks: its subscription emits g h.
+    let (idle, idle_log) = Recorder::manual();
+    let idle = consumer(idle).start().unwrap();
+    idle.subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
+    p.send_info("i").unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 5);
+    assert!(plog.lock().is_empty());
+    c.ask(sub, 5).unwrap();
+    eventually(|| batches(&log).len() == 2 && plog.lock().len() == 4).await;
+    assert_eq!(batches(&log), vec![vec![1, 2, 3], vec![7, 8]]);
+    assert_eq!(*plog.lock(), vec!["d", "e", "f", "i"]);
+    assert!(batches(&idle_log).is_empty());
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
+    // Evens go to partition 0, odds to partition 1.
+    let parity = demandflow::PartitionDispatcher::numbered(2, |e: u64| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let (p, plog) = probe();
+    let p = producer(p).dispatcher(parity).start().unwrap();
+    let (even, even_log) = Recorder::manual();
+    let (odd, _odd_log) = Recorder::manual();
+    let even = consumer(even).start().unwrap();
+    let odd = consumer(odd).start().unwrap();
+    let es = even
+        .subscribe_to(&p, SubscribeOptions::new().partition(0))
+        .await
+        .unwrap();
+    let os = odd
+        .subscribe_to(&p, SubscribeOptions::new().partition(1))
+        .await
+        .unwrap();
+    odd.ask(os, 10).unwrap();
+    odd.stats().await.unwrap();
+    // Partition 0 has no demand: its 5 events wait in its queue.
+    p.send_info(vec![0_u64, 2, 4, 6, 8]).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 5);
+    p.send_info("after the evens").unwrap();
+    p.stats().await.unwrap();
+    assert!(plog.lock().is_empty());
+    even.ask(es, 5).unwrap();
+    eventually(|| plog.lock().len() == 1 && batches(&even_log).len() == 1).await;
+    assert_eq!(batches(&even_log), vec![vec![0, 2, 4, 6, 8]]);
+    assert_eq!(*plog.lock(), vec!["after the evens".to_owned()]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn events_held_while_accumulating_meet_demand_asked_before_it_began() {
+    let (p, _) = probe();
+    let p = producer(p).start().unwrap();
+    let (rec, log) = Recorder::manual();
+    let c = consumer(rec).start().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    // Asked while forwarding: the dispatcher holds the demand of 5.
+    c.ask(sub, 5).unwrap();
+    c.stats().await.unwrap();
+    p.stats().await.unwrap();
+    p.set_demand_flow(DemandFlow::Accumulate).unwrap();
+    p.send_info(vec![1_u64, 2, 3]).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 3);
+    assert!(batches(&log).is_empty());
+    p.set_demand_flow(DemandFlow::Forward).unwrap();
+    eventually(|| batches(&log).concat() == vec![1, 2, 3]).await;
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}

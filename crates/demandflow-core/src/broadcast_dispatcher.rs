@@ -167,6 +167,12 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
+        if options.partition_name().is_some() {
+            return Err(SubscribeRefused::UnsupportedOption {
+                option: "partition",
+                dispatcher: "broadcast",
+            });
+        }
         if self
             .subs
             .iter()
@@ -583,5 +589,18 @@ mod tests {
         assert_eq!(d.ask(sub(1), u64::MAX, &mut out), u64::MAX);
         assert_eq!(d.ask(sub(1), 5, &mut out), 0);
         assert_eq!(d.pending_demand(sub(1)), Some(u64::MAX));
+    }
+
+    #[test]
+    fn subscribe_refuses_a_partition_option() {
+        let mut d = BroadcastDispatcher::<u32>::new();
+        let opts = SubscribeOptions::new().partition(0);
+        assert_eq!(
+            d.subscribe(SubscriptionId::from_raw(1), StageId::from_raw(1), &opts),
+            Err(SubscribeRefused::UnsupportedOption {
+                option: "partition",
+                dispatcher: "broadcast",
+            })
+        );
     }
 }

@@ -7,7 +7,14 @@ use crate::BufferKeep;
 ///
 /// A marker (an info message, a deferred stop) is *released* once every event
 /// pushed before it has left the buffer, taken or dropped: this is how an info
-/// message is delivered only after the events buffered before it.
+/// message is delivered only after the events buffered before it. A marker is
+/// also a batch boundary: [`take`](Buffer::take) never takes events from both
+/// sides of a marker that is still waiting, so the events before it leave, the
+/// marker is released, and only then do the events behind it leave.
+///
+/// On top of its capacity the buffer can hold a *reserve*: room for events that
+/// demand already asked for (an accumulating producer holds them until it
+/// forwards, see [`set_reserve`](Buffer::set_reserve)).
 ///
 /// # Examples
 ///
@@ -19,13 +26,19 @@ use crate::BufferKeep;
 /// assert_eq!(buffer.push_marker("after 4"), None); // queued behind 2, 3, 4
 /// assert_eq!(buffer.take(2), vec![2, 3]);
 /// assert_eq!(buffer.pop_ready_marker(), None);
+/// assert_eq!(buffer.push(vec![5]), 0);
+/// // The marker is a batch boundary: 5 stays until "after 4" is released.
 /// assert_eq!(buffer.take(5), vec![4]);
+/// assert_eq!(buffer.take(5), vec![]);
 /// assert_eq!(buffer.pop_ready_marker(), Some("after 4"));
+/// assert_eq!(buffer.take(5), vec![5]);
 /// ```
 #[derive(Debug)]
 pub struct Buffer<T, M = ()> {
     events: VecDeque<T>,
     capacity: usize,
+    /// Extra room for events that demand already asked for.
+    reserve: usize,
     keep: BufferKeep,
     /// Markers with the absolute position (count of events ever pushed) they wait for.
     markers: VecDeque<(u64, M)>,
@@ -41,6 +54,7 @@ impl<T, M> Buffer<T, M> {
         Buffer {
             events: VecDeque::new(),
             capacity,
+            reserve: 0,
             keep,
             markers: VecDeque::new(),
             pushed: 0,
@@ -48,15 +62,22 @@ impl<T, M> Buffer<T, M> {
         }
     }
 
-    /// Appends `events`, returns how many events were dropped to stay within capacity.
+    /// The most events the buffer holds now: its capacity plus its reserve.
+    fn limit(&self) -> usize {
+        self.capacity.saturating_add(self.reserve)
+    }
+
+    /// Appends `events`, returns how many events were dropped to stay within
+    /// capacity (plus reserve).
     ///
     /// With [`BufferKeep::Last`] the oldest events are dropped, with
     /// [`BufferKeep::First`] the incoming ones.
     pub fn push(&mut self, events: Vec<T>) -> usize {
         let incoming = events.len();
+        let limit = self.limit();
         match self.keep {
             BufferKeep::First => {
-                let room = self.capacity.saturating_sub(self.events.len());
+                let room = limit.saturating_sub(self.events.len());
                 let accepted = incoming.min(room);
                 self.events.extend(events.into_iter().take(accepted));
                 self.pushed += accepted as u64;
@@ -64,7 +85,7 @@ impl<T, M> Buffer<T, M> {
             }
             BufferKeep::Last => {
                 let total = self.events.len() + incoming;
-                let excess = total.saturating_sub(self.capacity);
+                let excess = total.saturating_sub(limit);
                 let from_buffer = excess.min(self.events.len());
                 self.events.drain(..from_buffer);
                 self.removed += from_buffer as u64;
@@ -89,9 +110,16 @@ impl<T, M> Buffer<T, M> {
         }
     }
 
-    /// Removes and returns up to `n` events from the front.
+    /// Removes and returns up to `n` events from the front, stopping at the first
+    /// marker still queued: events behind a marker are taken only once it has
+    /// been popped with [`pop_ready_marker`](Self::pop_ready_marker).
     pub fn take(&mut self, n: usize) -> Vec<T> {
-        let n = n.min(self.events.len());
+        let mut n = n.min(self.events.len());
+        if let Some((position, _)) = self.markers.front() {
+            let before =
+                usize::try_from(position.saturating_sub(self.removed)).unwrap_or(usize::MAX);
+            n = n.min(before);
+        }
         self.removed += n as u64;
         self.events.drain(..n).collect()
     }
@@ -135,6 +163,50 @@ impl<T, M> Buffer<T, M> {
     /// The configured capacity.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Room on top of the capacity, for events that demand already asked for.
+    pub fn reserve(&self) -> usize {
+        self.reserve
+    }
+
+    /// Sets the room held on top of the capacity for events that demand already
+    /// asked for. Lowering it drops what no longer fits, as [`push`](Self::push)
+    /// would ([`BufferKeep::Last`]: the oldest, [`BufferKeep::First`]: the
+    /// newest), and returns how many events were dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use demandflow_core::{Buffer, BufferKeep};
+    ///
+    /// let mut buffer: Buffer<u32> = Buffer::new(2, BufferKeep::Last);
+    /// buffer.set_reserve(3);
+    /// assert_eq!(buffer.push(vec![1, 2, 3, 4, 5, 6]), 1); // room for 2 + 3
+    /// assert_eq!(buffer.set_reserve(0), 3); // 2, 3, 4 are dropped
+    /// assert_eq!(buffer.take(10), vec![5, 6]);
+    /// ```
+    pub fn set_reserve(&mut self, reserve: usize) -> usize {
+        self.reserve = reserve;
+        let excess = self.events.len().saturating_sub(self.limit());
+        if excess > 0 {
+            match self.keep {
+                BufferKeep::Last => {
+                    self.events.drain(..excess);
+                    self.removed += excess as u64;
+                }
+                BufferKeep::First => {
+                    // As if the newest had never been accepted: markers queued
+                    // behind them now wait only for the events kept.
+                    self.events.truncate(self.events.len() - excess);
+                    self.pushed -= excess as u64;
+                    for (position, _) in &mut self.markers {
+                        *position = (*position).min(self.pushed);
+                    }
+                }
+            }
+        }
+        excess
     }
 }
 
@@ -230,5 +302,52 @@ mod tests {
         assert_eq!(buffer.pop_ready_marker(), None);
         assert_eq!(buffer.take(5), vec![2, 3]);
         assert_eq!(buffer.pop_ready_marker(), Some('a'));
+    }
+
+    #[test]
+    fn a_marker_splits_takes_so_batches_never_span_it() {
+        // a b c, markers d e f, g h, marker i; one take of 5.
+        let mut buffer: Buffer<char, char> = Buffer::new(100, BufferKeep::Last);
+        buffer.push(vec!['a', 'b', 'c']);
+        for m in ['d', 'e', 'f'] {
+            assert_eq!(buffer.push_marker(m), None);
+        }
+        buffer.push(vec!['g', 'h']);
+        assert_eq!(buffer.push_marker('i'), None);
+        assert_eq!(buffer.take(5), vec!['a', 'b', 'c']);
+        assert_eq!(buffer.take(2), vec![]);
+        assert_eq!(buffer.pop_ready_marker(), Some('d'));
+        assert_eq!(buffer.pop_ready_marker(), Some('e'));
+        assert_eq!(buffer.pop_ready_marker(), Some('f'));
+        assert_eq!(buffer.pop_ready_marker(), None);
+        assert_eq!(buffer.take(2), vec!['g', 'h']);
+        assert_eq!(buffer.pop_ready_marker(), Some('i'));
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn the_reserve_holds_events_beyond_capacity_until_it_is_lowered() {
+        let mut buffer: Buffer<u32> = Buffer::new(100, BufferKeep::Last);
+        buffer.set_reserve(10_000);
+        for batch in 0..50 {
+            assert_eq!(buffer.push((batch * 100..(batch + 1) * 100).collect()), 0);
+        }
+        assert_eq!(buffer.len(), 5000);
+        assert_eq!(buffer.take(4000).len(), 4000);
+        assert_eq!(buffer.set_reserve(0), 900);
+        assert_eq!(buffer.take(1000), (4900..5000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn lowering_the_reserve_with_keep_first_drops_the_newest() {
+        let mut buffer: Buffer<u32, char> = Buffer::new(100, BufferKeep::First);
+        buffer.set_reserve(100);
+        assert_eq!(buffer.push((0..150).collect()), 0);
+        assert_eq!(buffer.push_marker('m'), None);
+        assert_eq!(buffer.push((150..250).collect()), 50);
+        assert_eq!(buffer.set_reserve(0), 100);
+        assert_eq!(buffer.take(1000), (0..100).collect::<Vec<_>>());
+        // The marker behind the dropped events is released with the kept ones.
+        assert_eq!(buffer.pop_ready_marker(), Some('m'));
     }
 }

@@ -14,6 +14,12 @@ use crate::{
 /// producer was already asked for those events, so later asks are served from the
 /// pending count instead of being forwarded upstream again.
 ///
+/// # Errors
+///
+/// [`subscribe`](Dispatcher::subscribe) refuses a subscription with a
+/// `partition` or a `selector` option ([`SubscribeRefused::UnsupportedOption`]):
+/// this dispatcher has no use for them, and ignoring them would hide a mistake.
+///
 /// # Examples
 ///
 /// ```
@@ -72,8 +78,21 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         &mut self,
         sub: SubscriptionId,
         _consumer: StageId,
-        _options: &SubscribeOptions<T>,
+        options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
+        let unsupported = if options.partition_name().is_some() {
+            Some("partition")
+        } else if options.selector_fn().is_some() {
+            Some("selector")
+        } else {
+            None
+        };
+        if let Some(option) = unsupported {
+            return Err(SubscribeRefused::UnsupportedOption {
+                option,
+                dispatcher: "demand",
+            });
+        }
         self.demands.push((0, sub));
         Ok(0)
     }
@@ -169,6 +188,39 @@ mod tests {
             &SubscribeOptions::new(),
         );
         assert_eq!(got, Ok(0));
+    }
+
+    #[test]
+    fn subscribe_refuses_partition_and_selector_options() {
+        let mut d = DemandDispatcher::new();
+        let partition = SubscribeOptions::<u32>::new().partition(0);
+        assert_eq!(
+            d.subscribe(sub(1), StageId::from_raw(1), &partition),
+            Err(SubscribeRefused::UnsupportedOption {
+                option: "partition",
+                dispatcher: "demand",
+            })
+        );
+        let selector = SubscribeOptions::<u32>::new().selector(|e| *e > 2);
+        assert_eq!(
+            d.subscribe(sub(1), StageId::from_raw(1), &selector),
+            Err(SubscribeRefused::UnsupportedOption {
+                option: "selector",
+                dispatcher: "demand",
+            })
+        );
+        // Nothing was recorded: the same id subscribes fine without them.
+        assert_eq!(
+            Dispatcher::<u32>::subscribe(
+                &mut d,
+                sub(1),
+                StageId::from_raw(1),
+                &SubscribeOptions::new()
+            ),
+            Ok(0)
+        );
+        let mut out: Out = Vec::new();
+        assert_eq!(d.ask(sub(1), 4, &mut out), 4);
     }
 
     #[test]

@@ -168,4 +168,31 @@ pub trait Dispatcher<T>: Send + 'static {
         let _ = sub;
         None
     }
+
+    /// Events discarded because they were routed to a destination that does not
+    /// exist (a partition index out of range), reported in the producer's stats.
+    /// Default: 0.
+    fn misrouted(&self) -> u64 {
+        0
+    }
+
+    /// The producer has an info message whose events have all left its buffer:
+    /// it must still wait for the events queued in *your* queues before it
+    /// (SEMANTICS.md §3).
+    ///
+    /// Return `false` when it need not wait: nothing is queued and no earlier
+    /// info is waiting (the default, for dispatchers without queues). Otherwise
+    /// remember a marker behind everything queued now and return `true`; the
+    /// producer then asks [`release_info`](Dispatcher::release_info) after each
+    /// operation. Markers are released in the order they were placed.
+    fn hold_info(&mut self) -> bool {
+        false
+    }
+
+    /// `true`, and the marker is forgotten, when the oldest marker placed by
+    /// [`hold_info`](Dispatcher::hold_info) has every event queued before it
+    /// delivered. Only called while a marker is held. Default: `true`.
+    fn release_info(&mut self) -> bool {
+        true
+    }
 }

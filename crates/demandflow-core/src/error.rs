@@ -55,6 +55,16 @@ pub enum SubscribeRefused {
     /// Another consumer already holds this partition.
     #[error("partition {0} already has a consumer")]
     PartitionTaken(Partition),
+    /// The subscription set an option this dispatcher does not understand (a
+    /// `partition` or a `selector` on a demand dispatcher, say): refused rather
+    /// than silently ignored.
+    #[error("the {dispatcher} dispatcher does not support the {option} option")]
+    UnsupportedOption {
+        /// The option's name.
+        option: &'static str,
+        /// Which dispatcher refused it.
+        dispatcher: &'static str,
+    },
     /// A dispatcher-specific refusal.
     #[error("{0}")]
     Other(String),

@@ -7,16 +7,25 @@ use crate::port::ControlPort;
 
 /// Whether a producer hands demand to `handle_demand` as it arrives or records it.
 ///
-/// A producer that *accumulates* records incoming demand and emitted events in
-/// order instead of acting on them; switching to *forward* replays them in order,
-/// each demand separately (SEMANTICS.md §3). Start a broadcasting producer in
-/// accumulate mode to let all its consumers subscribe before the first event flows.
+/// A producer that *accumulates* records incoming demand in order instead of
+/// acting on it, and holds the events it emits in its buffer instead of
+/// dispatching them; switching to *forward* replays the demand in order, each
+/// demand separately, served from the held events first (SEMANTICS.md §3). Start
+/// a broadcasting producer in accumulate mode to let all its consumers subscribe
+/// before the first event flows.
+///
+/// What an accumulating producer holds is bounded by its `buffer_size` plus the
+/// demand recorded meanwhile (events already asked for are never dropped);
+/// beyond that its `buffer_keep` applies and drops are reported as usual. Read
+/// the current mode with the handle's `demand_flow()` or in
+/// [`StageStats::demand_flow`](crate::StageStats::demand_flow).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DemandFlow {
     /// Demand is acted on as it arrives (the default).
     #[default]
     Forward,
-    /// Demand and emitted events are recorded until the producer switches to forward.
+    /// Demand is recorded, and emitted events held, until the producer switches
+    /// to forward.
     Accumulate,
 }
 

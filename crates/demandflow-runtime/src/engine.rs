@@ -81,6 +81,10 @@ where
         flow: options.flow,
         accumulated: VecDeque::new(),
         replay: VecDeque::new(),
+        owed: 0,
+        redispatch: false,
+        from_buffer: 0,
+        held_infos: VecDeque::new(),
         to_serve: 0,
         pc_demand: 0,
         dropped_unclaimed: 0,
@@ -104,15 +108,15 @@ enum Marker {
     Stop(Reason),
 }
 
-/// What an accumulating producer records, replayed in order on forward.
-enum Accumulated<T> {
+/// What an accumulating producer records, replayed in order on forward. (The
+/// events it emits meanwhile wait in its buffer.)
+enum Accumulated {
     /// A consumer's ask, replayed through the dispatcher: so with a broadcast
     /// dispatcher every consumer that subscribed while accumulating is counted
     /// before any demand goes upstream.
     Ask(SubscriptionId, u64),
     /// Demand the dispatcher forwarded upstream on its own.
     Demand(u64),
-    Events(Vec<T>),
     /// A stop after everything recorded before it (a finite source ran dry).
     StopAfter(Reason),
 }
@@ -156,8 +160,20 @@ struct Engine<B: Behaviour, D> {
     consumers: IdMap<Arc<dyn ConsumerPort<B::Out>>>,
     buffer: Buffer<B::Out, Marker>,
     flow: DemandFlow,
-    accumulated: VecDeque<Accumulated<B::Out>>,
-    replay: VecDeque<Accumulated<B::Out>>,
+    accumulated: VecDeque<Accumulated>,
+    replay: VecDeque<Accumulated>,
+    /// Demand recorded in `accumulated` and `replay` and not yet replayed: the
+    /// buffer holds that many events on top of its capacity, so that what was
+    /// asked for is served before anything is dropped.
+    owed: u64,
+    /// Set on switching to forward: buffered events may meet demand the
+    /// dispatcher already had, so they are offered to it again.
+    redispatch: bool,
+    /// Demand already asked of the stage, to serve from buffered events that
+    /// wait behind a marker.
+    from_buffer: u64,
+    /// Infos out of the buffer, waiting behind events queued in the dispatcher.
+    held_infos: VecDeque<Info>,
     /// Demand from the dispatcher waiting to be served from the buffer or by the stage.
     to_serve: u64,
     /// Producer-consumers: downstream demand not yet met by emitted events.
@@ -290,6 +306,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             && self.stop.is_none()
             && self.pending_stop.is_none()
             && self.buffer.markers_len() == 0
+            && self.held_infos.is_empty()
+            && !self.redispatch
     }
 
     async fn handle(&mut self, msg: Msg<B::In, B::Out>) {
@@ -443,6 +461,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
         if self.flow == DemandFlow::Accumulate {
             self.accumulated.push_back(Accumulated::Ask(sub, demand));
+            self.owe(demand);
             return;
         }
         let mut outbox = Outbox {
@@ -459,10 +478,28 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         // If they are not there because the buffer overflowed and dropped them,
         // they will never come: ask for them again, or this consumer would stall.
         let absorbed = demand.saturating_sub(upstream);
-        let taken = self.serve_buffered(absorbed) as u64;
-        let refill = (absorbed - taken).min(self.dropped_unclaimed);
+        self.from_buffer = self.from_buffer.saturating_add(absorbed);
+        let refill = self.serve_from_buffer();
+        self.add_demand(upstream.saturating_add(refill));
+    }
+
+    /// Serves `from_buffer` from buffered events up to the next marker. Once the
+    /// buffer is empty, what it could not serve was dropped: returns how much of
+    /// it to ask of the stage again.
+    fn serve_from_buffer(&mut self) -> u64 {
+        if self.from_buffer == 0 {
+            return 0;
+        }
+        let (taken, all_dispatched) = self.serve_buffered(self.from_buffer);
+        self.from_buffer -= taken as u64;
+        if all_dispatched && !self.buffer.is_empty() && self.from_buffer > 0 {
+            // Stopped at a marker: the rest is served once it is released.
+            return 0;
+        }
+        let missing = std::mem::take(&mut self.from_buffer);
+        let refill = missing.min(self.dropped_unclaimed);
         self.dropped_unclaimed -= refill;
-        self.add_demand(upstream + refill);
+        refill
     }
 
     async fn remove_consumer(
@@ -490,8 +527,29 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             return;
         }
         match self.flow {
-            DemandFlow::Accumulate => self.accumulated.push_back(Accumulated::Demand(demand)),
+            DemandFlow::Accumulate => {
+                self.accumulated.push_back(Accumulated::Demand(demand));
+                self.owe(demand);
+            }
             DemandFlow::Forward => self.to_serve = self.to_serve.saturating_add(demand),
+        }
+    }
+
+    /// Records demand that events emitted while accumulating will meet: the
+    /// buffer makes room for them on top of its capacity.
+    fn owe(&mut self, demand: u64) {
+        self.owed = self.owed.saturating_add(demand);
+        self.buffer
+            .set_reserve(usize::try_from(self.owed).unwrap_or(usize::MAX));
+    }
+
+    /// Brings the buffer's reserve down to the demand still to replay, dropping
+    /// (and reporting) what no longer fits.
+    fn settle_reserve(&mut self) {
+        let owed = usize::try_from(self.owed).unwrap_or(usize::MAX);
+        if self.buffer.reserve() > owed {
+            let dropped = self.buffer.set_reserve(owed);
+            self.report_dropped(dropped);
         }
     }
 
@@ -500,34 +558,65 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             return;
         }
         self.flow = flow;
+        // Forward: buffered events may meet demand the dispatcher had already.
+        self.redispatch = flow == DemandFlow::Forward && !self.buffer.is_empty();
         if flow == DemandFlow::Forward {
             self.replay.append(&mut self.accumulated);
         }
     }
 
-    /// Dispatches up to `demand` buffered events; returns how many it took.
-    fn serve_buffered(&mut self, demand: u64) -> usize {
-        let take = usize::try_from(demand)
-            .unwrap_or(usize::MAX)
-            .min(self.buffer.len());
+    /// Offers buffered events, up to the next marker, to demand the dispatcher
+    /// already has. Returns true when it took them all and more wait behind the
+    /// marker.
+    fn redispatch_buffered(&mut self) -> bool {
+        let events = self.buffer.take(self.buffer.len());
+        if events.is_empty() {
+            return false;
+        }
+        let Dispatched { leftover, demand } = self.dispatch_raw(events);
+        let all_taken = leftover.is_empty();
+        if !all_taken {
+            self.buffer.push_front(leftover);
+        }
+        self.add_demand(demand);
+        all_taken && !self.buffer.is_empty()
+    }
+
+    /// Dispatches up to `demand` buffered events, stopping at the next marker
+    /// (a batch never spans one). Returns how many it took, and whether the
+    /// dispatcher took them all (else the rest went back to the buffer).
+    fn serve_buffered(&mut self, demand: u64) -> (usize, bool) {
+        let events = self
+            .buffer
+            .take(usize::try_from(demand).unwrap_or(usize::MAX));
+        let take = events.len();
+        let mut all_dispatched = true;
         if take > 0 {
-            let events = self.buffer.take(take);
             let Dispatched { leftover, demand } = self.dispatch_raw(events);
             if !leftover.is_empty() {
+                all_dispatched = false;
                 self.buffer.push_front(leftover);
             }
             self.add_demand(demand);
         }
-        take
+        (take, all_dispatched)
     }
 
     /// Serves `demand`: first from the buffer, then from the stage itself.
+    /// Infos buffered among the events are handled at their place.
     async fn serve(&mut self, demand: u64) {
-        let take = self.serve_buffered(demand);
-        if !self.release_markers().await {
-            return;
+        let mut rest = demand;
+        loop {
+            let (taken, all_dispatched) = self.serve_buffered(rest);
+            rest -= taken as u64;
+            if !self.release_markers().await {
+                return;
+            }
+            // Go on past a marker; not over events the dispatcher just handed back.
+            if rest == 0 || self.buffer.is_empty() || !all_dispatched {
+                break;
+            }
         }
-        let rest = demand - take as u64;
         if rest == 0 {
             return;
         }
@@ -539,18 +628,35 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     /// Delivers info messages and deferred stops whose events have left the
-    /// buffer. Returns false when a deferred stop was reached.
+    /// buffer, and infos whose events have left the dispatcher's queues too.
+    /// Returns false when a deferred stop was reached.
     async fn release_markers(&mut self) -> bool {
-        while let Some(marker) = self.buffer.pop_ready_marker() {
-            match marker {
-                Marker::Info(info) => self.behaviour.info(info, &mut self.ctx).await,
-                Marker::Stop(reason) => {
+        loop {
+            if !self.held_infos.is_empty() && self.dispatcher.release_info() {
+                if let Some(info) = self.held_infos.pop_front() {
+                    self.behaviour.info(info, &mut self.ctx).await;
+                }
+                continue;
+            }
+            match self.buffer.pop_ready_marker() {
+                Some(Marker::Info(info)) => self.info_after_dispatcher(info).await,
+                Some(Marker::Stop(reason)) => {
                     self.stop_when_dispatched(reason);
                     return false;
                 }
+                None => return true,
             }
         }
-        true
+    }
+
+    /// Handles an info whose buffered events have gone, or holds it while the
+    /// dispatcher still queues events from before it.
+    async fn info_after_dispatcher(&mut self, info: Info) {
+        if !self.held_infos.is_empty() || self.dispatcher.hold_info() {
+            self.held_infos.push_back(info);
+        } else {
+            self.behaviour.info(info, &mut self.ctx).await;
+        }
     }
 
     fn dispatch_raw(&mut self, events: Vec<B::Out>) -> Dispatched<B::Out> {
@@ -568,14 +674,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             return;
         }
         if self.flow == DemandFlow::Accumulate {
-            self.accumulated.push_back(Accumulated::Events(events));
-            return;
-        }
-        if !self.replay.is_empty() {
-            // Emitted while what was accumulated is replayed (by `handle_demand`
-            // for a replayed ask): behind the events recorded before, to keep
-            // emission order.
-            self.replay.push_back(Accumulated::Events(events));
+            // Held in the buffer until the producer forwards: bounded by its
+            // capacity plus the demand recorded meanwhile.
+            if B::KIND == StageKind::ProducerConsumer {
+                self.pc_demand = self.pc_demand.saturating_sub(events.len() as u64);
+            }
+            self.buffer_events(events);
             return;
         }
         self.dispatch_emitted(events);
@@ -600,6 +704,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     fn buffer_events(&mut self, events: Vec<B::Out>) {
         let dropped = self.buffer.push(events);
+        self.report_dropped(dropped);
+    }
+
+    fn report_dropped(&mut self, dropped: usize) {
         if dropped > 0 {
             self.events_dropped += dropped as u64;
             self.dropped_unclaimed += dropped as u64;
@@ -642,7 +750,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Stops once the dispatcher's own queues are empty too (at once if they are,
     /// or if no consumer is left to empty them).
     fn stop_when_dispatched(&mut self, reason: Reason) {
-        if self.dispatcher.buffered() > 0 && !self.consumers.is_empty() {
+        if (self.dispatcher.buffered() > 0 || !self.held_infos.is_empty())
+            && !self.consumers.is_empty()
+        {
             self.pending_stop = Some(reason);
         } else {
             self.stop.get_or_insert(reason);
@@ -655,11 +765,19 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             StageKind::ProducerConsumer if !self.input.is_empty() => {
                 self.input.push_back(Input::Info(info));
             }
-            _ => {
-                if let Some(Marker::Info(info)) = self.buffer.push_marker(Marker::Info(info)) {
-                    self.behaviour.info(info, &mut self.ctx).await;
-                }
-            }
+            _ => self.info_behind_buffer(info).await,
+        }
+    }
+
+    /// Handles a producer's info after the events buffered before it.
+    async fn info_behind_buffer(&mut self, info: Info) {
+        if self.flow == DemandFlow::Accumulate && self.buffer.markers_len() == 0 {
+            // Nothing is dispatched while accumulating, so the events held then
+            // do not delay infos (many producers emit from them); events queued
+            // in the dispatcher still do.
+            self.info_after_dispatcher(info).await;
+        } else if let Some(Marker::Info(info)) = self.buffer.push_marker(Marker::Info(info)) {
+            self.info_after_dispatcher(info).await;
         }
     }
 
@@ -879,13 +997,27 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 return;
             }
             if self.pending_stop.is_some()
-                && (self.dispatcher.buffered() == 0 || self.consumers.is_empty())
+                && ((self.dispatcher.buffered() == 0 && self.held_infos.is_empty())
+                    || self.consumers.is_empty())
             {
                 self.stop = self.pending_stop.take();
                 return;
             }
             if !self.release_markers().await {
                 continue;
+            }
+            if self.redispatch && self.flow == DemandFlow::Forward {
+                // Done unless it stopped at a marker, released on the next turn.
+                self.redispatch = self.redispatch_buffered();
+                continue;
+            }
+            if self.from_buffer > 0 {
+                let before = self.from_buffer;
+                let refill = self.serve_from_buffer();
+                self.add_demand(refill);
+                if self.from_buffer != before || refill > 0 {
+                    continue;
+                }
             }
             if self.to_serve > 0 && self.flow == DemandFlow::Forward {
                 let demand = std::mem::take(&mut self.to_serve);
@@ -908,13 +1040,19 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 && let Some(entry) = self.replay.pop_front()
             {
                 match entry {
-                    Accumulated::Ask(sub, demand) => self.on_ask(sub, demand),
-                    Accumulated::Demand(demand) => self.serve(demand).await,
-                    Accumulated::Events(events) => self.dispatch_emitted(events),
+                    Accumulated::Ask(sub, demand) => {
+                        self.owed = self.owed.saturating_sub(demand);
+                        self.on_ask(sub, demand);
+                    }
+                    Accumulated::Demand(demand) => {
+                        self.owed = self.owed.saturating_sub(demand);
+                        self.serve(demand).await;
+                    }
                     Accumulated::StopAfter(reason) => self.stop_after_recorded(reason),
                 }
                 continue;
             }
+            self.settle_reserve();
             if B::KIND == StageKind::ProducerConsumer {
                 let ready = match self.input.front() {
                     Some(Input::Events(..)) => self.pc_demand > 0,
@@ -927,13 +1065,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                         Some(Input::Cancelled(sub, reason)) => {
                             self.on_upstream_ended(sub, reason).await;
                         }
-                        Some(Input::Info(info)) => {
-                            if let Some(Marker::Info(info)) =
-                                self.buffer.push_marker(Marker::Info(info))
-                            {
-                                self.behaviour.info(info, &mut self.ctx).await;
-                            }
-                        }
+                        Some(Input::Info(info)) => self.info_behind_buffer(info).await,
                         None => {}
                     }
                     continue;
@@ -969,7 +1101,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             events_in: self.events_in,
             events_out: self.events_out,
             events_dropped: self.events_dropped,
+            events_misrouted: self.dispatcher.misrouted(),
             buffered: self.buffer.len() + self.dispatcher.buffered(),
+            demand_flow: (B::KIND != StageKind::Consumer).then_some(self.flow),
             queued_in: self
                 .input
                 .iter()

@@ -30,6 +30,10 @@ pub enum SubscribeError {
     /// The consumer is not running.
     #[error("consumer is not running")]
     ConsumerNotRunning,
+    /// A producer-consumer was asked to subscribe to itself, which would build a
+    /// feedback loop.
+    #[error("a stage cannot subscribe to itself")]
+    SelfSubscription,
 }
 
 /// The stage a handle points to has stopped.

@@ -181,6 +181,7 @@ macro_rules! consumer_methods {
         /// # Errors
         ///
         /// [`SubscribeError::Config`] for invalid options,
+        /// [`SubscribeError::SelfSubscription`] when `producer` is this stage,
         /// [`SubscribeError::Refused`] when the producer's dispatcher refuses, and
         /// `ProducerNotRunning` / `ConsumerNotRunning` when either side has stopped.
         /// A refused subscription does not stop this stage.
@@ -199,7 +200,7 @@ macro_rules! consumer_methods {
         ///
         /// # Errors
         ///
-        /// Invalid options, or a stopped consumer.
+        /// Invalid options, subscribing to itself, or a stopped consumer.
         pub fn subscribe_to_nowait(
             &self,
             producer: &impl AsProducer<$in>,
@@ -257,6 +258,9 @@ macro_rules! consumer_methods {
         ) -> Result<SubscriptionId, SubscribeError> {
             options.validate()?;
             let producer = producer.as_producer();
+            if producer.control.id() == self.control.id() {
+                return Err(SubscribeError::SelfSubscription);
+            }
             group::join(self.guard.node(), producer.guard.node());
             let sub = SubscriptionId::next();
             self.subscriber
@@ -278,6 +282,16 @@ macro_rules! producer_methods {
         /// [`NotRunning`] when the stage has stopped.
         pub fn set_demand_flow(&self, flow: DemandFlow) -> Result<(), NotRunning> {
             self.control.control(Control::Demand(flow))
+        }
+
+        /// Whether the stage currently forwards demand or accumulates it (also in
+        /// [`StageStats::demand_flow`]).
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub async fn demand_flow(&self) -> Result<DemandFlow, NotRunning> {
+            Ok(self.stats().await?.demand_flow.unwrap_or_default())
         }
     };
 }

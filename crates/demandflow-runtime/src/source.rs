@@ -412,12 +412,23 @@ impl<T: Send + 'static> Producer for PushSource<T> {
     }
 }
 
+impl<T> Drop for PushSource<T> {
+    /// Closes the pushers whether or not the source ever ran (starting its stage
+    /// may have failed): a send then hands its event back instead of waiting for
+    /// a stage that will never take it.
+    fn drop(&mut self) {
+        self.shared.permits.close();
+        *self.shared.stage.lock() = None;
+    }
+}
+
 impl<T: Send + 'static> Pusher<T> {
     /// Sends `event`, waiting while `capacity` events are already waiting for demand.
     ///
     /// # Errors
     ///
-    /// Hands `event` back when the producer has stopped.
+    /// Hands `event` back when the producer has stopped, or never ran (its
+    /// stage failed to start).
     ///
     /// # Cancel safety
     ///
@@ -451,7 +462,8 @@ impl<T: Send + 'static> Pusher<T> {
         }
     }
 
-    /// `true` once the producer has stopped.
+    /// `true` once the producer has stopped, or when its source was dropped
+    /// without ever running.
     pub fn is_closed(&self) -> bool {
         self.shared.permits.is_closed()
     }

@@ -1,6 +1,6 @@
 use demandflow_core::{StageId, SubscriptionId};
 
-use crate::Peer;
+use crate::{DemandFlow, Peer};
 
 /// What kind of stage a handle points to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,8 +29,16 @@ pub struct StageStats {
     pub events_out: u64,
     /// Events dropped because the buffer was full (each drop was also reported).
     pub events_dropped: u64,
-    /// Events buffered, in the producer buffer and inside the dispatcher.
+    /// Events the dispatcher discarded because they were routed to a
+    /// destination that does not exist (a partition dispatcher's hash function
+    /// returning an index out of range); each batch was also logged.
+    pub events_misrouted: u64,
+    /// Events buffered, in the producer buffer (including what an accumulating
+    /// producer holds) and inside the dispatcher.
     pub buffered: usize,
+    /// Whether a producer or producer-consumer forwards demand or accumulates
+    /// it; `None` for a consumer.
+    pub demand_flow: Option<DemandFlow>,
     /// Events received but not yet handled (producer-consumers wait for demand).
     pub queued_in: usize,
     /// One entry per live subscription, on either side.

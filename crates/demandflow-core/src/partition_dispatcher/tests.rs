@@ -1,0 +1,605 @@
+//! Exact-number tests of the partition dispatcher's state machine.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::AutoDemand;
+
+type Out = Vec<(SubscriptionId, Vec<u32>)>;
+
+fn sub(n: u64) -> SubscriptionId {
+    SubscriptionId::from_raw(n)
+}
+
+fn subscribe(d: &mut PartitionDispatcher<u32>, n: u64, partition: impl Into<Partition>) {
+    let opts = SubscribeOptions::new().partition(partition);
+    assert_eq!(d.subscribe(sub(n), StageId::from_raw(n), &opts), Ok(0));
+}
+
+/// The dispatcher of SEMANTICS.md §4: multiples of 3 are discarded, the others
+/// go to "even" (sub 1) or "odd" (sub 2).
+fn even_odd() -> PartitionDispatcher<u32> {
+    let mut d = PartitionDispatcher::named(["even", "odd"], |e: u32| {
+        (e % 3 != 0).then_some(((e % 2) as usize, e))
+    })
+    .build()
+    .unwrap();
+    subscribe(&mut d, 1, "even");
+    subscribe(&mut d, 2, "odd");
+    d
+}
+
+/// Two numbered partitions by parity, with a queue capacity.
+fn parity(capacity: usize) -> PartitionDispatcher<u32> {
+    PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+        .queue_capacity(capacity)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_worked_example_of_the_spec_is_exact() {
+    let mut d = even_odd();
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 4, &mut out), 4);
+    assert_eq!(d.ask(sub(2), 4, &mut out), 4);
+    let got = d.dispatch((1..=12).collect(), &mut out);
+    assert_eq!(
+        out,
+        vec![(sub(1), vec![2, 4, 8, 10]), (sub(2), vec![1, 5, 7, 11])]
+    );
+    // 9, 10 and 11 made up for the discarded 3 and 6 (and 9 itself): 12 was
+    // not asked for and nothing more is asked upstream.
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![12],
+            demand: 0
+        }
+    );
+    assert_eq!(d.discarded(), 3);
+    assert_eq!(d.buffered(), 0);
+    assert_eq!(d.pending_demand(sub(1)), Some(0));
+    assert_eq!(d.pending_demand(sub(2)), Some(0));
+    assert_eq!(d.waiting, 0);
+}
+
+#[test]
+fn a_producer_sending_exactly_what_was_asked_gets_discards_replaced() {
+    let mut d = even_odd();
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 4, &mut out);
+    d.ask(sub(2), 4, &mut out);
+    // 3 and 6 are discarded: 2 replacements.
+    let got = d.dispatch((1..=8).collect(), &mut out);
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![],
+            demand: 2
+        }
+    );
+    // 9 is discarded: 1 replacement.
+    let got = d.dispatch(vec![9, 10], &mut out);
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![],
+            demand: 1
+        }
+    );
+    let got = d.dispatch(vec![11], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(
+        out,
+        vec![
+            (sub(1), vec![2, 4, 8]),
+            (sub(2), vec![1, 5, 7]),
+            (sub(1), vec![10]),
+            (sub(2), vec![11]),
+        ]
+    );
+    // 11 events asked for in all (8 + 2 + 1), 11 sent: nothing more is awaited.
+    assert_eq!(d.waiting, 0);
+}
+
+#[test]
+fn discarded_events_never_stall_a_max_2_min_0_consumer() {
+    // GenStage delivers [0] and then nothing: 1 is discarded but used up the
+    // demand, the consumer waits for a second event that is never asked for.
+    let mut d = PartitionDispatcher::numbered(1, |e: u32| (e % 2 == 0).then_some((0, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    let mut consumer = AutoDemand::new(2, 0);
+    let mut out: Out = Vec::new();
+    let mut upstream = d.ask(sub(1), consumer.subscribe(), &mut out);
+    let mut next = 0;
+    let mut received = Vec::new();
+    while received.len() < 10 {
+        assert!(upstream > 0, "stalled after {received:?}");
+        // A saturating producer: exactly what it is asked for.
+        let batch: Vec<u32> = (next..next + upstream as u32).collect();
+        next += upstream as u32;
+        let got = d.dispatch(batch, &mut out);
+        assert!(got.leftover.is_empty());
+        upstream = got.demand;
+        for (_, batch) in out.drain(..) {
+            for chunk in crate::split_chunks(batch, consumer.chunk_len()) {
+                let ask = consumer.consume(chunk.len() as u64);
+                received.extend(chunk);
+                if ask > 0 {
+                    upstream += d.ask(sub(1), ask, &mut Vec::new());
+                }
+            }
+        }
+    }
+    assert_eq!(received, vec![0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
+}
+
+#[test]
+fn events_without_demand_wait_in_their_partition_queue() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 2, &mut out), 2);
+    let got = d.dispatch(vec![1, 3, 5, 0, 2], &mut out);
+    // 1, 3 and 5 were queued without using demand up; 0 and 2 made up for them.
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(1), vec![0, 2])]);
+    assert_eq!(d.buffered(), 3);
+    out.clear();
+
+    // Partition 1 is served from its queue first; only the rest goes upstream.
+    subscribe(&mut d, 2, 1);
+    assert_eq!(d.ask(sub(2), 2, &mut out), 0);
+    assert_eq!(out, vec![(sub(2), vec![1, 3])]);
+    assert_eq!(d.pending_demand(sub(2)), Some(0));
+    assert_eq!(d.buffered(), 1);
+    assert_eq!(d.ask(sub(2), 5, &mut out), 4);
+    assert_eq!(out[1], (sub(2), vec![5]));
+    assert_eq!(d.pending_demand(sub(2)), Some(4));
+    assert_eq!(d.buffered(), 0);
+}
+
+#[test]
+fn a_partition_without_demand_does_not_starve_the_others() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(2), 2, &mut out), 2);
+    // Both events are for partition 0, which asked for nothing: they are queued
+    // and asked for again.
+    assert_eq!(d.dispatch(vec![0, 2], &mut out).demand, 2);
+    assert_eq!(d.dispatch(vec![4, 1], &mut out).demand, 1);
+    assert_eq!(d.dispatch(vec![3], &mut out).demand, 0);
+    assert_eq!(out, vec![(sub(2), vec![1]), (sub(2), vec![3])]);
+    assert_eq!(d.buffered(), 3);
+    assert_eq!(d.waiting, 0);
+}
+
+#[test]
+fn events_beyond_the_demand_asked_upstream_are_not_hashed() {
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let mut d = PartitionDispatcher::numbered(1, move |e: u32| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Some((0, e))
+    })
+    .build()
+    .unwrap();
+    let mut out: Out = Vec::new();
+    assert_eq!(d.dispatch(vec![1, 2], &mut out).leftover, vec![1, 2]);
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+    subscribe(&mut d, 1, 0);
+    d.ask(sub(1), 1, &mut out);
+    assert_eq!(d.dispatch(vec![1, 2], &mut out).leftover, vec![2]);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_full_queue_returns_events_and_holds_demand_back_until_its_partition_asks() {
+    let mut d = parity(2);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(2), 2, &mut out), 2);
+    // 0 and 2 fill partition 0's queue; 4 and 6 go back to the producer. Its
+    // buffer now starts with 4, so partition 1's 2 events would be stuck
+    // behind it: the 2 are held back instead of being asked for.
+    let got = d.dispatch(vec![0, 2, 4, 6], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![4, 6]));
+    assert!(out.is_empty());
+    assert_eq!((d.waiting, d.slots[0].withheld), (0, 2));
+
+    // Partition 1 asks again: the producer takes 4 from its buffer, which
+    // still has no room. Held back again, so this does not loop.
+    assert_eq!(d.ask(sub(2), 1, &mut out), 1);
+    assert_eq!(d.dispatch(vec![4], &mut out), Dispatched::leftover(vec![4]));
+    assert_eq!((d.waiting, d.slots[0].withheld), (0, 3));
+
+    // Partition 0 asks: served from its queue, and the held demand is released.
+    assert_eq!(d.ask(sub(1), 3, &mut out), 1 + 3);
+    assert_eq!(out, vec![(sub(1), vec![0, 2])]);
+    out.clear();
+    // The producer takes 4 and 6 from its buffer and emits 1 and 3.
+    let got = d.dispatch(vec![4, 6, 1, 3], &mut out);
+    assert_eq!(out, vec![(sub(1), vec![4]), (sub(2), vec![1, 3])]);
+    // 6 was queued without using demand up: one replacement, for partition 1.
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![],
+            demand: 1
+        }
+    );
+    assert_eq!(d.pending_demand(sub(1)), Some(0));
+    assert_eq!(d.pending_demand(sub(2)), Some(1));
+    assert_eq!((d.waiting, d.slots[0].withheld), (1, 0));
+    assert_eq!(d.buffered(), 1);
+}
+
+#[test]
+fn cancel_frees_the_partition_and_keeps_its_queue_for_the_next_subscriber() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 1, &mut out);
+    d.ask(sub(2), 1, &mut out);
+    let got = d.dispatch(vec![0, 2, 4, 1], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(d.buffered(), 2);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    // Cancel is idempotent, ask after cancel is ignored.
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    assert_eq!(d.ask(sub(1), 5, &mut out), 0);
+    assert_eq!(d.buffered(), 2);
+    // The freed partition can be taken again and gets the queue, in order.
+    subscribe(&mut d, 3, 0);
+    assert_eq!(d.ask(sub(3), 5, &mut out), 3);
+    assert_eq!(
+        out,
+        vec![(sub(1), vec![0]), (sub(2), vec![1]), (sub(3), vec![2, 4])]
+    );
+}
+
+#[test]
+fn demand_of_a_cancelled_subscription_serves_later_asks() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 5, &mut out), 5);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    assert_eq!(d.pending(), 5);
+    assert_eq!(d.ask(sub(2), 3, &mut out), 0);
+    assert_eq!(d.ask(sub(2), 4, &mut out), 2);
+    assert_eq!(d.pending(), 0);
+    // The 5 events asked for partition 0 arrive: odd ones go to partition 1,
+    // even ones are queued for partition 0 (demand of the cancelled, no replacement).
+    let got = d.dispatch(vec![0, 1, 2, 3, 5, 7, 9, 11, 13], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(2), vec![1, 3, 5, 7, 9, 11, 13])]);
+    assert_eq!(d.buffered(), 2);
+}
+
+#[test]
+fn undelivered_events_first_use_up_pending_demand() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 2, &mut out);
+    d.ask(sub(2), 2, &mut out);
+    Dispatcher::<u32>::cancel(&mut d, sub(1));
+    // The cancelled subscription's 2 were already asked for: the two events
+    // for the free partition 0 use them up, no replacement is asked.
+    let got = d.dispatch(vec![0, 2, 1, 3], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(d.pending(), 0);
+    assert_eq!(out, vec![(sub(2), vec![1, 3])]);
+}
+
+#[test]
+fn demand_of_a_cancelled_subscription_does_not_pull_unasked_events_into_queues() {
+    let mut d = parity(100);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 5, &mut out), 5);
+    Dispatcher::<u32>::cancel(&mut d, sub(1));
+    // The 5 asked for are queued (partition 1 asked for nothing) and use the
+    // pending demand up; the 15 unasked events go back to the producer.
+    let got = d.dispatch((0..20).collect(), &mut out);
+    assert_eq!(got, Dispatched::leftover((5..20).collect()));
+    assert_eq!(d.buffered(), 5);
+    assert_eq!(d.pending(), 0);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn subscribing_needs_a_partition_option() {
+    let mut d = parity(10);
+    assert_eq!(
+        d.subscribe(sub(1), StageId::from_raw(1), &SubscribeOptions::new()),
+        Err(SubscribeRefused::MissingPartition {
+            available: "0..2".into()
+        })
+    );
+}
+
+#[test]
+fn subscribing_to_an_unknown_partition_is_refused() {
+    let mut d = parity(10);
+    for partition in [Partition::Index(2), Partition::from("even")] {
+        let opts = SubscribeOptions::new().partition(partition.clone());
+        assert_eq!(
+            d.subscribe(sub(1), StageId::from_raw(1), &opts),
+            Err(SubscribeRefused::UnknownPartition {
+                partition,
+                available: "0..2".into()
+            })
+        );
+    }
+    let mut d = even_odd();
+    let opts = SubscribeOptions::new().partition("three");
+    let refused = d.subscribe(sub(3), StageId::from_raw(3), &opts);
+    assert_eq!(
+        refused,
+        Err(SubscribeRefused::UnknownPartition {
+            partition: Partition::from("three"),
+            available: r#""even", "odd""#.into()
+        })
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        r#"unknown partition "three" (partitions: "even", "odd")"#
+    );
+}
+
+#[test]
+fn a_taken_partition_is_refused_until_it_is_cancelled() {
+    let mut d = even_odd();
+    let opts = SubscribeOptions::new().partition("odd");
+    assert_eq!(
+        d.subscribe(sub(3), StageId::from_raw(3), &opts),
+        Err(SubscribeRefused::PartitionTaken(Partition::from("odd")))
+    );
+    // Named partitions may also be named by index, to the same effect.
+    let opts = SubscribeOptions::new().partition(1);
+    assert_eq!(
+        d.subscribe(sub(3), StageId::from_raw(3), &opts),
+        Err(SubscribeRefused::PartitionTaken(Partition::from("odd")))
+    );
+    Dispatcher::<u32>::cancel(&mut d, sub(2));
+    assert_eq!(d.subscribe(sub(3), StageId::from_raw(3), &opts), Ok(0));
+}
+
+#[test]
+fn a_subscription_id_is_accepted_once() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    let opts = SubscribeOptions::new().partition(1);
+    assert_eq!(
+        d.subscribe(sub(1), StageId::from_raw(1), &opts),
+        Err(SubscribeRefused::AlreadySubscribed)
+    );
+    // One consumer may hold several partitions, with one subscription each.
+    assert_eq!(d.subscribe(sub(2), StageId::from_raw(1), &opts), Ok(0));
+}
+
+#[test]
+fn an_index_out_of_range_is_discarded_and_replaced() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some((e as usize, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 1);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 2, &mut out);
+    let got = d.dispatch(vec![7, 1], &mut out);
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![],
+            demand: 1
+        }
+    );
+    assert_eq!(out, vec![(sub(1), vec![1])]);
+    assert_eq!((d.misrouted(), d.discarded()), (1, 1));
+}
+
+#[test]
+fn the_hash_may_transform_events() {
+    let mut d = PartitionDispatcher::numbered(1, |e: u32| Some((0, e * 10)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 2, &mut out);
+    d.dispatch(vec![1, 2], &mut out);
+    assert_eq!(out, vec![(sub(1), vec![10, 20])]);
+}
+
+#[test]
+fn build_rejects_bad_configurations() {
+    let hash = |e: u32| Some((0, e));
+    let zero = ConfigError::Zero {
+        option: "partitions",
+    };
+    assert_eq!(
+        PartitionDispatcher::numbered(0, hash).build().unwrap_err(),
+        zero
+    );
+    let no_names: [&str; 0] = [];
+    assert_eq!(
+        PartitionDispatcher::named(no_names, hash)
+            .build()
+            .unwrap_err(),
+        zero
+    );
+    assert_eq!(
+        PartitionDispatcher::by_key(0, |e: &u32| *e)
+            .build()
+            .unwrap_err(),
+        zero
+    );
+    assert_eq!(
+        PartitionDispatcher::named(["a", "b", "a"], hash)
+            .build()
+            .unwrap_err()
+            .to_string(),
+        r#"invalid option partitions: the partition name "a" appears twice; names must be unique"#
+    );
+    assert_eq!(
+        PartitionDispatcher::numbered(1, hash)
+            .queue_capacity(0)
+            .build()
+            .unwrap_err(),
+        ConfigError::Zero {
+            option: "queue_capacity"
+        }
+    );
+    let d = PartitionDispatcher::numbered(3, hash).build().unwrap();
+    assert_eq!(d.capacity, DEFAULT_PARTITION_QUEUE_CAPACITY);
+    assert_eq!(d.partitions(), 3);
+}
+
+#[test]
+fn unknown_subscriptions_are_ignored() {
+    let mut d = parity(10);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(9), 5, &mut out), 0);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(9)), 0);
+    assert_eq!(d.pending_demand(sub(9)), None);
+    assert_eq!(d.pending(), 0);
+}
+
+#[test]
+fn fnv1a_matches_the_reference_test_vectors() {
+    let fnv = |bytes: &[u8]| {
+        let mut h = Fnv1a::default();
+        h.write(bytes);
+        h.finish()
+    };
+    assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn key_partition_is_stable_and_platform_independent() {
+    assert_eq!(key_partition("alice", 4), 0);
+    assert_eq!(key_partition("bob", 4), 1);
+    assert_eq!(key_partition(&42_u64, 8), 7);
+    // usize is hashed as 64 bits on every platform.
+    assert_eq!(key_partition(&42_usize, 8), key_partition(&42_u64, 8));
+}
+
+#[test]
+fn by_key_sends_equal_keys_to_one_partition_in_order() {
+    let mut d = PartitionDispatcher::by_key(3, |e: &(u32, u32)| e.0)
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for p in 0..3 {
+        let opts = SubscribeOptions::new().partition(p);
+        d.subscribe(sub(p as u64), StageId::from_raw(p as u64), &opts)
+            .unwrap();
+        d.ask(sub(p as u64), 100, &mut out);
+    }
+    let events: Vec<(u32, u32)> = (0..60).map(|i| (i % 7, i)).collect();
+    d.dispatch(events, &mut out);
+    for (s, batch) in &out {
+        for (key, _) in batch {
+            assert_eq!(key_partition(key, 3) as u64, s.as_u64());
+        }
+        assert!(batch.windows(2).all(|w| w[0].1 < w[1].1));
+    }
+    assert_eq!(out.iter().map(|(_, b)| b.len()).sum::<usize>(), 60);
+}
+
+#[test]
+fn the_dispatcher_and_its_builder_are_send() {
+    // Not Sync: the hash function is only required to be Send.
+    fn assert_send<T: Send>() {}
+    assert_send::<PartitionDispatcher<u32>>();
+    assert_send::<PartitionDispatcherBuilder<u32>>();
+}
+
+#[test]
+fn debug_needs_no_bound_on_the_event_type() {
+    struct Opaque;
+    let d = PartitionDispatcher::numbered(1, |e: Opaque| Some((0, e)))
+        .build()
+        .unwrap();
+    assert!(format!("{d:?}").starts_with("PartitionDispatcher"));
+}
+
+#[test]
+fn an_info_waits_for_the_events_queued_before_it_in_every_partition() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    // Nothing queued: the info need not wait.
+    assert!(!d.hold_info());
+    assert_eq!(d.ask(sub(2), 10, &mut out), 10);
+    // 5 events wait in partition 0's queue, the odd ones are delivered.
+    d.dispatch(vec![0, 1, 2, 4, 6, 8], &mut out);
+    assert_eq!(d.buffered(), 5);
+    assert!(d.hold_info());
+    assert!(!d.release_info());
+    // Events queued after the marker do not hold it back.
+    assert_eq!(d.ask(sub(1), 4, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![0, 2, 4, 6])));
+    assert!(!d.release_info());
+    d.dispatch(vec![10, 12], &mut out);
+    // A second info waits behind the first.
+    assert!(d.hold_info());
+    assert_eq!(d.ask(sub(1), 1, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![8])));
+    assert!(d.release_info());
+    assert!(!d.release_info());
+    assert_eq!(d.ask(sub(1), 2, &mut out), 0);
+    assert_eq!(out.last(), Some(&(sub(1), vec![10, 12])));
+    assert!(d.release_info());
+    assert!(!d.hold_info());
+}
+
+#[test]
+fn misrouted_events_are_reported_through_the_dispatcher_trait() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 3) as usize, e)))
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    d.ask(sub(1), 10, &mut out);
+    d.ask(sub(2), 10, &mut out);
+    d.dispatch((0..=8).collect(), &mut out);
+    assert_eq!(Dispatcher::<u32>::misrouted(&d), 3);
+    assert_eq!(out, vec![(sub(1), vec![0, 3, 6]), (sub(2), vec![1, 4, 7])]);
+}
+
+#[test]
+fn subscribe_refuses_a_selector_option() {
+    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let opts = SubscribeOptions::new()
+        .partition(0)
+        .selector(|e: &u32| *e > 1);
+    assert_eq!(
+        d.subscribe(sub(1), StageId::from_raw(1), &opts),
+        Err(SubscribeRefused::UnsupportedOption {
+            option: "selector",
+            dispatcher: "partition",
+        })
+    );
+    // The partition is still free.
+    subscribe(&mut d, 1, 0);
+}
