@@ -36,6 +36,7 @@
 mod args;
 mod baselines;
 mod json;
+mod latency;
 mod measure;
 mod paths;
 mod plot;
@@ -46,6 +47,7 @@ mod topologies;
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip, tokio_spawn};
 pub use json::{Json, JsonError};
+pub use latency::{LatencyFigures, LatencyTopology, measure_pipeline, measure_tokio_mpsc};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
 pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};

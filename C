@@ -1,0 +1,14 @@
+pipeline            offered/s    p50 µs    p99 µs  p99.9 µs     max µs  kept up p99/baseline
+tokio_mpsc              10000      36.2     170.6     657.4      670.7      yes            -
+P->C                    10000      42.9    1071.1    3350.5     3352.6      yes        6.28×
+P->PC->C                10000      45.9     753.7    2027.5     2028.5      yes        4.42×
+P->partition->C         10000      51.6     727.0    2302.0     2302.0      yes        4.26×
+tokio_mpsc             100000      40.6     217.9     515.1      515.8      yes            -
+P->C                   100000      41.7     559.1    2357.2     2361.3      yes        2.57×
+P->PC->C               100000      39.4     185.2     825.9      847.4      yes        0.85×
+P->partition->C        100000      43.7     793.6    2193.4     2218.0      yes        3.64×
+tokio_mpsc            1000000      76.2    1710.1    5107.7     5115.9      yes            -
+P->C                  1000000      49.1     907.8    2213.9     2246.7      yes        0.53×
+P->PC->C              1000000      38.2     729.1    1750.0     1767.4      yes        0.43×
+P->partition->C       1000000      59.5    2299.9    3717.1     3756.0      yes        1.34×
+RESULT {"bench":"latency","rows":[{"topology":"P->C","offered_per_sec":10000,"events":5000,"p50_us":42.9,"p99_us":1071.1,"p999_us":3350.5,"max_us":3352.6,"kept_up":true},{"topology":"P->PC->C","offered_per_sec":10000,"events":5000,"p50_us":45.9,"p99_us":753.7,"p999_us":2027.5,"max_us":2028.5,"kept_up":true},{"topology":"P->partition->C","offered_per_sec":10000,"events":5000,"p50_us":51.6,"p99_us":727.0,"p999_us":2302.0,"max_us":2302.0,"kept_up":true},{"topology":"P->C","offered_per_sec":100000,"events":50000,"p50_us":41.7,"p99_us":559.1,"p999_us":2357.2,"max_us":2361.3,"kept_up":true},{"topology":"P->PC->C","offered_per_sec":100000,"events":50000,"p50_us":39.4,"p99_us":185.2,"p999_us":825.9,"max_us":847.4,"kept_up":true},{"topology":"P->partition->C","offered_per_sec":100000,"events":50000,"p50_us":43.7,"p99_us":793.6,"p999_us":2193.4,"max_us":2218.0,"kept_up":true},{"topology":"P->C","offered_per_sec":1000000,"events":500000,"p50_us":49.1,"p99_us":907.8,"p999_us":2213.9,"max_us":2246.7,"kept_up":true},{"topology":"P->PC->C","offered_per_sec":1000000,"events":500000,"p50_us":38.2,"p99_us":729.1,"p999_us":1750.0,"max_us":1767.4,"kept_up":true},{"topology":"P->partition->C","offered_per_sec":1000000,"events":500000,"p50_us":59.5,"p99_us":2299.9,"p999_us":3717.1,"max_us":3756.0,"kept_up":true}],"baselines":[{"name":"tokio_mpsc","offered_per_sec":10000,"events":5000,"p50_us":36.2,"p99_us":170.6,"p999_us":657.4,"max_us":670.7,"kept_up":true},{"name":"tokio_mpsc","offered_per_sec":100000,"events":50000,"p50_us":40.6,"p99_us":217.9,"p999_us":515.1,"max_us":515.8,"kept_up":true},{"name":"tokio_mpsc","offered_per_sec":1000000,"events":500000,"p50_us":76.2,"p99_us":1710.1,"p999_us":5107.7,"max_us":5115.9,"kept_up":true}]}
