@@ -830,7 +830,8 @@ pub use demandflow_supervisor::{
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
 };
-pub use demandflow_supervisor::{
-    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
-    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
+pub use demandflow_keyed::{
+    DenseKeys, HandlerPanic as KeyedPanic, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch,
+    KeyedBuilder, KeyedConsumer, KeyedHandler, KeyedQueue, SendError as KeyedSendError,
+    Stats as KeyedStats, TrySendError as KeyedTrySendError,
 };

@@ -424,13 +424,9 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
         .unwrap();
     let (counter, demands) = Counter::new();
     let numbers = producer(counter).start().unwrap();
-    let stage = consumer(
-        keyed
-            .consumer(|job: &Job| u64::from(job.id))
-            .max_demand(1000),
-    )
-    .start()
-    .unwrap();
+    let stage = consumer(keyed.consumer(|job: &Job| u64::from(job.id)))
+        .start()
+        .unwrap();
     // The counter emits u64; map to jobs through a producer-consumer.
     struct ToJob;
     impl ProducerConsumer for ToJob {
@@ -491,6 +487,37 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
         (0..1000).collect::<Vec<u32>>(),
         "each once, none lost"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_consumer_stage_honours_the_subscriptions_demand_bounds() {
+    /// Counts events; the scheduler has far more room than the bounds allow.
+    struct Count(AtomicUsize);
+    impl KeyedHandler for Count {
+        type Key = u64;
+        type Event = u64;
+        async fn handle(&self, batch: &mut KeyedBatch<u64, u64>) {
+            let n: usize = batch.iter().map(|(_, events)| events.len()).sum();
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    let keyed = KeyedBuilder::dense(Count(AtomicUsize::new(0)))
+        .partitions(nz(1))
+        .start()
+        .unwrap();
+    let (counter, demands) = Counter::new();
+    let numbers = producer(counter).start().unwrap();
+    let stage = consumer(keyed.consumer(|n: &u64| n % 5)).start().unwrap();
+    stage
+        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(4).min_demand(1))
+        .await
+        .unwrap();
+    eventually(|| keyed.handler().0.load(Ordering::Relaxed) >= 40).await;
+    let demands = demands.lock().clone();
+    // The counter answers each ask at once with one batch, so every batch
+    // empties the subscription's pending demand and it is asked back to 4.
+    assert!(demands.len() >= 10, "{demands:?}");
+    assert!(demands.iter().all(|&d| d == 4), "{demands:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -311,11 +311,14 @@ async fn run_stage(objects: u64, frames: u32) -> (Duration, u64, u64) {
     let source = demandflow::producer(demandflow::from_iter(events))
         .start()
         .expect("inside a tokio runtime");
-    let feed = demandflow::consumer(world.consumer().max_demand(BATCH.get() as u64 * 2))
+    let feed = demandflow::consumer(world.consumer())
         .start()
         .expect("inside a tokio runtime");
     let start = Instant::now();
-    feed.subscribe_to(&source, demandflow::SubscribeOptions::new())
+    feed.subscribe_to(
+        &source,
+        demandflow::SubscribeOptions::new().max_demand(BATCH.get() as u64 * 2),
+    )
         .await
         .expect("subscribed");
     feed.wait().await; // the source ran out

@@ -93,7 +93,7 @@ impl Divisor {
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use demandflow_supervisor::{DenseKeys, KeyIndex};
+/// use demandflow_keyed::{DenseKeys, KeyIndex};
 ///
 /// let mut second = DenseKeys::new(1, NonZeroUsize::new(4).unwrap());
 /// assert_eq!(second.partition_of(&9), 1);
@@ -150,7 +150,7 @@ impl KeyIndex for DenseKeys {
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use demandflow_supervisor::{HashedKeys, KeyIndex};
+/// use demandflow_keyed::{HashedKeys, KeyIndex};
 ///
 /// let partitions = NonZeroUsize::new(2).unwrap();
 /// let router = HashedKeys::<String>::new(0, partitions);
