@@ -809,9 +809,14 @@ pub mod prelude;
 pub use demandflow_core::{
     AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,
     DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DEFAULT_PARTITION_QUEUE_CAPACITY, Deliver,
-    DemandDispatcher, Dispatched, Dispatcher, Partition, PartitionDispatcher,
-    PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions, SubscribeRefused,
-    SubscriptionId, key_partition, split_chunks,
+    DemandDispatcher, Dispatched, Dispatcher, Hashed, Key, KeyHasher, Partition,
+    PartitionDispatcher, PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions,
+    SubscribeRefused, SubscriptionId, key_partition, split_chunks,
+};
+pub use demandflow_keyed::{
+    DenseKeys, HandlerPanic as KeyedPanic, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch,
+    KeyedBuilder, KeyedConsumer, KeyedHandler, KeyedQueue, SendError as KeyedSendError,
+    Stats as KeyedStats, TrySendError as KeyedTrySendError,
 };
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
@@ -823,15 +828,10 @@ pub use demandflow_runtime::{
     push,
 };
 pub use demandflow_supervisor::{
-    BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder, Hashed,
-    PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError,
-    Worker, WorkerMonitor, WorkerStats,
+    BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder,
+    PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError, Worker,
+    WorkerMonitor, WorkerStats,
 };
 pub use demandflow_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
-};
-pub use demandflow_keyed::{
-    DenseKeys, HandlerPanic as KeyedPanic, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch,
-    KeyedBuilder, KeyedConsumer, KeyedHandler, KeyedQueue, SendError as KeyedSendError,
-    Stats as KeyedStats, TrySendError as KeyedTrySendError,
 };

@@ -509,7 +509,10 @@ async fn the_consumer_stage_honours_the_subscriptions_demand_bounds() {
     let numbers = producer(counter).start().unwrap();
     let stage = consumer(keyed.consumer(|n: &u64| n % 5)).start().unwrap();
     stage
-        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(4).min_demand(1))
+        .subscribe_to(
+            &numbers,
+            SubscribeOptions::new().max_demand(4).min_demand(1),
+        )
         .await
         .unwrap();
     eventually(|| keyed.handler().0.load(Ordering::Relaxed) >= 40).await;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use demandflow::{
-    BuildError, CallError, CastError, Hashed, PartitionKey, PartitionSupervisor, PartitionWorker,
-    Reason, TryCastError, key_partition,
+    BuildError, CallError, CastError, Hashed, Key, PartitionSupervisor, PartitionWorker, Reason,
+    TryCastError, key_partition,
 };
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -59,7 +59,7 @@ async fn integer_keys_go_to_key_mod_n_and_strings_through_key_partition() {
     );
     assert_eq!(
         echo.call(Hashed((3, 'x')), ()).await.unwrap(),
-        key_partition(&(3, 'x'), 4)
+        key_partition(&Hashed((3, 'x')), 4)
     );
     assert_eq!(echo.partition_of(&"user-17"), "user-17".partition(4));
     assert_eq!(echo.partitions(), 4);

@@ -319,8 +319,8 @@ async fn run_stage(objects: u64, frames: u32) -> (Duration, u64, u64) {
         &source,
         demandflow::SubscribeOptions::new().max_demand(BATCH.get() as u64 * 2),
     )
-        .await
-        .expect("subscribed");
+    .await
+    .expect("subscribed");
     feed.wait().await; // the source ran out
     world.idle().await;
     let elapsed = start.elapsed();

@@ -184,9 +184,11 @@ impl<H: KeyedHandler<Key = u64>> KeyedBuilder<DenseKeys, H> {
 impl<H> KeyedBuilder<HashedKeys<H::Key>, H>
 where
     H: KeyedHandler,
-    H::Key: std::hash::Hash + Eq,
+    H::Key: demandflow_core::Key + std::hash::Hash + Eq,
 {
-    /// A scheduler for any hashable key ([`HashedKeys`]).
+    /// A scheduler for any [`Key`](demandflow_core::Key) that is also
+    /// `Hash + Eq` ([`HashedKeys`]): strings, integers, or any hashable type
+    /// wrapped in [`Hashed`](demandflow_core::Hashed).
     pub fn hashed(handler: H) -> Self {
         Self::with_index(handler)
     }
@@ -239,7 +241,10 @@ where
     }
 
     /// Called when a handler panics, instead of logging an error.
-    pub fn on_panic(mut self, hook: impl Fn(&HandlerPanic<X::Key>) + Send + Sync + 'static) -> Self {
+    pub fn on_panic(
+        mut self,
+        hook: impl Fn(&HandlerPanic<X::Key>) + Send + Sync + 'static,
+    ) -> Self {
         self.on_panic = Some(Box::new(hook));
         self
     }
@@ -491,11 +496,7 @@ where
     ///
     /// Cancel safe: if the future is dropped before it completes, the event was
     /// not sent.
-    pub async fn send(
-        &self,
-        key: X::Key,
-        event: H::Event,
-    ) -> Result<(), SendError<Pair<X, H>>> {
+    pub async fn send(&self, key: X::Key, event: H::Event) -> Result<(), SendError<Pair<X, H>>> {
         let p = self.partition_of(&key);
         let mut pair = Some((key, event));
         let partition = &self.inner.partitions[p];
@@ -534,11 +535,7 @@ where
     /// [`TrySendError::Full`] when the partition is full,
     /// [`TrySendError::Closed`] when the scheduler is closed; both hand
     /// the key and event back.
-    pub fn try_send(
-        &self,
-        key: X::Key,
-        event: H::Event,
-    ) -> Result<(), TrySendError<Pair<X, H>>> {
+    pub fn try_send(&self, key: X::Key, event: H::Event) -> Result<(), TrySendError<Pair<X, H>>> {
         if self.is_closed() {
             return Err(TrySendError::Closed((key, event)));
         }

@@ -32,8 +32,8 @@ pub use consumer::{
 };
 pub use error::BuildError;
 pub use partition::{
-    CallError, CastError, Hashed, PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder,
-    PartitionWorker, TryCastError,
+    CallError, CastError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker,
+    TryCastError,
 };
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
