@@ -34,10 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    CallError, ConsumerSupervisor, PartitionSupervisor, PartitionWorker, Reason, SubscribeOptions,
-    consumer, from_iter, producer,
-};
+use demandflow::supervisor::{CallError, ConsumerSupervisor, PartitionSupervisor, PartitionWorker};
+use demandflow::{Reason, SubscribeOptions, consumer, from_iter, producer};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

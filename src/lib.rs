@@ -210,12 +210,14 @@
 //! decides how early a consumer asks again: close to `max_demand`, it asks often
 //! and keeps the producer busy; at 0, it empties its demand before asking again.
 //!
-//! The accounting is a pure state machine, [`AutoDemand`], with [`split_chunks`]
-//! doing the cutting; the runtime uses exactly these, so the numbers above can be
-//! checked without starting a task:
+//! The accounting is a pure state machine,
+//! [`AutoDemand`](low_level::AutoDemand), with
+//! [`split_chunks`](low_level::split_chunks) doing the cutting (both in the
+//! [`low_level`] module); the runtime uses exactly these, so the numbers above
+//! can be checked without starting a task:
 //!
 //! ```
-//! use demandflow::{AutoDemand, split_chunks};
+//! use demandflow::low_level::{AutoDemand, split_chunks};
 //! use std::ops::RangeInclusive;
 //!
 //! /// Plays a producer that answers every ask at once with one batch of exactly
@@ -435,7 +437,7 @@
 //! ```
 //!
 //! With `BufferKeep::First` the same producer would keep `1..=5` and drop `6..=8`.
-//! The buffer on its own is [`Buffer`], a pure type you can try out directly.
+//! The buffer on its own is [`Buffer`](low_level::Buffer), a pure type you can try out directly.
 //!
 //! # How pipelines stop
 //!
@@ -736,7 +738,7 @@
 //! # Dispatchers
 //!
 //! Every producer (and producer-consumer) owns one dispatcher, which decides which
-//! of its subscriptions gets which events. The default, [`DemandDispatcher`],
+//! of its subscriptions gets which events. The default, [`DemandDispatcher`](dispatcher::DemandDispatcher),
 //! shares work: each batch goes to the subscription with the most outstanding
 //! demand (on a tie, the one that subscribed first), up to that demand, and this
 //! repeats until the events or the demand run out. Events nobody has demand for go
@@ -746,7 +748,7 @@
 //! Other routing — every event to every consumer, or events split by key — is a
 //! matter of choosing another dispatcher with
 //! [`ProducerBuilder::dispatcher`]; the core crate is gaining such dispatchers.
-//! [`Dispatcher`] is a public trait, so you can also write your own: it is a pure
+//! [`Dispatcher`](dispatcher::Dispatcher) is a public trait, so you can also write your own: it is a pure
 //! state machine with four operations (subscribe, ask, cancel, dispatch), so it can
 //! be tested with exact numbers and no runtime. Its documentation lists what the
 //! runtime guarantees to a dispatcher and what a dispatcher must guarantee back
@@ -755,9 +757,8 @@
 //! Here is the default dispatcher on its own, driven by hand:
 //!
 //! ```
-//! use demandflow::{
-//!     DemandDispatcher, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscriptionId,
-//! };
+//! use demandflow::{StageId, SubscribeOptions, SubscriptionId};
+//! use demandflow::dispatcher::{DemandDispatcher, Dispatched, Dispatcher};
 //!
 //! let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
 //! let options = SubscribeOptions::<u32>::new();
@@ -774,14 +775,14 @@
 //! let Dispatched { leftover, .. } = dispatcher.dispatch(vec![1, 2, 3, 4, 5, 6], &mut out);
 //! assert_eq!(out, [(b, vec![1, 2, 3]), (a, vec![4, 5])]);
 //! assert_eq!(leftover, [6]); // no demand left: the producer buffers it
-//! # Ok::<(), demandflow::SubscribeRefused>(())
+//! # Ok::<(), demandflow::dispatcher::SubscribeRefused>(())
 //! ```
 //!
 //! And the same dispatcher chosen explicitly for a running producer (this is what
 //! the builder does when you say nothing):
 //!
 //! ```
-//! use demandflow::DemandDispatcher;
+//! use demandflow::dispatcher::DemandDispatcher;
 //! use demandflow::prelude::*;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -794,29 +795,37 @@
 //! # }
 //! ```
 //!
-//! # Crates
+//! # Where things are
 //!
-//! This crate re-exports three others; depend on it rather than on them.
-//! `demandflow-core` holds the runtime-free parts (demand accounting, the
-//! buffer, the dispatcher trait and dispatchers), `demandflow-runtime` the
-//! tokio runtime (stage tasks, handles, sources, streams, draining), and
-//! `demandflow-supervisor` supervision (restartable stages).
+//! The crate root holds the stage vocabulary: the stage traits, contexts,
+//! builders, handles, sources, options, reasons, the errors you handle every
+//! day, and [`Pipeline`]; [`Key`] and [`key_partition`] are here too, as they
+//! are shared by everything that routes by key. The specialised parts are
+//! modules named after them:
+//!
+//! - [`dispatcher`]: the dispatchers and the trait to write your own;
+//! - [`supervisor`]: restartable stages, the consumer supervisor and the
+//!   partition supervisor (the `demandflow-supervisor` crate);
+//! - [`keyed`]: per-key ordered scheduling (the `demandflow-keyed` crate);
+//! - [`low_level`]: the pure state machines the runtime drives, for checking
+//!   numbers by hand.
+//!
+//! Behind the facade, `demandflow-core` holds the runtime-free parts (demand
+//! accounting, the buffer, keys, the dispatcher trait and dispatchers) and
+//! `demandflow-runtime` the tokio runtime (stage tasks, handles, sources,
+//! streams, draining). Depend on this crate rather than on them.
 //!
 //! [tokio]: https://docs.rs/tokio
 
+pub mod dispatcher;
+pub mod low_level;
 pub mod prelude;
 
+// The stage vocabulary: stages, contexts, builders, handles, sources, options,
+// reasons and the errors a pipeline's code handles every day.
 pub use demandflow_core::{
-    AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,
-    DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DEFAULT_PARTITION_QUEUE_CAPACITY, Deliver,
-    DemandDispatcher, Dispatched, Dispatcher, Hashed, Key, KeyHasher, Partition,
-    PartitionDispatcher, PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions,
-    SubscribeRefused, SubscriptionId, key_partition, split_chunks,
-};
-pub use demandflow_keyed::{
-    DenseKeys, HandlerPanic as KeyedPanic, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch,
-    KeyedBuilder, KeyedConsumer, KeyedHandler, KeyedQueue, SendError as KeyedSendError,
-    Stats as KeyedStats, TrySendError as KeyedTrySendError,
+    BufferKeep, CancelMode, CancelReason, ConfigError, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND,
+    Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
@@ -827,11 +836,11 @@ pub use demandflow_runtime::{
     SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
     push,
 };
-pub use demandflow_supervisor::{
-    BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder,
-    PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError, Worker,
-    WorkerMonitor, WorkerStats,
-};
-pub use demandflow_supervisor::{
-    Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
-};
+// Keys, shared by everything that routes by key: the partition dispatcher,
+// the partition supervisor and the keyed scheduler.
+pub use demandflow_core::{Hashed, Key, KeyHasher, key_partition};
+
+// Parts with a crate of their own, each a module of the facade named after it.
+// A new crate joins here with one line.
+pub use demandflow_keyed as keyed;
+pub use demandflow_supervisor as supervisor;

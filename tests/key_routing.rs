@@ -5,11 +5,10 @@
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
-use demandflow::{
-    Dispatcher, Hashed, HashedKeys, Key, KeyedBatch, KeyedBuilder, KeyedHandler,
-    PartitionDispatcher, PartitionSupervisor, PartitionWorker, StageId, SubscribeOptions,
-    SubscriptionId, key_partition,
-};
+use demandflow::dispatcher::{Dispatcher, PartitionDispatcher};
+use demandflow::keyed::{HashedKeys, KeyedBatch, KeyedBuilder, KeyedHandler};
+use demandflow::supervisor::{PartitionSupervisor, PartitionWorker};
+use demandflow::{Hashed, Key, StageId, SubscribeOptions, SubscriptionId, key_partition};
 
 /// Where the partition dispatcher, built with `by_key` over `n` partitions,
 /// delivers each of `keys`: one partition index per key, in order.
@@ -100,7 +99,7 @@ where
         }
         supervisor.stop().await;
 
-        let keyed: demandflow::Keyed<HashedKeys<K>, _> =
+        let keyed: demandflow::keyed::Keyed<HashedKeys<K>, _> =
             KeyedBuilder::hashed(Where(Mutex::new(Vec::new())))
                 .partitions(NonZeroUsize::new(n).unwrap())
                 .start()

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use demandflow::keyed;
+use demandflow::keyed::{Keyed, KeyedBatch, KeyedBuilder, KeyedHandler};
 use demandflow::prelude::*;
-use demandflow::{
-    Keyed, KeyedBatch, KeyedBuilder, KeyedHandler, KeyedPanic, KeyedSendError, KeyedTrySendError,
-};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use support::{Counter, eventually};
@@ -286,7 +285,7 @@ async fn workers_start_on_demand_and_never_exceed_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_releases_its_keys_and_is_reported() {
-    let reports: Arc<Mutex<Vec<KeyedPanic<u64>>>> = Arc::default();
+    let reports: Arc<Mutex<Vec<keyed::HandlerPanic<u64>>>> = Arc::default();
     let seen = reports.clone();
     let keyed = KeyedBuilder::dense(Recorder::default())
         .partitions(nz(1))
@@ -337,7 +336,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!((stats.queued, stats.in_flight_events), (4, 1));
     assert!(matches!(
         keyed.try_send(5, job(5)),
-        Err(KeyedTrySendError::Full((5, _)))
+        Err(keyed::TrySendError::Full((5, _)))
     ));
     let sender = keyed.clone();
     let blocked = tokio::spawn(async move { sender.send(5, job(5)).await });
@@ -356,7 +355,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!(keyed.stats().peak_queued, 4);
     assert!(matches!(
         keyed.send(9, job(9)).await,
-        Err(KeyedSendError((9, _)))
+        Err(keyed::SendError((9, _)))
     ));
 }
 
@@ -574,21 +573,22 @@ async fn the_consumer_stage_with_automatic_demand_waits_for_room_and_loses_nothi
 fn keyed_types_are_send_and_sync() {
     fn send<T: Send>() {}
     fn sync<T: Sync>() {}
-    send::<Keyed<demandflow::DenseKeys, Recorder>>();
-    sync::<Keyed<demandflow::DenseKeys, Recorder>>();
-    send::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
-    sync::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    send::<Keyed<demandflow::keyed::DenseKeys, Recorder>>();
+    sync::<Keyed<demandflow::keyed::DenseKeys, Recorder>>();
+    send::<demandflow::keyed::KeyedQueue<demandflow::keyed::HashedKeys<String>, u64>>();
+    sync::<demandflow::keyed::KeyedQueue<demandflow::keyed::HashedKeys<String>, u64>>();
     send::<KeyedBatch<u64, Job>>();
     sync::<KeyedBatch<u64, Job>>();
-    send::<demandflow::KeyHold<u64>>();
-    sync::<demandflow::KeyHold<u64>>();
-    send::<demandflow::KeyedConsumer<demandflow::DenseKeys, Recorder, fn(&Job) -> u64>>();
-    send::<demandflow::KeyedStats>();
-    sync::<demandflow::KeyedStats>();
-    send::<KeyedPanic<u64>>();
-    sync::<KeyedPanic<u64>>();
-    send::<KeyedSendError<u64>>();
-    send::<KeyedTrySendError<u64>>();
+    send::<demandflow::keyed::KeyHold<u64>>();
+    sync::<demandflow::keyed::KeyHold<u64>>();
+    send::<demandflow::keyed::KeyedConsumer<demandflow::keyed::DenseKeys, Recorder, fn(&Job) -> u64>>(
+    );
+    send::<demandflow::keyed::Stats>();
+    sync::<demandflow::keyed::Stats>();
+    send::<keyed::HandlerPanic<u64>>();
+    sync::<keyed::HandlerPanic<u64>>();
+    send::<keyed::SendError<u64>>();
+    send::<keyed::TrySendError<u64>>();
 }
 
 proptest! {

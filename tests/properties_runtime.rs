@@ -50,12 +50,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use demandflow::dispatcher::{DEFAULT_PARTITION_QUEUE_CAPACITY, PartitionDispatcher};
 use demandflow::{
     AsProducer, BufferKeep, CancelMode, CancelReason, Consumer, ConsumerContext, ConsumerRef,
-    Context, DEFAULT_BUFFER_SIZE, DEFAULT_PARTITION_QUEUE_CAPACITY, DemandFlow, DemandMode, Info,
-    NotRunning, PartitionDispatcher, Peer, Producer, ProducerConsumer, ProducerConsumerRef,
-    ProducerRef, Reason, StageMonitor, StageStats, SubscribeError, SubscribeOptions,
-    SubscriptionId, consumer, producer, producer_consumer,
+    Context, DEFAULT_BUFFER_SIZE, DemandFlow, DemandMode, Info, NotRunning, Peer, Producer,
+    ProducerConsumer, ProducerConsumerRef, ProducerRef, Reason, StageMonitor, StageStats,
+    SubscribeError, SubscribeOptions, SubscriptionId, consumer, producer, producer_consumer,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    BuildError, CancelMode, ConsumerSupervisor, Reason, Restart, SubscribeOptions, Worker,
-    consumer, from_iter, producer,
-};
+use demandflow::supervisor::{BuildError, ConsumerSupervisor, Restart, Worker};
+use demandflow::{CancelMode, Reason, SubscribeOptions, consumer, from_iter, producer};
 use parking_lot::Mutex;
 use support::Counter;
 use tokio::time::{Instant, sleep};

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    BuildError, CallError, CastError, Hashed, Key, PartitionSupervisor, PartitionWorker, Reason,
-    TryCastError, key_partition,
+use demandflow::supervisor::{
+    BuildError, CallError, CastError, PartitionSupervisor, PartitionWorker, TryCastError,
 };
+use demandflow::{Hashed, Key, Reason, key_partition};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use demandflow::supervisor::{Restart, Strategy, Supervisor};
 use demandflow::{
     CancelMode, Consumer, ConsumerContext, ConsumerRef, Context, ProducerConsumer,
-    ProducerConsumerRef, ProducerRef, Reason, Restart, Strategy, SubscribeOptions, SubscriptionId,
-    Supervisor, consumer, from_iter, producer, producer_consumer,
+    ProducerConsumerRef, ProducerRef, Reason, SubscribeOptions, SubscriptionId, consumer,
+    from_iter, producer, producer_consumer,
 };
 use support::{Counter, Recorder, batches, eventually};
 

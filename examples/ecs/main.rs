@@ -3,8 +3,8 @@
 //!
 //! What it teaches:
 //!
-//! - a [`Keyed`](demandflow::Keyed) scheduler keyed by object id
-//!   ([`DenseKeys`](demandflow::DenseKeys): no hashing, no per-object
+//! - a [`Keyed`](demandflow::keyed::Keyed) scheduler keyed by object id
+//!   ([`DenseKeys`](demandflow::keyed::DenseKeys): no hashing, no per-object
 //!   allocation), so each object's events are handled one at a time and in
 //!   order while different objects are handled concurrently (`world.rs`);
 //! - behaviours registered in order, each declaring the events it handles,

@@ -24,8 +24,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use demandflow::{
-    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler, StartError,
+use demandflow::StartError;
+use demandflow::keyed::{
+    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
 };
 use parking_lot::Mutex;
 
@@ -272,7 +273,7 @@ impl<A: Send + 'static> Shared<A> {
     /// until `hold` is dropped.
     async fn resume(
         self: Arc<Self>,
-        hold: demandflow::KeyHold<u64>,
+        hold: demandflow::keyed::KeyHold<u64>,
         mut events: Vec<Event<A>>,
         mut next: usize,
         mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
@@ -701,7 +702,7 @@ impl<A: Send + 'static> World<A> {
     }
 
     /// The keyed scheduler's counters.
-    pub(crate) fn keyed_stats(&self) -> demandflow::KeyedStats {
+    pub(crate) fn keyed_stats(&self) -> demandflow::keyed::Stats {
         self.keyed.stats()
     }
 

@@ -323,7 +323,7 @@ mod tests {
             let owned = format!("key-{n}");
             let p = owned.partition(7);
             assert_eq!(owned.as_str().partition(7), p);
-            assert_eq!((&owned).partition(7), p);
+            assert_eq!(Key::partition(&&owned, 7), p);
             assert_eq!(key_partition(owned.as_str(), 7), p);
             assert!(p < 7);
         }
