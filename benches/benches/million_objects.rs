@@ -12,9 +12,6 @@
 //! event handled. Then a small scenario: 1 000 objects receiving an event every 10 ms.
 //! See `benches/README.md` for what each figure means.
 
-#[path = "../../examples/ecs/world.rs"]
-mod world;
-
 use std::fmt::Write as _;
 use std::fs;
 use std::num::NonZeroUsize;
@@ -26,7 +23,7 @@ use std::time::{Duration, Instant};
 use demandflow_benches::{
     Args, ArgsError, Json, LogLogPlot, Mode, Reference, Series, USAGE, median, report_dir,
 };
-use world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
 
 /// Damage of every hit; armor takes `ARMOR` off it.
 const DAMAGE: u32 = 7;
@@ -154,7 +151,7 @@ impl Plan {
 struct Setup {
     world: World<Hit>,
     hit: EventName,
-    health: world::BehaviourId<HealthB>,
+    health: ecs_world::BehaviourId<HealthB>,
     /// Counted by the health behaviour.
     violations: Arc<AtomicU64>,
 }

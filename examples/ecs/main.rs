@@ -28,14 +28,13 @@
 //! The last line is `RESULT {json}`; the exit status is non-zero when a check fails.
 
 mod barrel;
-mod world;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use barrel::{Armor, Attack, Durability, Element, Fireproof, Flammable, Log};
-use world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
+use ecs_world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
 
 /// Objects in the crowd, and frames it is hit for, unless given on the command line.
 const OBJECTS: u64 = 20_000;
