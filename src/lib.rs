@@ -14,7 +14,9 @@
 //! - [Demand](#demand), [manual demand](#manual-demand) and [buffering](#buffering)
 //! - [How pipelines stop](#how-pipelines-stop): cancel modes, finite sources, handles
 //! - [Streams and push handles](#streams-and-push-handles)
-//! - [Dispatchers](#dispatchers)
+//! - [Dispatchers](#dispatchers) and [choosing one](#choosing-a-dispatcher)
+//! - [Supervisors](#supervisors) and [the keyed scheduler](#the-keyed-scheduler)
+//! - [Where things are](#where-things-are): the facade's modules
 //!
 //! # Stages
 //!
@@ -747,12 +749,14 @@
 //!
 //! Other routing — every event to every consumer, or events split by key — is a
 //! matter of choosing another dispatcher with
-//! [`ProducerBuilder::dispatcher`]; the core crate is gaining such dispatchers.
-//! [`Dispatcher`](dispatcher::Dispatcher) is a public trait, so you can also write your own: it is a pure
-//! state machine with four operations (subscribe, ask, cancel, dispatch), so it can
-//! be tested with exact numbers and no runtime. Its documentation lists what the
-//! runtime guarantees to a dispatcher and what a dispatcher must guarantee back
-//! (above all: never deliver more than was asked, never lose an event silently).
+//! [`ProducerBuilder::dispatcher`] (see [Choosing a
+//! dispatcher](#choosing-a-dispatcher)).
+//! [`Dispatcher`](dispatcher::Dispatcher) is a public trait, so you can also
+//! write your own: it is a pure state machine with four operations (subscribe,
+//! ask, cancel, dispatch), so it can be tested with exact numbers and no
+//! runtime. Its documentation lists what the runtime guarantees to a
+//! dispatcher and what a dispatcher must guarantee back (above all: never
+//! deliver more than was asked, never lose an event silently).
 //!
 //! Here is the default dispatcher on its own, driven by hand:
 //!
@@ -791,6 +795,173 @@
 //!     .dispatcher(DemandDispatcher::new())
 //!     .start()?;
 //! assert_eq!(numbers.estimate_buffered_count().await?, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Choosing a dispatcher
+//!
+//! Ask what each consumer needs to see:
+//!
+//! - **Any event, as long as the work gets done** (a pool of interchangeable
+//!   workers): [`DemandDispatcher`](dispatcher::DemandDispatcher), the default.
+//!   Faster consumers get more.
+//! - **Every event** (a writer and an indexer of the same stream):
+//!   [`BroadcastDispatcher`](dispatcher::BroadcastDispatcher). The slowest
+//!   consumer sets the pace; a subscription can filter with
+//!   [`SubscribeOptions::selector`].
+//! - **All the events of one key, in order** (per account, per device):
+//!   [`PartitionDispatcher`](dispatcher::PartitionDispatcher), each consumer
+//!   subscribing to one partition with [`SubscribeOptions::partition`]. With
+//!   [`by_key`](dispatcher::PartitionDispatcher::by_key), a key goes to
+//!   [`key_partition`]`(key, n)`: integers to `key mod n`, strings and other
+//!   keys by the crate's stable [`Key`] hash, the same partition the partition
+//!   supervisor and the keyed scheduler pick.
+//! - **Per-key order, but far more keys than consumers, and a slow key must not
+//!   hold up the others**: not a dispatcher; feed a [keyed
+//!   scheduler](#the-keyed-scheduler).
+//!
+//! Here integer keys split the numbers by parity between two consumers:
+//!
+//! ```
+//! use demandflow::dispatcher::PartitionDispatcher;
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! struct Collect(mpsc::UnboundedSender<u64>);
+//!
+//! impl Consumer for Collect {
+//!     type Event = u64;
+//!
+//!     async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut ConsumerContext) {
+//!         for event in events {
+//!             let _ = self.0.send(event);
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let numbers = producer(from_iter(0..10_u64))
+//!     .dispatcher(PartitionDispatcher::by_key(2, |n: &u64| *n).build()?)
+//!     .start()?;
+//! let (even_tx, mut evens) = mpsc::unbounded_channel();
+//! let (odd_tx, mut odds) = mpsc::unbounded_channel();
+//! let even = consumer(Collect(even_tx)).start()?;
+//! let odd = consumer(Collect(odd_tx)).start()?;
+//! even.subscribe_to(&numbers, SubscribeOptions::new().partition(0)).await?;
+//! odd.subscribe_to(&numbers, SubscribeOptions::new().partition(1)).await?;
+//!
+//! let (mut got_even, mut got_odd) = (Vec::new(), Vec::new());
+//! while got_even.len() + got_odd.len() < 10 {
+//!     tokio::select! {
+//!         Some(n) = evens.recv() => got_even.push(n),
+//!         Some(n) = odds.recv() => got_odd.push(n),
+//!     }
+//! }
+//! assert_eq!(got_even, [0, 2, 4, 6, 8]);
+//! assert_eq!(got_odd, [1, 3, 5, 7, 9]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Supervisors
+//!
+//! A stage whose callback panics stops, with [`Reason::Panic`]. To have it
+//! started again, start it under a supervisor from the [`supervisor`] module,
+//! as in Erlang/OTP:
+//!
+//! - a [`Supervisor`](supervisor::Supervisor) starts named children from
+//!   factories and restarts them by a strategy (one for one, rest for one, one
+//!   for all) within a restart intensity. A factory receives the handles of the
+//!   children started before it, so a restarted consumer subscribes to the
+//!   current instance of its producer;
+//! - a [`ConsumerSupervisor`](supervisor::ConsumerSupervisor) is a consumer
+//!   that runs one task per event, never more at a time than its demand allows:
+//!   independent slow jobs (requests, files) done concurrently, with
+//!   back-pressure intact;
+//! - a [`PartitionSupervisor`](supervisor::PartitionSupervisor) runs a fixed
+//!   number of long-lived workers with bounded mailboxes and routes messages
+//!   to them by [`Key`]: stateful work spread over tasks, each key's work on one
+//!   task, in order.
+//!
+//! Here a supervised source is stopped with an error and comes back:
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use demandflow::ProducerRef;
+//! use demandflow::supervisor::{Restart, Strategy, Supervisor};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sup = Supervisor::builder(Strategy::OneForOne)
+//!     .child("numbers", Restart::Permanent, |_children| async {
+//!         producer(from_iter(0_u64..)).start()
+//!     })
+//!     .start()
+//!     .await?;
+//! let first: ProducerRef<u64> = sup.child("numbers").expect("started");
+//! first.stop(Reason::error("crashed")).await?;
+//! assert_eq!(first.wait().await, Reason::error("crashed"));
+//!
+//! while sup.restarts() == 0 {
+//!     tokio::task::yield_now().await;
+//! }
+//! let second: ProducerRef<u64> = sup.child("numbers").expect("restarted");
+//! assert!(second.is_running());
+//! assert_eq!(sup.stop(Reason::Shutdown).await, Reason::Shutdown);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The keyed scheduler
+//!
+//! When events carry a key, each key's events must be handled in order and one
+//! at a time, and there are many more keys than you want tasks, use a
+//! [`Keyed`](keyed::Keyed) scheduler from the [`keyed`] module. It keeps a
+//! queue per key inside a few partitions and hands batches of ready keys to
+//! workers it starts as needed; a key whose handler is slow holds up only
+//! itself. Your code is a [`KeyedHandler`](keyed::KeyedHandler); a
+//! [`KeyedConsumer`](keyed::KeyedConsumer) feeds the scheduler from a
+//! pipeline, asking its producers only for what the scheduler has room for.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::Mutex;
+//!
+//! use demandflow::keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
+//! use demandflow::prelude::*;
+//!
+//! /// Records each account's amounts in the order they were handled.
+//! #[derive(Default)]
+//! struct Ledger(Mutex<HashMap<u32, Vec<i64>>>);
+//!
+//! impl KeyedHandler for Ledger {
+//!     type Key = u32;
+//!     type Event = (u32, i64);
+//!
+//!     async fn handle(&self, batch: &mut KeyedBatch<u32, (u32, i64)>) {
+//!         let mut ledger = self.0.lock().unwrap();
+//!         for (account, events) in batch.iter() {
+//!             let amounts = events.iter().map(|&(_, amount)| amount);
+//!             ledger.entry(*account).or_default().extend(amounts);
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keyed = KeyedBuilder::hashed(Ledger::default()).start()?;
+//! // 30 transfers over 3 accounts: account n % 3 gets amount n.
+//! let transfers = producer(from_iter((0..30).map(|n| (n % 3, i64::from(n))))).start()?;
+//! let feed = consumer(keyed.consumer(|&(account, _): &(u32, i64)| account)).start()?;
+//! feed.subscribe_to(&transfers, SubscribeOptions::new()).await?;
+//!
+//! assert_eq!(feed.wait().await, Reason::Normal); // the source ran out
+//! keyed.shutdown().await; // every event sent has been handled
+//! let ledger = keyed.handler().0.lock().unwrap();
+//! assert_eq!(ledger[&1], [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
+//! assert_eq!(ledger.values().map(Vec::len).sum::<usize>(), 30);
 //! # Ok(())
 //! # }
 //! ```

@@ -1,3 +1,7 @@
+//! The partition dispatcher: each event to the one subscription of its
+//! partition, chosen by a hash function or by key. Use it when all events of a
+//! key must reach the same consumer, in order.
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
