@@ -142,13 +142,15 @@ where
             }
             let sub = &mut self.subs[(self.next + i) % count];
             // Like an automatic subscription: ask back up to `max` once what is
-            // pending has fallen to `min` (room may cut the ask short; the
-            // rest is asked when room frees up).
+            // pending has fallen to `min`. When room cuts the ask short, wait
+            // for room for a whole chunk (`max - min`) rather than asking in
+            // dribbles, unless nothing is pending at all.
             if sub.asked > sub.min {
                 continue;
             }
             let ask = sub.max.saturating_sub(sub.asked).min(budget);
-            if ask > 0 {
+            let chunk = sub.max - sub.min;
+            if ask > 0 && (ask >= chunk || sub.asked == 0) {
                 ctx.ask(sub.id, ask);
                 sub.asked += ask;
                 budget -= ask;
