@@ -14,7 +14,9 @@
 //! - [Demand](#demand), [manual demand](#manual-demand) and [buffering](#buffering)
 //! - [How pipelines stop](#how-pipelines-stop): cancel modes, finite sources, handles
 //! - [Streams and push handles](#streams-and-push-handles)
-//! - [Dispatchers](#dispatchers)
+//! - [Dispatchers](#dispatchers) and [choosing one](#choosing-a-dispatcher)
+//! - [Supervisors](#supervisors) and [the keyed scheduler](#the-keyed-scheduler)
+//! - [Where things are](#where-things-are): the facade's modules
 //!
 //! # Stages
 //!
@@ -210,12 +212,14 @@
 //! decides how early a consumer asks again: close to `max_demand`, it asks often
 //! and keeps the producer busy; at 0, it empties its demand before asking again.
 //!
-//! The accounting is a pure state machine, [`AutoDemand`], with [`split_chunks`]
-//! doing the cutting; the runtime uses exactly these, so the numbers above can be
-//! checked without starting a task:
+//! The accounting is a pure state machine,
+//! [`AutoDemand`](low_level::AutoDemand), with
+//! [`split_chunks`](low_level::split_chunks) doing the cutting (both in the
+//! [`low_level`] module); the runtime uses exactly these, so the numbers above
+//! can be checked without starting a task:
 //!
 //! ```
-//! use demandflow::{AutoDemand, split_chunks};
+//! use demandflow::low_level::{AutoDemand, split_chunks};
 //! use std::ops::RangeInclusive;
 //!
 //! /// Plays a producer that answers every ask at once with one batch of exactly
@@ -435,7 +439,7 @@
 //! ```
 //!
 //! With `BufferKeep::First` the same producer would keep `1..=5` and drop `6..=8`.
-//! The buffer on its own is [`Buffer`], a pure type you can try out directly.
+//! The buffer on its own is [`Buffer`](low_level::Buffer), a pure type you can try out directly.
 //!
 //! # How pipelines stop
 //!
@@ -736,7 +740,7 @@
 //! # Dispatchers
 //!
 //! Every producer (and producer-consumer) owns one dispatcher, which decides which
-//! of its subscriptions gets which events. The default, [`DemandDispatcher`],
+//! of its subscriptions gets which events. The default, [`DemandDispatcher`](dispatcher::DemandDispatcher),
 //! shares work: each batch goes to the subscription with the most outstanding
 //! demand (on a tie, the one that subscribed first), up to that demand, and this
 //! repeats until the events or the demand run out. Events nobody has demand for go
@@ -745,19 +749,20 @@
 //!
 //! Other routing — every event to every consumer, or events split by key — is a
 //! matter of choosing another dispatcher with
-//! [`ProducerBuilder::dispatcher`]; the core crate is gaining such dispatchers.
-//! [`Dispatcher`] is a public trait, so you can also write your own: it is a pure
-//! state machine with four operations (subscribe, ask, cancel, dispatch), so it can
-//! be tested with exact numbers and no runtime. Its documentation lists what the
-//! runtime guarantees to a dispatcher and what a dispatcher must guarantee back
-//! (above all: never deliver more than was asked, never lose an event silently).
+//! [`ProducerBuilder::dispatcher`] (see [Choosing a
+//! dispatcher](#choosing-a-dispatcher)).
+//! [`Dispatcher`](dispatcher::Dispatcher) is a public trait, so you can also
+//! write your own: it is a pure state machine with four operations (subscribe,
+//! ask, cancel, dispatch), so it can be tested with exact numbers and no
+//! runtime. Its documentation lists what the runtime guarantees to a
+//! dispatcher and what a dispatcher must guarantee back (above all: never
+//! deliver more than was asked, never lose an event silently).
 //!
 //! Here is the default dispatcher on its own, driven by hand:
 //!
 //! ```
-//! use demandflow::{
-//!     DemandDispatcher, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscriptionId,
-//! };
+//! use demandflow::{StageId, SubscribeOptions, SubscriptionId};
+//! use demandflow::dispatcher::{DemandDispatcher, Dispatched, Dispatcher};
 //!
 //! let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
 //! let options = SubscribeOptions::<u32>::new();
@@ -774,14 +779,14 @@
 //! let Dispatched { leftover, .. } = dispatcher.dispatch(vec![1, 2, 3, 4, 5, 6], &mut out);
 //! assert_eq!(out, [(b, vec![1, 2, 3]), (a, vec![4, 5])]);
 //! assert_eq!(leftover, [6]); // no demand left: the producer buffers it
-//! # Ok::<(), demandflow::SubscribeRefused>(())
+//! # Ok::<(), demandflow::dispatcher::SubscribeRefused>(())
 //! ```
 //!
 //! And the same dispatcher chosen explicitly for a running producer (this is what
 //! the builder does when you say nothing):
 //!
 //! ```
-//! use demandflow::DemandDispatcher;
+//! use demandflow::dispatcher::DemandDispatcher;
 //! use demandflow::prelude::*;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -794,24 +799,204 @@
 //! # }
 //! ```
 //!
-//! # Crates
+//! ## Choosing a dispatcher
 //!
-//! This crate re-exports three others; depend on it rather than on them.
-//! `demandflow-core` holds the runtime-free parts (demand accounting, the
-//! buffer, the dispatcher trait and dispatchers), `demandflow-runtime` the
-//! tokio runtime (stage tasks, handles, sources, streams, draining), and
-//! `demandflow-supervisor` supervision (restartable stages).
+//! Ask what each consumer needs to see:
+//!
+//! - **Any event, as long as the work gets done** (a pool of interchangeable
+//!   workers): [`DemandDispatcher`](dispatcher::DemandDispatcher), the default.
+//!   Faster consumers get more.
+//! - **Every event** (a writer and an indexer of the same stream):
+//!   [`BroadcastDispatcher`](dispatcher::BroadcastDispatcher). The slowest
+//!   consumer sets the pace; a subscription can filter with
+//!   [`SubscribeOptions::selector`].
+//! - **All the events of one key, in order** (per account, per device):
+//!   [`PartitionDispatcher`](dispatcher::PartitionDispatcher), each consumer
+//!   subscribing to one partition with [`SubscribeOptions::partition`]. With
+//!   [`by_key`](dispatcher::PartitionDispatcher::by_key), a key goes to
+//!   [`key_partition`]`(key, n)`: integers to `key mod n`, strings and other
+//!   keys by the crate's stable [`Key`] hash, the same partition the partition
+//!   supervisor and the keyed scheduler pick.
+//! - **Per-key order, but far more keys than consumers, and a slow key must not
+//!   hold up the others**: not a dispatcher; feed a [keyed
+//!   scheduler](#the-keyed-scheduler).
+//!
+//! Here integer keys split the numbers by parity between two consumers:
+//!
+//! ```
+//! use demandflow::dispatcher::PartitionDispatcher;
+//! use demandflow::prelude::*;
+//! use tokio::sync::mpsc;
+//!
+//! struct Collect(mpsc::UnboundedSender<u64>);
+//!
+//! impl Consumer for Collect {
+//!     type Event = u64;
+//!
+//!     async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut ConsumerContext) {
+//!         for event in events {
+//!             let _ = self.0.send(event);
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let numbers = producer(from_iter(0..10_u64))
+//!     .dispatcher(PartitionDispatcher::by_key(2, |n: &u64| *n).build()?)
+//!     .start()?;
+//! let (even_tx, mut evens) = mpsc::unbounded_channel();
+//! let (odd_tx, mut odds) = mpsc::unbounded_channel();
+//! let even = consumer(Collect(even_tx)).start()?;
+//! let odd = consumer(Collect(odd_tx)).start()?;
+//! even.subscribe_to(&numbers, SubscribeOptions::new().partition(0)).await?;
+//! odd.subscribe_to(&numbers, SubscribeOptions::new().partition(1)).await?;
+//!
+//! let (mut got_even, mut got_odd) = (Vec::new(), Vec::new());
+//! while got_even.len() + got_odd.len() < 10 {
+//!     tokio::select! {
+//!         Some(n) = evens.recv() => got_even.push(n),
+//!         Some(n) = odds.recv() => got_odd.push(n),
+//!     }
+//! }
+//! assert_eq!(got_even, [0, 2, 4, 6, 8]);
+//! assert_eq!(got_odd, [1, 3, 5, 7, 9]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Supervisors
+//!
+//! A stage whose callback panics stops, with [`Reason::Panic`]. To have it
+//! started again, start it under a supervisor from the [`supervisor`] module,
+//! as in Erlang/OTP:
+//!
+//! - a [`Supervisor`](supervisor::Supervisor) starts named children from
+//!   factories and restarts them by a strategy (one for one, rest for one, one
+//!   for all) within a restart intensity. A factory receives the handles of the
+//!   children started before it, so a restarted consumer subscribes to the
+//!   current instance of its producer;
+//! - a [`ConsumerSupervisor`](supervisor::ConsumerSupervisor) is a consumer
+//!   that runs one task per event, never more at a time than its demand allows:
+//!   independent slow jobs (requests, files) done concurrently, with
+//!   back-pressure intact;
+//! - a [`PartitionSupervisor`](supervisor::PartitionSupervisor) runs a fixed
+//!   number of long-lived workers with bounded mailboxes and routes messages
+//!   to them by [`Key`]: stateful work spread over tasks, each key's work on one
+//!   task, in order.
+//!
+//! Here a supervised source is stopped with an error and comes back:
+//!
+//! ```
+//! use demandflow::prelude::*;
+//! use demandflow::ProducerRef;
+//! use demandflow::supervisor::{Restart, Strategy, Supervisor};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sup = Supervisor::builder(Strategy::OneForOne)
+//!     .child("numbers", Restart::Permanent, |_children| async {
+//!         producer(from_iter(0_u64..)).start()
+//!     })
+//!     .start()
+//!     .await?;
+//! let first: ProducerRef<u64> = sup.child("numbers").expect("started");
+//! first.stop(Reason::error("crashed")).await?;
+//! assert_eq!(first.wait().await, Reason::error("crashed"));
+//!
+//! while sup.restarts() == 0 {
+//!     tokio::task::yield_now().await;
+//! }
+//! let second: ProducerRef<u64> = sup.child("numbers").expect("restarted");
+//! assert!(second.is_running());
+//! assert_eq!(sup.stop(Reason::Shutdown).await, Reason::Shutdown);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The keyed scheduler
+//!
+//! When events carry a key, each key's events must be handled in order and one
+//! at a time, and there are many more keys than you want tasks, use a
+//! [`Keyed`](keyed::Keyed) scheduler from the [`keyed`] module. It keeps a
+//! queue per key inside a few partitions and hands batches of ready keys to
+//! workers it starts as needed; a key whose handler is slow holds up only
+//! itself. Your code is a [`KeyedHandler`](keyed::KeyedHandler); a
+//! [`KeyedConsumer`](keyed::KeyedConsumer) feeds the scheduler from a
+//! pipeline, asking its producers only for what the scheduler has room for.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::Mutex;
+//!
+//! use demandflow::keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
+//! use demandflow::prelude::*;
+//!
+//! /// Records each account's amounts in the order they were handled.
+//! #[derive(Default)]
+//! struct Ledger(Mutex<HashMap<u32, Vec<i64>>>);
+//!
+//! impl KeyedHandler for Ledger {
+//!     type Key = u32;
+//!     type Event = (u32, i64);
+//!
+//!     async fn handle(&self, batch: &mut KeyedBatch<u32, (u32, i64)>) {
+//!         let mut ledger = self.0.lock().unwrap();
+//!         for (account, events) in batch.iter() {
+//!             let amounts = events.iter().map(|&(_, amount)| amount);
+//!             ledger.entry(*account).or_default().extend(amounts);
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keyed = KeyedBuilder::hashed(Ledger::default()).start()?;
+//! // 30 transfers over 3 accounts: account n % 3 gets amount n.
+//! let transfers = producer(from_iter((0..30).map(|n| (n % 3, i64::from(n))))).start()?;
+//! let feed = consumer(keyed.consumer(|&(account, _): &(u32, i64)| account)).start()?;
+//! feed.subscribe_to(&transfers, SubscribeOptions::new()).await?;
+//!
+//! assert_eq!(feed.wait().await, Reason::Normal); // the source ran out
+//! keyed.shutdown().await; // every event sent has been handled
+//! let ledger = keyed.handler().0.lock().unwrap();
+//! assert_eq!(ledger[&1], [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
+//! assert_eq!(ledger.values().map(Vec::len).sum::<usize>(), 30);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where things are
+//!
+//! The crate root holds the stage vocabulary: the stage traits, contexts,
+//! builders, handles, sources, options, reasons, the errors you handle every
+//! day, and [`Pipeline`]; [`Key`] and [`key_partition`] are here too, as they
+//! are shared by everything that routes by key. The specialised parts are
+//! modules named after them:
+//!
+//! - [`dispatcher`]: the dispatchers and the trait to write your own;
+//! - [`supervisor`]: restartable stages, the consumer supervisor and the
+//!   partition supervisor (the `demandflow-supervisor` crate);
+//! - [`keyed`]: per-key ordered scheduling (the `demandflow-keyed` crate);
+//! - [`low_level`]: the pure state machines the runtime drives, for checking
+//!   numbers by hand.
+//!
+//! Behind the facade, `demandflow-core` holds the runtime-free parts (demand
+//! accounting, the buffer, keys, the dispatcher trait and dispatchers) and
+//! `demandflow-runtime` the tokio runtime (stage tasks, handles, sources,
+//! streams, draining). Depend on this crate rather than on them.
 //!
 //! [tokio]: https://docs.rs/tokio
 
+pub mod dispatcher;
+pub mod low_level;
 pub mod prelude;
 
+// The stage vocabulary: stages, contexts, builders, handles, sources, options,
+// reasons and the errors a pipeline's code handles every day.
 pub use demandflow_core::{
-    AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,
-    DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DEFAULT_PARTITION_QUEUE_CAPACITY, Deliver,
-    DemandDispatcher, Dispatched, Dispatcher, Partition, PartitionDispatcher,
-    PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions, SubscribeRefused,
-    SubscriptionId, key_partition, split_chunks,
+    BufferKeep, CancelMode, CancelReason, ConfigError, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND,
+    Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
@@ -822,19 +1007,17 @@ pub use demandflow_runtime::{
     SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
     push,
 };
+// Stages made from a closure.
 pub use demandflow_runtime::{
     Filter, FilterMap, FlatMap, ForEach, Inspect, Map, filter, filter_map, flat_map, for_each,
     inspect, map,
 };
-pub use demandflow_supervisor::{
-    BuildError, CallError, CastError, ConsumerSupervisor, ConsumerSupervisorBuilder, Hashed,
-    PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker, TryCastError,
-    Worker, WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
-};
-pub use demandflow_supervisor::{
-    Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
-};
-pub use demandflow_supervisor::{
-    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
-    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
-};
+
+// Keys, shared by everything that routes by key: the partition dispatcher,
+// the partition supervisor and the keyed scheduler.
+pub use demandflow_core::{Hashed, Key, KeyHasher, key_partition};
+
+// Parts with a crate of their own, each a module of the facade named after it.
+// A new crate joins here with one line.
+pub use demandflow_keyed as keyed;
+pub use demandflow_supervisor as supervisor;

@@ -12,8 +12,11 @@
 //! and reasons a pipeline is wired and stopped with ([`SubscribeOptions`],
 //! [`CancelMode`], [`DemandMode`], [`Reason`]).
 //!
-//! Everything else (buffer options, dispatchers, handles, statistics, errors) is
-//! imported from the crate root when it is needed.
+//! Everything else is imported when it is needed: handles, buffer options,
+//! statistics and errors from the crate root, and the specialised parts from
+//! their modules ([`dispatcher`](crate::dispatcher),
+//! [`supervisor`](crate::supervisor), [`keyed`](crate::keyed),
+//! [`low_level`](crate::low_level)).
 //!
 //! # Examples
 //!

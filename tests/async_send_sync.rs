@@ -1,5 +1,6 @@
 //! Every public type that crosses tasks is `Send` (and `Sync` where shared).
 
+use demandflow::dispatcher::DemandDispatcher;
 use demandflow::*;
 
 fn send<T: Send>() {}

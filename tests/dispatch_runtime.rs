@@ -4,10 +4,10 @@ mod support;
 
 use std::sync::Arc;
 
-use demandflow::Partition;
+use demandflow::dispatcher::Partition;
+use demandflow::dispatcher::{BroadcastDispatcher, PartitionDispatcher, SubscribeRefused};
 use demandflow::{
-    BroadcastDispatcher, Context, DemandFlow, Info, PartitionDispatcher, Producer, SubscribeError,
-    SubscribeOptions, SubscribeRefused, consumer, producer,
+    Context, DemandFlow, Info, Producer, SubscribeError, SubscribeOptions, consumer, producer,
 };
 use parking_lot::Mutex;
 use support::{Counter, Recorder, batches, eventually};

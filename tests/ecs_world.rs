@@ -3,19 +3,18 @@
 //! not holding each other up, "no handler", and order and exactly-once under
 //! random load.
 
-#[path = "../examples/ecs/world.rs"]
-mod world;
-
 mod support;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ecs_world::{
+    Behaviour, Event, EventName, Flow, Handled, ObjectId, SendError, World, WorldBuilder,
+};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use support::eventually;
-use world::{Behaviour, Event, EventName, Flow, Handled, ObjectId, SendError, World, WorldBuilder};
 
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap()
@@ -87,7 +86,7 @@ struct Fixture {
     world: World<Args>,
     name: EventName,
     log: Log,
-    tags: Vec<world::BehaviourId<Tagged>>,
+    tags: Vec<ecs_world::BehaviourId<Tagged>>,
 }
 
 /// A world with behaviours tagged `tags`, registered in that order, and

@@ -2,9 +2,6 @@
 //! counted exactly once, by the partition of its id, and empty partitions log
 //! nothing.
 
-#[path = "../examples/partitioned_ingest.rs"]
-mod partitioned_ingest;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

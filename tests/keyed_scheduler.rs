@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use demandflow::keyed;
+use demandflow::keyed::{Keyed, KeyedBatch, KeyedBuilder, KeyedHandler};
 use demandflow::prelude::*;
-use demandflow::{
-    Keyed, KeyedBatch, KeyedBuilder, KeyedHandler, KeyedPanic, KeyedSendError, KeyedTrySendError,
-};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use support::{Counter, eventually};
@@ -286,7 +285,7 @@ async fn workers_start_on_demand_and_never_exceed_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_releases_its_keys_and_is_reported() {
-    let reports: Arc<Mutex<Vec<KeyedPanic<u64>>>> = Arc::default();
+    let reports: Arc<Mutex<Vec<keyed::HandlerPanic<u64>>>> = Arc::default();
     let seen = reports.clone();
     let keyed = KeyedBuilder::dense(Recorder::default())
         .partitions(nz(1))
@@ -337,7 +336,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!((stats.queued, stats.in_flight_events), (4, 1));
     assert!(matches!(
         keyed.try_send(5, job(5)),
-        Err(KeyedTrySendError::Full((5, _)))
+        Err(keyed::TrySendError::Full((5, _)))
     ));
     let sender = keyed.clone();
     let blocked = tokio::spawn(async move { sender.send(5, job(5)).await });
@@ -356,7 +355,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!(keyed.stats().peak_queued, 4);
     assert!(matches!(
         keyed.send(9, job(9)).await,
-        Err(KeyedSendError((9, _)))
+        Err(keyed::SendError((9, _)))
     ));
 }
 
@@ -424,13 +423,9 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
         .unwrap();
     let (counter, demands) = Counter::new();
     let numbers = producer(counter).start().unwrap();
-    let stage = consumer(
-        keyed
-            .consumer(|job: &Job| u64::from(job.id))
-            .max_demand(1000),
-    )
-    .start()
-    .unwrap();
+    let stage = consumer(keyed.consumer(|job: &Job| u64::from(job.id)))
+        .start()
+        .unwrap();
     // The counter emits u64; map to jobs through a producer-consumer.
     struct ToJob;
     impl ProducerConsumer for ToJob {
@@ -494,6 +489,40 @@ async fn the_consumer_stage_asks_only_for_what_the_scheduler_has_room_for() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_consumer_stage_honours_the_subscriptions_demand_bounds() {
+    /// Counts events; the scheduler has far more room than the bounds allow.
+    struct Count(AtomicUsize);
+    impl KeyedHandler for Count {
+        type Key = u64;
+        type Event = u64;
+        async fn handle(&self, batch: &mut KeyedBatch<u64, u64>) {
+            let n: usize = batch.iter().map(|(_, events)| events.len()).sum();
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    let keyed = KeyedBuilder::dense(Count(AtomicUsize::new(0)))
+        .partitions(nz(1))
+        .start()
+        .unwrap();
+    let (counter, demands) = Counter::new();
+    let numbers = producer(counter).start().unwrap();
+    let stage = consumer(keyed.consumer(|n: &u64| n % 5)).start().unwrap();
+    stage
+        .subscribe_to(
+            &numbers,
+            SubscribeOptions::new().max_demand(4).min_demand(1),
+        )
+        .await
+        .unwrap();
+    eventually(|| keyed.handler().0.load(Ordering::Relaxed) >= 40).await;
+    let demands = demands.lock().clone();
+    // The counter answers each ask at once with one batch, so every batch
+    // empties the subscription's pending demand and it is asked back to 4.
+    assert!(demands.len() >= 10, "{demands:?}");
+    assert!(demands.iter().all(|&d| d == 4), "{demands:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_consumer_stage_with_automatic_demand_waits_for_room_and_loses_nothing() {
     let keyed = KeyedBuilder::dense(Recorder::default())
         .partitions(nz(2))
@@ -544,21 +573,22 @@ async fn the_consumer_stage_with_automatic_demand_waits_for_room_and_loses_nothi
 fn keyed_types_are_send_and_sync() {
     fn send<T: Send>() {}
     fn sync<T: Sync>() {}
-    send::<Keyed<demandflow::DenseKeys, Recorder>>();
-    sync::<Keyed<demandflow::DenseKeys, Recorder>>();
-    send::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
-    sync::<demandflow::KeyedQueue<demandflow::HashedKeys<String>, u64>>();
+    send::<Keyed<demandflow::keyed::DenseKeys, Recorder>>();
+    sync::<Keyed<demandflow::keyed::DenseKeys, Recorder>>();
+    send::<demandflow::keyed::KeyedQueue<demandflow::keyed::HashedKeys<String>, u64>>();
+    sync::<demandflow::keyed::KeyedQueue<demandflow::keyed::HashedKeys<String>, u64>>();
     send::<KeyedBatch<u64, Job>>();
     sync::<KeyedBatch<u64, Job>>();
-    send::<demandflow::KeyHold<u64>>();
-    sync::<demandflow::KeyHold<u64>>();
-    send::<demandflow::KeyedConsumer<demandflow::DenseKeys, Recorder, fn(&Job) -> u64>>();
-    send::<demandflow::KeyedStats>();
-    sync::<demandflow::KeyedStats>();
-    send::<KeyedPanic<u64>>();
-    sync::<KeyedPanic<u64>>();
-    send::<KeyedSendError<u64>>();
-    send::<KeyedTrySendError<u64>>();
+    send::<demandflow::keyed::KeyHold<u64>>();
+    sync::<demandflow::keyed::KeyHold<u64>>();
+    send::<demandflow::keyed::KeyedConsumer<demandflow::keyed::DenseKeys, Recorder, fn(&Job) -> u64>>(
+    );
+    send::<demandflow::keyed::Stats>();
+    sync::<demandflow::keyed::Stats>();
+    send::<keyed::HandlerPanic<u64>>();
+    sync::<keyed::HandlerPanic<u64>>();
+    send::<keyed::SendError<u64>>();
+    send::<keyed::TrySendError<u64>>();
 }
 
 proptest! {

@@ -479,9 +479,11 @@ async fn infos_keep_their_place_among_buffered_events_and_split_batches() {
 #[tokio::test]
 async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
     // Evens go to partition 0, odds to partition 1.
-    let parity = demandflow::PartitionDispatcher::numbered(2, |e: u64| Some(((e % 2) as usize, e)))
-        .build()
-        .unwrap();
+    let parity = demandflow::dispatcher::PartitionDispatcher::numbered(2, |e: u64| {
+        Some(((e % 2) as usize, e))
+    })
+    .build()
+    .unwrap();
     let (p, plog) = probe();
     let p = producer(p).dispatcher(parity).start().unwrap();
     let (even, even_log) = Recorder::manual();

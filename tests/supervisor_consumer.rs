@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    BuildError, CancelMode, ConsumerSupervisor, NotRunning, Reason, Restart, SubscribeOptions,
-    Worker, WorkerCounts, WorkerState, consumer, from_iter, producer,
+use demandflow::supervisor::{
+    BuildError, ConsumerSupervisor, Restart, Worker, WorkerCounts, WorkerState,
 };
+use demandflow::{CancelMode, NotRunning, Reason, SubscribeOptions, consumer, from_iter, producer};
 use parking_lot::Mutex;
 use support::Counter;
 use tokio::time::{Instant, sleep};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    BuildError, CallError, CastError, Hashed, PartitionKey, PartitionSupervisor, PartitionWorker,
-    Reason, TryCastError, key_partition,
+use demandflow::supervisor::{
+    BuildError, CallError, CastError, PartitionSupervisor, PartitionWorker, TryCastError,
 };
+use demandflow::{Hashed, Key, Reason, key_partition};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
@@ -65,7 +65,7 @@ async fn integer_keys_go_to_key_mod_n_and_strings_through_key_partition() {
     );
     assert_eq!(
         echo.call(Hashed((3, 'x')), ()).await.unwrap(),
-        key_partition(&(3, 'x'), 4)
+        key_partition(&Hashed((3, 'x')), 4)
     );
     assert_eq!(echo.partition_of(&"user-17"), "user-17".partition(4));
     assert_eq!(echo.partitions(), 4);

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use demandflow::supervisor::{
+    BuildError, ConsumerSupervisor, PartitionSupervisor, PartitionWorker, Restart, Strategy,
+    Supervisor,
+};
 use demandflow::{
-    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerRef, ConsumerSupervisor, Context,
-    PartitionSupervisor, PartitionWorker, ProducerConsumer, ProducerConsumerRef, ProducerRef,
-    Reason, Restart, Strategy, SubscribeOptions, SubscriptionId, Supervisor, consumer, from_iter,
-    producer, producer_consumer,
+    CancelMode, Consumer, ConsumerContext, ConsumerRef, Context, ProducerConsumer,
+    ProducerConsumerRef, ProducerRef, Reason, SubscribeOptions, SubscriptionId, consumer,
+    from_iter, producer, producer_consumer,
 };
 use support::{Counter, Recorder, batches, eventually};
 
@@ -272,7 +275,7 @@ async fn draining_a_supervisor_delivers_in_flight_events_and_restarts_nothing() 
 /// A child whose factory works the first time and panics at every later call
 /// (at the call itself, or inside its future), like a factory whose
 /// configuration went away while the first instance ran.
-fn panics_on_restart(in_future: bool) -> demandflow::SupervisorBuilder {
+fn panics_on_restart(in_future: bool) -> demandflow::supervisor::SupervisorBuilder {
     let calls = Arc::new(AtomicU64::new(0));
     Supervisor::builder(Strategy::OneForOne).child("flaky", Restart::Permanent, move |_| {
         let first = calls.fetch_add(1, Ordering::SeqCst) == 0;

@@ -12,9 +12,6 @@
 //! event handled. Then a small scenario: 1 000 objects receiving an event every 10 ms.
 //! See `benches/README.md` for what each figure means.
 
-#[path = "../../examples/ecs/world.rs"]
-mod world;
-
 use std::fmt::Write as _;
 use std::fs;
 use std::num::NonZeroUsize;
@@ -26,7 +23,7 @@ use std::time::{Duration, Instant};
 use demandflow_benches::{
     Args, ArgsError, Json, LogLogPlot, Mode, Reference, Series, USAGE, median, report_dir,
 };
-use world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
 
 /// Damage of every hit; armor takes `ARMOR` off it.
 const DAMAGE: u32 = 7;
@@ -154,7 +151,7 @@ impl Plan {
 struct Setup {
     world: World<Hit>,
     hit: EventName,
-    health: world::BehaviourId<HealthB>,
+    health: ecs_world::BehaviourId<HealthB>,
     /// Counted by the health behaviour.
     violations: Arc<AtomicU64>,
 }
@@ -311,13 +308,16 @@ async fn run_stage(objects: u64, frames: u32) -> (Duration, u64, u64) {
     let source = demandflow::producer(demandflow::from_iter(events))
         .start()
         .expect("inside a tokio runtime");
-    let feed = demandflow::consumer(world.consumer().max_demand(BATCH.get() as u64 * 2))
+    let feed = demandflow::consumer(world.consumer())
         .start()
         .expect("inside a tokio runtime");
     let start = Instant::now();
-    feed.subscribe_to(&source, demandflow::SubscribeOptions::new())
-        .await
-        .expect("subscribed");
+    feed.subscribe_to(
+        &source,
+        demandflow::SubscribeOptions::new().max_demand(BATCH.get() as u64 * 2),
+    )
+    .await
+    .expect("subscribed");
     feed.wait().await; // the source ran out
     world.idle().await;
     let elapsed = start.elapsed();

@@ -17,9 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use demandflow::dispatcher::PartitionDispatcher;
 use demandflow::{
-    Consumer, ConsumerContext, Context, PartitionDispatcher, ProducerConsumer, Reason,
-    SubscribeOptions, SubscriptionId, consumer, producer, producer_consumer, push,
+    Consumer, ConsumerContext, Context, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId,
+    consumer, producer, producer_consumer, push,
 };
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;

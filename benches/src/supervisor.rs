@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Instant;
 
-use demandflow::{ConsumerSupervisor, Reason, SubscribeOptions, consumer, from_iter, producer};
+use demandflow::supervisor::ConsumerSupervisor;
+use demandflow::{Reason, SubscribeOptions, consumer, from_iter, producer};
 
 use crate::Sample;
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use demandflow::dispatcher::{
+    BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher,
+};
 use demandflow::{
-    AsProducer, BroadcastDispatcher, Consumer, ConsumerContext, Context, DemandDispatcher,
-    DemandFlow, Dispatcher, PartitionDispatcher, ProducerConsumer, ProducerRef, Reason,
-    SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
+    AsProducer, Consumer, ConsumerContext, Context, DemandFlow, ProducerConsumer, ProducerRef,
+    Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
 };
 
 use crate::Sample;

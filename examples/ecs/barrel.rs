@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::world::{Behaviour, Event, EventName, Handled, ObjectId};
+use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId};
 
 /// What an attack carries; behaviours may change it for the ones after them.
 #[derive(Clone, Debug, PartialEq)]

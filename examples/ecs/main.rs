@@ -3,8 +3,8 @@
 //!
 //! What it teaches:
 //!
-//! - a [`Keyed`](demandflow::Keyed) scheduler keyed by object id
-//!   ([`DenseKeys`](demandflow::DenseKeys): no hashing, no per-object
+//! - a [`Keyed`](demandflow::keyed::Keyed) scheduler keyed by object id
+//!   ([`DenseKeys`](demandflow::keyed::DenseKeys): no hashing, no per-object
 //!   allocation), so each object's events are handled one at a time and in
 //!   order while different objects are handled concurrently (`world.rs`);
 //! - behaviours registered in order, each declaring the events it handles,
@@ -28,14 +28,13 @@
 //! The last line is `RESULT {json}`; the exit status is non-zero when a check fails.
 
 mod barrel;
-mod world;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use barrel::{Armor, Attack, Durability, Element, Fireproof, Flammable, Log};
-use world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
+use ecs_world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
 
 /// Objects in the crowd, and frames it is hit for, unless given on the command line.
 const OBJECTS: u64 = 20_000;

@@ -1,3 +1,7 @@
+//! The broadcast dispatcher: every event to every subscription, at the pace of
+//! the slowest. Use it when each consumer needs the whole stream; a
+//! subscription's selector filters what it receives.
+
 use std::fmt;
 
 use crate::{

@@ -1,3 +1,8 @@
+//! The producer's buffer: a bounded FIFO of events nobody has asked for yet,
+//! with markers (info messages, a deferred stop) kept in order behind them
+//! (SEMANTICS.md §3). The runtime owns one per producing stage; use it
+//! directly to check what an overflow keeps and drops.
+
 use std::collections::VecDeque;
 
 use crate::BufferKeep;

@@ -1,3 +1,8 @@
+//! Consumer-side demand arithmetic for automatic subscriptions (SEMANTICS.md
+//! §2): when to ask and how much ([`AutoDemand`]), and how batches are cut into
+//! chunks ([`split_chunks`]). The one place these numbers are computed; the
+//! runtime and every consumer built on it use it.
+
 /// Automatic demand accounting for one subscription (SEMANTICS.md §2).
 ///
 /// A consumer in automatic mode asks `max_demand` when it subscribes. Every batch

@@ -1,3 +1,7 @@
+//! The default dispatcher: work sharing. Each batch goes to the subscription
+//! with the most outstanding demand. Use it for a pool of interchangeable
+//! consumers.
+
 use crate::{
     Deliver, Dispatched, Dispatcher, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
 };

@@ -1,3 +1,7 @@
+//! The dispatcher contract: the [`Dispatcher`] trait a producer routes events
+//! through, what the runtime guarantees to an implementation and what it must
+//! guarantee back. Read it before writing a dispatcher of your own.
+
 use crate::{StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
 
 /// Where a dispatcher sends the batches it decides to deliver.

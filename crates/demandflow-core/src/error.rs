@@ -1,3 +1,6 @@
+//! The core's errors: options that do not validate ([`ConfigError`]) and a
+//! dispatcher refusing a subscription ([`SubscribeRefused`]).
+
 use crate::Partition;
 
 /// An invalid option, found when a stage or subscription is configured.

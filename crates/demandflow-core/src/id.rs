@@ -1,3 +1,7 @@
+//! Identifiers: [`SubscriptionId`] names one subscription, [`StageId`] one
+//! stage. Both are plain numbers handed out fresh for the life of the process,
+//! cheap to copy and compare; `from_raw` builds predictable ones for tests.
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -14,6 +14,8 @@
 //! - [`Dispatcher`]: the interface of dispatchers, and [`DemandDispatcher`], the default.
 //! - [`BroadcastDispatcher`]: every event to every consumer, at the pace of the slowest.
 //! - [`PartitionDispatcher`]: each event to the one consumer of its partition.
+//! - [`Key`] and [`key_partition`]: the one stable key hash that every part
+//!   routing by key (dispatcher, partition supervisor, keyed scheduler) uses.
 //!
 //! [demandflow]: https://docs.rs/demandflow
 
@@ -24,6 +26,7 @@ mod demand_dispatcher;
 mod dispatcher;
 mod error;
 mod id;
+mod key;
 mod options;
 mod partition_dispatcher;
 mod reason;
@@ -35,12 +38,12 @@ pub use demand_dispatcher::DemandDispatcher;
 pub use dispatcher::{Deliver, Dispatched, Dispatcher};
 pub use error::{ConfigError, SubscribeRefused};
 pub use id::{StageId, SubscriptionId};
+pub use key::{Hashed, Key, KeyHasher, key_partition};
 pub use options::{
     BufferKeep, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, Partition, Selector,
     SubscribeOptions,
 };
 pub use partition_dispatcher::{
     DEFAULT_PARTITION_QUEUE_CAPACITY, PartitionDispatcher, PartitionDispatcherBuilder,
-    key_partition,
 };
 pub use reason::{CancelReason, Reason};

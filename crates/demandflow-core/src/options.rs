@@ -1,3 +1,7 @@
+//! Subscription options ([`SubscribeOptions`]: demand bounds, cancel mode,
+//! partition, selector) and the defaults they start from. Validated when a
+//! consumer subscribes, so a bad combination is an error, not a panic.
+
 use std::fmt;
 use std::sync::Arc;
 

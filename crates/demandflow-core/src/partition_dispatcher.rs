@@ -1,11 +1,14 @@
+//! The partition dispatcher: each event to the one subscription of its
+//! partition, chosen by a hash function or by key. Use it when all events of a
+//! key must reach the same consumer, in order.
+
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::{
-    ConfigError, Deliver, Dispatched, Dispatcher, Partition, StageId, SubscribeOptions,
-    SubscribeRefused, SubscriptionId,
+    ConfigError, Deliver, Dispatched, Dispatcher, Key, Partition, StageId, SubscribeOptions,
+    SubscribeRefused, SubscriptionId, key_partition,
 };
 
 /// The default bound of each partition's queue, in events.
@@ -307,11 +310,12 @@ impl<T> PartitionDispatcher<T> {
     /// each event goes to the partition of its key, [`key_partition`]`(&key(&event), partitions)`.
     ///
     /// Events with equal keys always go to the same partition, so the events of one
-    /// key reach one consumer, in order. The hash is stable (64-bit FNV-1a over
-    /// the bytes the key's [`Hash`] implementation writes, see [`key_partition`]),
-    /// so a key maps to the same partition in every run and on every platform.
-    /// Nothing is discarded; use [`numbered`](Self::numbered) to discard events or
-    /// to spread integer keys with `key % n`.
+    /// key reach one consumer, in order. The partition is the key's own
+    /// ([`Key`]: integers `key mod n`, strings and [`Hashed`](crate::Hashed)
+    /// keys through the stable key hash), the same one the partition supervisor
+    /// and the keyed scheduler use, so a key maps to the same partition in
+    /// every part of a pipeline, every run and every platform. Nothing is
+    /// discarded; use [`numbered`](Self::numbered) to discard events.
     ///
     /// # Errors
     ///
@@ -339,7 +343,7 @@ impl<T> PartitionDispatcher<T> {
     /// d.dispatch(orders.clone(), &mut out);
     /// assert_eq!(out, vec![(sub, orders)]);
     /// ```
-    pub fn by_key<K: Hash>(
+    pub fn by_key<K: Key>(
         partitions: usize,
         key: impl Fn(&T) -> K + Send + 'static,
     ) -> PartitionDispatcherBuilder<T> {
@@ -818,99 +822,6 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         } else {
             false
         }
-    }
-}
-
-/// The partition `key` belongs to among `partitions`, as
-/// [`PartitionDispatcher::by_key`] computes it.
-///
-/// The hash is 64-bit FNV-1a over the bytes `key`'s [`Hash`] implementation
-/// writes (integers as little-endian bytes, `usize` and `isize` as 64 bits),
-/// reduced modulo `partitions`. It uses no random keys, so it is the same in every
-/// run, process and platform, as long as the key type's `Hash` implementation
-/// does not change.
-///
-/// # Panics
-///
-/// When `partitions` is 0.
-///
-/// # Examples
-///
-/// ```
-/// use demandflow_core::key_partition;
-///
-/// assert_eq!(key_partition("alice", 4), 0);
-/// assert_eq!(key_partition("bob", 4), 1);
-/// assert_eq!(key_partition(&42_u64, 4), 3);
-/// assert_eq!(key_partition(&42_u64, 1), 0);
-/// ```
-pub fn key_partition<K: Hash + ?Sized>(key: &K, partitions: usize) -> usize {
-    assert!(partitions > 0, "key_partition needs at least one partition");
-    let mut hasher = Fnv1a::default();
-    key.hash(&mut hasher);
-    // The remainder is below `partitions`, so it fits in a usize.
-    (hasher.finish() % partitions as u64) as usize
-}
-
-/// 64-bit FNV-1a, with integers written in a platform-independent way.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn write_u16(&mut self, i: u16) {
-        self.write(&i.to_le_bytes());
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.write(&i.to_le_bytes());
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.write(&i.to_le_bytes());
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.write(&i.to_le_bytes());
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-
-    fn write_i16(&mut self, i: i16) {
-        self.write_u16(i as u16);
-    }
-
-    fn write_i32(&mut self, i: i32) {
-        self.write_u32(i as u32);
-    }
-
-    fn write_i64(&mut self, i: i64) {
-        self.write_u64(i as u64);
-    }
-
-    fn write_i128(&mut self, i: i128) {
-        self.write_u128(i as u128);
-    }
-
-    fn write_isize(&mut self, i: isize) {
-        self.write_i64(i as i64);
     }
 }
 

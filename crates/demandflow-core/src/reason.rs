@@ -1,3 +1,7 @@
+//! Why things end: [`Reason`] for a stage's exit, [`CancelReason`] for a
+//! subscription's. Cancel modes (SEMANTICS.md §6) decide from these whether a
+//! consumer stops with its producer.
+
 use std::fmt;
 use std::sync::Arc;
 

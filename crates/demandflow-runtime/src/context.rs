@@ -1,3 +1,7 @@
+//! What a callback can do: the [`Context`] it records effects on (emit, ask,
+//! cancel, stop), carried out by the runtime when the callback returns, and
+//! the demand modes a subscription or stage runs in.
+
 use std::sync::Arc;
 
 use demandflow_core::{Reason, StageId, SubscriptionId};

@@ -1,3 +1,7 @@
+//! The runtime's errors: a stage that could not start, a subscription that
+//! failed, a stage that is no longer running, and a push handle's send that
+//! hands its event back.
+
 use std::fmt;
 
 use demandflow_core::{ConfigError, SubscribeRefused};

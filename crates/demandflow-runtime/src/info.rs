@@ -1,3 +1,7 @@
+//! Info messages: any value sent to a stage besides events (a timer firing, a
+//! command from the application, a result from another task), for its
+//! `handle_info` callback to downcast to the types it expects.
+
 use std::any::Any;
 use std::fmt;
 

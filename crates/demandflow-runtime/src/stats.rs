@@ -1,3 +1,6 @@
+//! Statistics a running stage reports through its handle: what it emitted,
+//! buffered, dropped and delivered, per stage and per subscription.
+
 use demandflow_core::{StageId, SubscriptionId};
 
 use crate::{DemandFlow, Peer};

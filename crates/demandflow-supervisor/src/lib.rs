@@ -1,5 +1,5 @@
-//! Supervision for demandflow: stages that restart when they fail, and
-//! per-key ordered concurrency.
+//! Supervision for demandflow: stages that restart when they fail, a consumer
+//! that runs a worker per event, and long-lived partition workers.
 //!
 //! A [`Supervisor`] starts stages from factories, watches them, and restarts
 //! them with OTP's strategies (one for one, rest for one, one for all) and
@@ -17,27 +17,21 @@
 //! `PartitionSupervisor`). Use it to spread stateful work over a fixed number of
 //! tasks while all the work for one key stays on one task, in order.
 //!
-//! A [`Keyed`] scheduler runs a handler on events partitioned by key: one
-//! worker per key at a time, in order, many keys at once (see [`KeyedQueue`]
-//! for its rules).
+//! Per-key ordered scheduling (`Keyed`) is not supervision and lives in its
+//! own crate, `demandflow-keyed`.
 
 mod consumer;
 mod error;
 mod intensity;
-mod keyed;
 mod partition;
 mod stage_supervisor;
 mod worker_monitor;
 
 pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
 pub use error::BuildError;
-pub use keyed::{
-    DenseKeys, HashedKeys, KeyHold, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer,
-    KeyedHandler, KeyedPanic, KeyedQueue, KeyedSendError, KeyedStats, KeyedTrySendError,
-};
 pub use partition::{
-    CallError, CastError, Hashed, PartitionKey, PartitionSupervisor, PartitionSupervisorBuilder,
-    PartitionWorker, TryCastError,
+    CallError, CastError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker,
+    TryCastError,
 };
 pub use stage_supervisor::{
     Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,

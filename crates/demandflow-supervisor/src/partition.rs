@@ -2,12 +2,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use demandflow_core::{Reason, key_partition};
+use demandflow_core::{Key, Reason};
 use demandflow_runtime::{catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -60,105 +59,6 @@ pub trait PartitionWorker: Send + 'static {
     /// handled is lost (a call gets [`CallError::NoReply`]), and the messages
     /// queued behind it are handled by the new worker.
     fn handle(&mut self, message: Self::Message) -> impl Future<Output = Self::Reply> + Send;
-}
-
-/// A key that routes a message to one of `partitions` partitions.
-///
-/// - Integers go to `key mod partitions` (the Euclidean remainder, so `-1`
-///   goes to the last partition): consecutive keys take turns.
-/// - Strings and byte strings, and any `Hash` key wrapped in [`Hashed`], go to
-///   [`key_partition`](demandflow_core::key_partition)`(key, partitions)`: 64-bit
-///   FNV-1a over the key's `Hash` bytes, modulo `partitions`. It does not
-///   depend on the process, platform or run, so a key always lands on the same
-///   partition, and it is the same function the partition dispatcher offers.
-///
-/// # Examples
-///
-/// ```
-/// use demandflow_core::key_partition;
-/// use demandflow_supervisor::{Hashed, PartitionKey};
-///
-/// assert_eq!(7_u64.partition(3), 1);
-/// assert_eq!((-1_i32).partition(3), 2);
-/// assert_eq!("user-42".partition(3), key_partition("user-42", 3));
-/// assert_eq!(Hashed(('a', 7)).partition(3), key_partition(&('a', 7), 3));
-/// ```
-pub trait PartitionKey {
-    /// The partition of this key, in `0..partitions` (`partitions > 0`).
-    fn partition(&self, partitions: usize) -> usize;
-}
-
-macro_rules! unsigned_keys {
-    ($($t:ty),*) => {$(
-        impl PartitionKey for $t {
-            fn partition(&self, partitions: usize) -> usize {
-                // The remainder is below `partitions`, so it fits in a usize.
-                (u128::from(*self) % partitions as u128) as usize
-            }
-        }
-    )*};
-}
-
-macro_rules! signed_keys {
-    ($($t:ty),*) => {$(
-        impl PartitionKey for $t {
-            fn partition(&self, partitions: usize) -> usize {
-                // The Euclidean remainder is in 0..partitions, so it fits in a usize.
-                i128::from(*self).rem_euclid(partitions as i128) as usize
-            }
-        }
-    )*};
-}
-
-unsigned_keys!(u8, u16, u32, u64, u128);
-signed_keys!(i8, i16, i32, i64, i128);
-
-impl PartitionKey for usize {
-    fn partition(&self, partitions: usize) -> usize {
-        self % partitions
-    }
-}
-
-impl PartitionKey for isize {
-    fn partition(&self, partitions: usize) -> usize {
-        // The Euclidean remainder is in 0..partitions, so it fits in a usize.
-        (*self as i128).rem_euclid(partitions as i128) as usize
-    }
-}
-
-impl PartitionKey for str {
-    fn partition(&self, partitions: usize) -> usize {
-        key_partition(self, partitions)
-    }
-}
-
-impl PartitionKey for String {
-    fn partition(&self, partitions: usize) -> usize {
-        key_partition(self.as_str(), partitions)
-    }
-}
-
-impl PartitionKey for [u8] {
-    fn partition(&self, partitions: usize) -> usize {
-        key_partition(self, partitions)
-    }
-}
-
-impl<K: PartitionKey + ?Sized> PartitionKey for &K {
-    fn partition(&self, partitions: usize) -> usize {
-        (**self).partition(partitions)
-    }
-}
-
-/// Routes any `Hash` key through [`key_partition`](demandflow_core::key_partition)
-/// (see [`PartitionKey`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Hashed<K>(pub K);
-
-impl<K: Hash> PartitionKey for Hashed<K> {
-    fn partition(&self, partitions: usize) -> usize {
-        key_partition(&self.0, partitions)
-    }
 }
 
 /// [`PartitionSupervisor::cast`] found the supervisor stopped; the message is
@@ -462,8 +362,9 @@ struct Inner<M, R> {
 /// sequencing, sharded caches.
 ///
 /// - **Routing**: [`cast`](Self::cast) and [`call`](Self::call) send to
-///   partition `key.partition(n)` (see [`PartitionKey`]: integers go to
-///   `key mod n`, strings through a stable hash).
+///   partition `key.partition(n)` (see [`Key`]: integers go to
+///   `key mod n`, strings through the stable key hash), the same partition
+///   the partition dispatcher and the keyed scheduler pick for that key.
 /// - **Messages**: a cast is fire and forget; a call waits for the reply the
 ///   worker's [`handle`](PartitionWorker::handle) returns. Each partition handles
 ///   its messages one at a time, in the order they were queued.
@@ -554,12 +455,12 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     }
 
     /// The partition `key` routes to.
-    pub fn partition_of<K: PartitionKey + ?Sized>(&self, key: &K) -> usize {
+    pub fn partition_of<K: Key + ?Sized>(&self, key: &K) -> usize {
         key.partition(self.partitions())
     }
 
     /// The mailbox of `key`'s partition, or `None` once `stop` was called.
-    fn mailbox<K: PartitionKey + ?Sized>(&self, key: &K) -> Option<&mpsc::Sender<Envelope<M, R>>> {
+    fn mailbox<K: Key + ?Sized>(&self, key: &K) -> Option<&mpsc::Sender<Envelope<M, R>>> {
         if self.inner.core.closing.load(Ordering::Acquire) {
             return None;
         }
@@ -577,7 +478,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     ///
     /// If the future is dropped before the message was queued, the message is
     /// dropped with it and nothing was queued.
-    pub async fn cast<K: PartitionKey>(&self, key: K, message: M) -> Result<(), CastError<M>> {
+    pub async fn cast<K: Key>(&self, key: K, message: M) -> Result<(), CastError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
             return Err(CastError(message));
         };
@@ -597,7 +498,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     /// [`TryCastError::Full`] when the mailbox is full and
     /// [`TryCastError::NotRunning`] when the supervisor has stopped; both hand
     /// the message back.
-    pub fn try_cast<K: PartitionKey>(&self, key: K, message: M) -> Result<(), TryCastError<M>> {
+    pub fn try_cast<K: Key>(&self, key: K, message: M) -> Result<(), TryCastError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
             return Err(TryCastError::NotRunning(message));
         };
@@ -626,7 +527,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     /// If the future is dropped before the message was queued, nothing was
     /// queued; if it is dropped later, the worker still handles the message and
     /// its reply is discarded.
-    pub async fn call<K: PartitionKey>(&self, key: K, message: M) -> Result<R, CallError<M>> {
+    pub async fn call<K: Key>(&self, key: K, message: M) -> Result<R, CallError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
             return Err(CallError::NotRunning(message));
         };

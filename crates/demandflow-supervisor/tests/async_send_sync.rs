@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Ready;
 
+use demandflow_core::Hashed;
 use demandflow_supervisor::*;
 
 fn send<T: Send>() {}

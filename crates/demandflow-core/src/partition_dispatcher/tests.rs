@@ -477,27 +477,6 @@ fn unknown_subscriptions_are_ignored() {
 }
 
 #[test]
-fn fnv1a_matches_the_reference_test_vectors() {
-    let fnv = |bytes: &[u8]| {
-        let mut h = Fnv1a::default();
-        h.write(bytes);
-        h.finish()
-    };
-    assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
-    assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
-    assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
-}
-
-#[test]
-fn key_partition_is_stable_and_platform_independent() {
-    assert_eq!(key_partition("alice", 4), 0);
-    assert_eq!(key_partition("bob", 4), 1);
-    assert_eq!(key_partition(&42_u64, 8), 7);
-    // usize is hashed as 64 bits on every platform.
-    assert_eq!(key_partition(&42_usize, 8), key_partition(&42_u64, 8));
-}
-
-#[test]
 fn by_key_sends_equal_keys_to_one_partition_in_order() {
     let mut d = PartitionDispatcher::by_key(3, |e: &(u32, u32)| e.0)
         .build()

@@ -1,62 +1,38 @@
-//! Partitioned ingest: count user events per id on keyed partition workers, and
-//! flush the counts every second.
+//! The pipeline of the `partitioned_ingest` example: user events counted per id
+//! on partition workers, flushed on a timer, and the report that checks nothing
+//! was lost.
 //!
-//! What it teaches:
-//!
-//! - a [`PartitionSupervisor`] of 3 ingestors, keyed by event id, so every
-//!   event with the same id is counted by the same worker, with no locks;
-//! - calling a partition and awaiting its answer: each generator worker calls
-//!   its event's partition, so it knows when the event was counted, and each
-//!   flusher calls its partition every second to swap out the counts (`cast`
-//!   is the fire-and-forget alternative);
-//! - a [`ConsumerSupervisor`] as a load generator with a bound: one worker task
-//!   per event, never more than `max_demand` (2,000) in flight, each waiting
-//!   until its event has been counted;
-//! - checking that nothing was lost: the counts of all flushes add up to the
-//!   events sent, and each id shows up in its own partition's flushes only.
-//!
-//! Run it with:
-//!
-//! ```sh
-//! cargo run --release --example partitioned_ingest
-//! # fewer events, faster flushes:
-//! cargo run --release --example partitioned_ingest -- --events 20000 --flush-ms 100
-//! INGEST_EVENTS=20000 INGEST_FLUSH_MS=100 cargo run --release --example partitioned_ingest
-//! ```
-//!
-//! It logs each non-empty flush, prints the throughput and, as its last line,
-//! `RESULT {json}` with the events sent, the events counted over all flushes and
-//! the split per partition. It exits with a non-zero status if the check fails.
+//! The example (`examples/partitioned_ingest/main.rs`) runs it and prints the
+//! report; `tests/example_partitioned_ingest.rs` runs it on the paused clock.
+//! It is a package of its own so both can use it without including the
+//! example's source file.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use demandflow::{
-    CallError, ConsumerSupervisor, PartitionSupervisor, PartitionWorker, Reason, SubscribeOptions,
-    consumer, from_iter, producer,
-};
+use demandflow::supervisor::{CallError, ConsumerSupervisor, PartitionSupervisor, PartitionWorker};
+use demandflow::{Reason, SubscribeOptions, consumer, from_iter, producer};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Ingestor partitions, and flusher tasks (one per partition).
-pub(crate) const PARTITIONS: usize = 3;
+pub const PARTITIONS: usize = 3;
 
 /// What the example runs, from `--events`, `--flush-ms`, `--max-in-flight` and
 /// `--seed` or the `INGEST_*` environment variables of the same names.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Config {
+pub struct Config {
     /// Events the load generator sends.
-    pub(crate) events: u64,
+    pub events: u64,
     /// How often each flusher swaps out its partition's counts.
-    pub(crate) flush_every: Duration,
+    pub flush_every: Duration,
     /// Events sent and not yet counted, at most.
-    pub(crate) max_in_flight: u64,
+    pub max_in_flight: u64,
     /// Seed of the generator's random picks.
-    pub(crate) seed: u64,
+    pub seed: u64,
 }
 
 impl Default for Config {
@@ -72,9 +48,7 @@ impl Default for Config {
 
 impl Config {
     /// The defaults, overridden by the environment, then by the arguments.
-    pub(crate) fn from_env_and_args(
-        args: impl IntoIterator<Item = String>,
-    ) -> Result<Config, String> {
+    pub fn from_env_and_args(args: impl IntoIterator<Item = String>) -> Result<Config, String> {
         let mut config = Config::default();
         let mut set = |name: &str, value: &str| -> Result<(), String> {
             let n: u64 = value
@@ -112,14 +86,17 @@ impl Config {
 
 /// A user event, as the load generator sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct UserEvent {
-    pub(crate) id: String,
-    pub(crate) user_id: u64,
-    pub(crate) action_data: String,
+pub struct UserEvent {
+    /// The id events are counted and partitioned by.
+    pub id: String,
+    /// The user the event is about.
+    pub user_id: u64,
+    /// What the user did.
+    pub action_data: String,
 }
 
 /// The six events the generator picks from, ids "1" to "6".
-pub(crate) fn fixtures() -> Vec<UserEvent> {
+pub fn fixtures() -> Vec<UserEvent> {
     let actions = [
         "login",
         "view",
@@ -140,14 +117,16 @@ pub(crate) fn fixtures() -> Vec<UserEvent> {
 }
 
 /// SplitMix64: a small, fast, deterministic generator (no `rand` needed).
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next number of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -156,25 +135,25 @@ impl SplitMix64 {
     }
 
     /// A number in `0..n`, uniform up to a bias of n / 2^64.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         // The high half of a 128-bit product: no modulo bias worth the name.
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
 
 /// `events` events picked uniformly from the fixtures, deterministically from `seed`.
-pub(crate) fn generate(events: u64, seed: u64) -> impl Iterator<Item = UserEvent> + Send {
+pub fn generate(events: u64, seed: u64) -> impl Iterator<Item = UserEvent> + Send {
     let fixtures = fixtures();
     let mut rng = SplitMix64::new(seed);
     (0..events).map(move |_| fixtures[rng.below(fixtures.len() as u64) as usize].clone())
 }
 
 /// Counts per event id.
-pub(crate) type Counts = BTreeMap<String, u64>;
+pub type Counts = BTreeMap<String, u64>;
 
 /// What an ingestor partition receives.
 #[derive(Debug)]
-pub(crate) enum IngestMsg {
+pub enum IngestMsg {
     /// Count one event.
     Count(UserEvent),
     /// Hand over the counts and start again from zero.
@@ -182,7 +161,7 @@ pub(crate) enum IngestMsg {
 }
 
 /// One partition's worker: counts the events of the ids that route to it.
-pub(crate) struct Ingestor {
+pub struct Ingestor {
     counts: Counts,
 }
 
@@ -203,16 +182,19 @@ impl PartitionWorker for Ingestor {
 
 /// One non-empty flush of one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Flush {
-    pub(crate) partition: usize,
+pub struct Flush {
+    /// The partition flushed.
+    pub partition: usize,
     /// Time since the flushers started, on tokio's clock.
-    pub(crate) at: Duration,
-    pub(crate) counts: Counts,
+    pub at: Duration,
+    /// The counts it swapped out, per id.
+    pub counts: Counts,
 }
 
 /// The ingestors and their flushers.
-pub(crate) struct Ingest {
-    pub(crate) partitions: PartitionSupervisor<IngestMsg, Option<Counts>>,
+pub struct Ingest {
+    /// The ingestors, one per partition.
+    pub partitions: PartitionSupervisor<IngestMsg, Option<Counts>>,
     flushes: Arc<Mutex<Vec<Flush>>>,
     stop: watch::Sender<bool>,
     flushers: Vec<JoinHandle<()>>,
@@ -220,7 +202,7 @@ pub(crate) struct Ingest {
 
 impl Ingest {
     /// Starts the ingestors and one flusher per partition, flushing every `flush_every`.
-    pub(crate) fn start(flush_every: Duration) -> Ingest {
+    pub fn start(flush_every: Duration) -> Ingest {
         let count = std::num::NonZeroUsize::new(PARTITIONS).expect("PARTITIONS > 0");
         let partitions = PartitionSupervisor::start(count, |_partition| Ingestor {
             counts: Counts::new(),
@@ -259,12 +241,12 @@ impl Ingest {
     }
 
     /// The flushes so far.
-    pub(crate) fn flushes(&self) -> Vec<Flush> {
+    pub fn flushes(&self) -> Vec<Flush> {
         self.flushes.lock().clone()
     }
 
     /// Flushes every partition one last time, stops, and returns all flushes.
-    pub(crate) async fn finish(mut self) -> Vec<Flush> {
+    pub async fn finish(mut self) -> Vec<Flush> {
         self.stop.send_replace(true);
         for flusher in std::mem::take(&mut self.flushers) {
             flusher.await.expect("a flusher panicked");
@@ -302,25 +284,27 @@ async fn flush(
 
 /// What a run did, and the check of it.
 #[derive(Clone, Debug)]
-pub(crate) struct Report {
-    pub(crate) config: Config,
+pub struct Report {
+    /// What was run.
+    pub config: Config,
     /// Events the generator sent and saw counted.
-    pub(crate) sent: u64,
+    pub sent: u64,
     /// The most events in flight at once.
-    pub(crate) max_in_flight: u64,
-    pub(crate) flushes: Vec<Flush>,
+    pub max_in_flight: u64,
+    /// Every non-empty flush, in the order they happened.
+    pub flushes: Vec<Flush>,
     /// Wall-clock time from the first event to the last count.
-    pub(crate) elapsed: std::time::Duration,
+    pub elapsed: std::time::Duration,
 }
 
 impl Report {
     /// Events counted over all flushes.
-    pub(crate) fn counted(&self) -> u64 {
+    pub fn counted(&self) -> u64 {
         self.flushes.iter().flat_map(|f| f.counts.values()).sum()
     }
 
     /// Events counted per partition.
-    pub(crate) fn per_partition(&self) -> [u64; PARTITIONS] {
+    pub fn per_partition(&self) -> [u64; PARTITIONS] {
         let mut split = [0; PARTITIONS];
         for flush in &self.flushes {
             split[flush.partition] += flush.counts.values().sum::<u64>();
@@ -329,7 +313,7 @@ impl Report {
     }
 
     /// The ids each partition flushed.
-    pub(crate) fn ids_per_partition(&self) -> [Vec<String>; PARTITIONS] {
+    pub fn ids_per_partition(&self) -> [Vec<String>; PARTITIONS] {
         let mut ids: [Vec<String>; PARTITIONS] = Default::default();
         for flush in &self.flushes {
             for id in flush.counts.keys() {
@@ -345,7 +329,7 @@ impl Report {
     }
 
     /// Everything the run must satisfy, or what it did not.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         let expected = self.config.events;
         if self.sent != expected {
             return Err(format!("sent {} events, not {expected}", self.sent));
@@ -381,7 +365,7 @@ impl Report {
     }
 
     /// The `RESULT` line's JSON object.
-    pub(crate) fn result_json(&self) -> String {
+    pub fn result_json(&self) -> String {
         let split = self.per_partition();
         let owners = self.ids_per_partition();
         let partitions: Vec<String> = (0..PARTITIONS)
@@ -415,7 +399,7 @@ impl Report {
 /// Runs the example: starts the ingestors and flushers, sends `config.events`
 /// events through a consumer supervisor with at most `config.max_in_flight` in
 /// flight, flushes one last time and reports.
-pub(crate) async fn run(config: Config) -> Report {
+pub async fn run(config: Config) -> Report {
     let ingest = Ingest::start(config.flush_every);
     let in_flight = Arc::new(AtomicU64::new(0));
     let max_in_flight = Arc::new(AtomicU64::new(0));
@@ -472,56 +456,5 @@ pub(crate) async fn run(config: Config) -> Report {
         flushes,
         elapsed,
         config,
-    }
-}
-
-#[cfg_attr(
-    test,
-    expect(
-        dead_code,
-        reason = "the tests include this file and call `run`, not `main`"
-    )
-)]
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match Config::from_env_and_args(std::env::args().skip(1)) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("partitioned_ingest: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    println!(
-        "sending {} events, at most {} in flight, to {PARTITIONS} partitions flushed every {:?}, picked from:",
-        config.events, config.max_in_flight, config.flush_every
-    );
-    for event in fixtures() {
-        println!(
-            "  id {} (user {}): {}",
-            event.id, event.user_id, event.action_data
-        );
-    }
-    let report = run(config).await;
-    let split = report.per_partition();
-    println!(
-        "sent {} events in {:.3} s: {:.0} events/s; counted {} over {} flushes, per partition {split:?}",
-        report.sent,
-        report.elapsed.as_secs_f64(),
-        report.sent as f64 / report.elapsed.as_secs_f64(),
-        report.counted(),
-        report.flushes.len(),
-    );
-    let ok = match report.check() {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("partitioned_ingest: check failed: {e}");
-            false
-        }
-    };
-    println!("RESULT {}", report.result_json());
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -8,11 +8,10 @@
 //! Events for one object are handled one at a time, in the order they were
 //! sent; different objects are handled concurrently.
 //!
-//! This file is shared by the `ecs` example and the `million_objects` bench.
-#![allow(
-    dead_code,
-    reason = "shared by the ecs example and the million_objects bench, which use different parts"
-)]
+//! An unpublished package of its own so that the `ecs` example
+//! (`examples/ecs/main.rs`), its tests (`tests/ecs_world.rs`) and the
+//! `million_objects` bench share it as a dependency instead of including its
+//! source file.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -24,32 +23,36 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use demandflow::{
-    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler, StartError,
+use demandflow::StartError;
+use demandflow::keyed::{
+    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
 };
 use parking_lot::Mutex;
 
 /// An object of the world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct ObjectId(pub(crate) u64);
+pub struct ObjectId(pub u64);
 
 /// An event name, interned by [`WorldBuilder::event`]: comparing two is
 /// comparing two integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct EventName(u16);
+pub struct EventName(u16);
 
 /// Something that happens to an object: a name, the target, and arguments that
 /// each behaviour may change before the next one sees them.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Event<A> {
-    pub(crate) name: EventName,
-    pub(crate) target: ObjectId,
-    pub(crate) args: A,
+pub struct Event<A> {
+    /// What happened.
+    pub name: EventName,
+    /// The object it happened to.
+    pub target: ObjectId,
+    /// Its arguments, changed by each behaviour in turn.
+    pub args: A,
 }
 
 /// Whether later behaviours see an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
+pub enum Flow {
     /// Hand the event on to the next behaviour.
     Continue,
     /// Stop here: later behaviours do not see the event.
@@ -57,7 +60,7 @@ pub(crate) enum Flow {
 }
 
 /// What a behaviour's handler returns.
-pub(crate) enum Handled {
+pub enum Handled {
     /// Done; the next behaviour sees the event.
     Continue,
     /// Done; no later behaviour sees the event.
@@ -69,7 +72,7 @@ pub(crate) enum Handled {
 
 impl Handled {
     /// Waits for `future` before deciding whether the event goes on.
-    pub(crate) fn wait(future: impl Future<Output = Flow> + Send + 'static) -> Handled {
+    pub fn wait(future: impl Future<Output = Flow> + Send + 'static) -> Handled {
         Handled::Wait(Box::pin(future))
     }
 }
@@ -79,7 +82,7 @@ impl Handled {
 ///
 /// `handle` runs with the object's state borrowed and must not block; to wait,
 /// change what there is to change and return [`Handled::Wait`].
-pub(crate) trait Behaviour<A>: Send + Sync + 'static {
+pub trait Behaviour<A>: Send + Sync + 'static {
     /// The state the behaviour keeps for each object it is attached to, stored
     /// densely (a vector per partition, indexed by object).
     type State: Default + Send + 'static;
@@ -95,7 +98,7 @@ pub(crate) trait Behaviour<A>: Send + Sync + 'static {
 }
 
 /// A registered behaviour, typed so that attaching it takes its state type.
-pub(crate) struct BehaviourId<B>(u8, PhantomData<fn() -> B>);
+pub struct BehaviourId<B>(u8, PhantomData<fn() -> B>);
 
 impl<B> Clone for BehaviourId<B> {
     fn clone(&self) -> Self {
@@ -113,7 +116,7 @@ impl<B> fmt::Debug for BehaviourId<B> {
 
 /// Why an event was not sent; it is handed back.
 #[derive(Debug, PartialEq)]
-pub(crate) enum SendError<A> {
+pub enum SendError<A> {
     /// No behaviour attached to the target handles the event's name, so it was
     /// not queued.
     NoHandler(Event<A>),
@@ -123,31 +126,31 @@ pub(crate) enum SendError<A> {
 
 /// What [`World::send_all`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Sent {
+pub struct Sent {
     /// Events queued.
-    pub(crate) sent: u64,
+    pub sent: u64,
     /// Events refused because no attached behaviour handles them.
-    pub(crate) no_handler: u64,
+    pub no_handler: u64,
 }
 
 /// The world's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct WorldStats {
+pub struct WorldStats {
     /// Events that went through every behaviour they were meant to (or were halted).
-    pub(crate) handled: u64,
+    pub handled: u64,
     /// Events a behaviour halted.
-    pub(crate) halted: u64,
+    pub halted: u64,
     /// Times an event waited on a behaviour's future.
-    pub(crate) waited: u64,
+    pub waited: u64,
     /// Events refused at send time: no handler.
-    pub(crate) no_handler: u64,
+    pub no_handler: u64,
     /// Events whose target had no interested behaviour left when they were
     /// handled (detached after sending).
-    pub(crate) orphaned: u64,
+    pub orphaned: u64,
     /// Most events queued in one partition at once.
-    pub(crate) peak_queued: usize,
+    pub peak_queued: usize,
     /// Events in batches whose handler panicked.
-    pub(crate) failed: u64,
+    pub failed: u64,
 }
 
 /// One behaviour's state for the objects of one partition, with the behaviour:
@@ -199,8 +202,6 @@ impl<A: 'static> Shard<A> {
 }
 
 struct Shared<A> {
-    /// Behaviours' names, in registration order.
-    behaviours: Vec<String>,
     names: Vec<String>,
     /// Per event name: the behaviours that handle it, in registration order.
     handlers: Vec<Vec<u8>>,
@@ -272,7 +273,7 @@ impl<A: Send + 'static> Shared<A> {
     /// until `hold` is dropped.
     async fn resume(
         self: Arc<Self>,
-        hold: demandflow::KeyHold<u64>,
+        hold: demandflow::keyed::KeyHold<u64>,
         mut events: Vec<Event<A>>,
         mut next: usize,
         mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
@@ -309,7 +310,7 @@ impl<A: Send + 'static> Shared<A> {
 }
 
 /// The keyed handler: runs each batch of objects through their behaviours.
-pub(crate) struct Dispatch<A>(Arc<Shared<A>>);
+pub struct Dispatch<A>(Arc<Shared<A>>);
 
 impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
     type Key = u64;
@@ -347,7 +348,7 @@ impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
 }
 
 /// Registers event names and behaviours, then starts a [`World`].
-pub(crate) struct WorldBuilder<A> {
+pub struct WorldBuilder<A> {
     behaviours: Vec<(String, NewColumn<A>)>,
     handles: Vec<Vec<EventName>>,
     names: HashMap<String, EventName>,
@@ -360,7 +361,7 @@ pub(crate) struct WorldBuilder<A> {
 
 impl<A: Send + 'static> WorldBuilder<A> {
     /// A world for up to `capacity` objects.
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         WorldBuilder {
             behaviours: Vec::new(),
             handles: Vec::new(),
@@ -374,25 +375,25 @@ impl<A: Send + 'static> WorldBuilder<A> {
     }
 
     /// Partitions of the keyed scheduler (default: one per core).
-    pub(crate) fn partitions(mut self, n: NonZeroUsize) -> Self {
+    pub fn partitions(mut self, n: NonZeroUsize) -> Self {
         self.partitions = n;
         self
     }
 
     /// Workers per partition (default 4).
-    pub(crate) fn max_workers(mut self, n: NonZeroUsize) -> Self {
+    pub fn max_workers(mut self, n: NonZeroUsize) -> Self {
         self.max_workers = n;
         self
     }
 
     /// Events a worker takes at once (default 1024).
-    pub(crate) fn max_batch(mut self, n: NonZeroUsize) -> Self {
+    pub fn max_batch(mut self, n: NonZeroUsize) -> Self {
         self.max_batch = n;
         self
     }
 
     /// Events queued per partition before senders wait (default 65 536).
-    pub(crate) fn queue_capacity(mut self, n: NonZeroUsize) -> Self {
+    pub fn queue_capacity(mut self, n: NonZeroUsize) -> Self {
         self.queue_capacity = n;
         self
     }
@@ -402,7 +403,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
     /// # Panics
     ///
     /// Beyond 65 536 names.
-    pub(crate) fn event(&mut self, name: &str) -> EventName {
+    pub fn event(&mut self, name: &str) -> EventName {
         let next = EventName(u16::try_from(self.names.len()).expect("at most 65 536 event names"));
         *self.names.entry(name.to_owned()).or_insert(next)
     }
@@ -413,7 +414,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
     /// # Panics
     ///
     /// Beyond 64 behaviours.
-    pub(crate) fn register<B: Behaviour<A>>(&mut self, behaviour: B) -> BehaviourId<B> {
+    pub fn register<B: Behaviour<A>>(&mut self, behaviour: B) -> BehaviourId<B> {
         let id = u8::try_from(self.behaviours.len())
             .ok()
             .filter(|&id| id < 64)
@@ -433,7 +434,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
     }
 
     /// Starts the world on the current tokio runtime.
-    pub(crate) fn start(self) -> Result<World<A>, StartError> {
+    pub fn start(self) -> Result<World<A>, StartError> {
         let mut names = vec![String::new(); self.names.len()];
         for (name, id) in &self.names {
             names[id.0 as usize] = name.clone();
@@ -454,7 +455,6 @@ impl<A: Send + 'static> WorldBuilder<A> {
             })
             .collect();
         let shared = Arc::new(Shared {
-            behaviours: self.behaviours.into_iter().map(|(name, _)| name).collect(),
             names,
             handlers,
             handler_masks,
@@ -481,7 +481,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
 }
 
 /// The consumer stage [`World::consumer`] makes.
-pub(crate) type WorldConsumer<A> = KeyedConsumer<DenseKeys, Dispatch<A>, fn(&Event<A>) -> u64>;
+pub type WorldConsumer<A> = KeyedConsumer<DenseKeys, Dispatch<A>, fn(&Event<A>) -> u64>;
 
 /// The key of an event: its target.
 fn target_of<A>(event: &Event<A>) -> u64 {
@@ -494,7 +494,7 @@ fn num_cpus() -> usize {
 
 /// A running world: objects, their behaviours and state, and the keyed
 /// scheduler that handles their events. Cloning gives another handle.
-pub(crate) struct World<A: Send + 'static> {
+pub struct World<A: Send + 'static> {
     keyed: Keyed<DenseKeys, Dispatch<A>>,
     shared: Arc<Shared<A>>,
 }
@@ -514,7 +514,7 @@ impl<A: Send + 'static> World<A> {
     /// # Panics
     ///
     /// Beyond the world's capacity.
-    pub(crate) fn spawn(&self) -> ObjectId {
+    pub fn spawn(&self) -> ObjectId {
         self.spawn_many(1).start
     }
 
@@ -523,7 +523,7 @@ impl<A: Send + 'static> World<A> {
     /// # Panics
     ///
     /// Beyond the world's capacity.
-    pub(crate) fn spawn_many(&self, n: u64) -> std::ops::Range<ObjectId> {
+    pub fn spawn_many(&self, n: u64) -> std::ops::Range<ObjectId> {
         let first = self.shared.objects.fetch_add(n, Ordering::Relaxed);
         assert!(
             first + n <= self.shared.attached.len() as u64,
@@ -540,12 +540,7 @@ impl<A: Send + 'static> World<A> {
     }
 
     /// Attaches behaviour `id` to `object`, with `state` as its component state.
-    pub(crate) fn attach<B: Behaviour<A>>(
-        &self,
-        object: ObjectId,
-        id: BehaviourId<B>,
-        state: B::State,
-    ) {
+    pub fn attach<B: Behaviour<A>>(&self, object: ObjectId, id: BehaviourId<B>, state: B::State) {
         let (p, slot) = self.place(object);
         {
             let mut shard = self.shared.shards[p].lock();
@@ -560,7 +555,7 @@ impl<A: Send + 'static> World<A> {
 
     /// Attaches behaviour `id` to every object of `objects`, each with the
     /// state `state` makes for it.
-    pub(crate) fn attach_many<B: Behaviour<A>>(
+    pub fn attach_many<B: Behaviour<A>>(
         &self,
         objects: std::ops::Range<ObjectId>,
         id: BehaviourId<B>,
@@ -586,7 +581,7 @@ impl<A: Send + 'static> World<A> {
     /// Detaches behaviour `id` from `object` and returns its state; `None` if
     /// it was not attached. Events already queued for the object no longer go
     /// through it.
-    pub(crate) fn detach<B: Behaviour<A>>(
+    pub fn detach<B: Behaviour<A>>(
         &self,
         object: ObjectId,
         id: BehaviourId<B>,
@@ -602,11 +597,7 @@ impl<A: Send + 'static> World<A> {
     }
 
     /// A copy of `object`'s state for behaviour `id`, if attached.
-    pub(crate) fn state<B: Behaviour<A>>(
-        &self,
-        object: ObjectId,
-        id: BehaviourId<B>,
-    ) -> Option<B::State>
+    pub fn state<B: Behaviour<A>>(&self, object: ObjectId, id: BehaviourId<B>) -> Option<B::State>
     where
         B::State: Clone,
     {
@@ -624,12 +615,12 @@ impl<A: Send + 'static> World<A> {
     }
 
     /// The text of `name`.
-    pub(crate) fn name_of(&self, name: EventName) -> &str {
+    pub fn name_of(&self, name: EventName) -> &str {
         &self.shared.names[name.0 as usize]
     }
 
     /// `true` when some behaviour attached to the event's target handles it.
-    pub(crate) fn has_handler(&self, event: &Event<A>) -> bool {
+    pub fn has_handler(&self, event: &Event<A>) -> bool {
         self.shared.has_handler(event)
     }
 
@@ -641,7 +632,7 @@ impl<A: Send + 'static> World<A> {
     /// [`SendError::NoHandler`] when no behaviour attached to the target
     /// handles the event (nothing is queued), [`SendError::Closed`] after
     /// shutdown.
-    pub(crate) async fn send(&self, event: Event<A>) -> Result<(), SendError<A>> {
+    pub async fn send(&self, event: Event<A>) -> Result<(), SendError<A>> {
         if !self.has_handler(&event) {
             self.shared.no_handler.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::NoHandler(event));
@@ -657,7 +648,7 @@ impl<A: Send + 'static> World<A> {
     /// # Errors
     ///
     /// The number of events sent, after shutdown.
-    pub(crate) async fn send_all(
+    pub async fn send_all(
         &self,
         events: impl IntoIterator<Item = Event<A>>,
     ) -> Result<Sent, usize> {
@@ -686,27 +677,27 @@ impl<A: Send + 'static> World<A> {
     /// asking its producers only for as many events as there is room for.
     /// Events reach the world unchecked: one without a handler is counted as
     /// orphaned when handled, not refused.
-    pub(crate) fn consumer(&self) -> WorldConsumer<A> {
+    pub fn consumer(&self) -> WorldConsumer<A> {
         self.keyed.consumer(target_of::<A>)
     }
 
     /// Waits until every event sent so far has been handled.
-    pub(crate) async fn idle(&self) {
+    pub async fn idle(&self) {
         self.keyed.wait_idle().await;
     }
 
     /// Stops taking events and waits for those sent to be handled.
-    pub(crate) async fn shutdown(&self) {
+    pub async fn shutdown(&self) {
         self.keyed.shutdown().await;
     }
 
     /// The keyed scheduler's counters.
-    pub(crate) fn keyed_stats(&self) -> demandflow::KeyedStats {
+    pub fn keyed_stats(&self) -> demandflow::keyed::Stats {
         self.keyed.stats()
     }
 
     /// The counters.
-    pub(crate) fn stats(&self) -> WorldStats {
+    pub fn stats(&self) -> WorldStats {
         let keyed = self.keyed.stats();
         WorldStats {
             handled: self.shared.handled.load(Ordering::Relaxed),

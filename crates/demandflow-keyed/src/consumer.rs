@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use demandflow_core::{CancelReason, Reason, SubscriptionId};
+use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
 use demandflow_runtime::{Consumer, ConsumerContext, DemandMode, Info};
 
 use super::index::KeyIndex;
@@ -16,11 +16,13 @@ use super::scheduler::{Keyed, KeyedHandler, Listener, SpaceFreed};
 ///
 /// With **manual** demand (the default) the stage asks its producers only for
 /// as many events as the fullest partition has room for, minus what it has
-/// asked and not yet received, and at most `max_demand` (default 1000) per
-/// subscription; it asks again as workers take events. So events never wait in
-/// the stage, the scheduler's queues stay within their capacity, and the
-/// producers feel the back-pressure as missing demand. The subscription's own
-/// `max_demand`/`min_demand` are not used in this mode.
+/// asked and not yet received. Each subscription's own bounds hold as they do
+/// for an automatic consumer (SEMANTICS.md §2): at most `max_demand` events are
+/// asked and not yet received on it, and it is asked again once that pending
+/// count has fallen to `min_demand` or below (or to nothing, when room was
+/// short), as workers take events. So events never wait in the stage, the
+/// scheduler's queues stay within their capacity, and the producers feel the
+/// back-pressure as missing demand.
 ///
 /// With **automatic** demand the runtime asks as usual (SEMANTICS.md §2), and
 /// the stage waits, before it returns from a batch, until the scheduler has
@@ -34,7 +36,7 @@ use super::scheduler::{Keyed, KeyedHandler, Listener, SpaceFreed};
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use demandflow_runtime::{SubscribeOptions, consumer, from_iter, producer};
-/// use demandflow_supervisor::{KeyedBatch, KeyedBuilder, KeyedHandler};
+/// use demandflow_keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
 ///
 /// struct Count(AtomicU64);
 ///
@@ -62,19 +64,28 @@ pub struct KeyedConsumer<X: KeyIndex, H: KeyedHandler, F> {
     keyed: Keyed<X, H>,
     key_of: F,
     mode: DemandMode,
-    max_demand: u64,
-    /// Manual subscriptions and the events asked on each and not yet received.
-    subs: Vec<(SubscriptionId, u64)>,
+    /// Manual subscriptions, with their bounds and what is asked on each and
+    /// not yet received.
+    subs: Vec<ManualSub>,
     /// Rotates which subscription is asked first.
     next: usize,
     pending: Arc<AtomicBool>,
+}
+
+/// A manual subscription of a [`KeyedConsumer`]: its bounds, and the events
+/// asked on it and not yet received.
+#[derive(Debug)]
+struct ManualSub {
+    id: SubscriptionId,
+    max: u64,
+    min: u64,
+    asked: u64,
 }
 
 impl<X: KeyIndex, H: KeyedHandler, F> fmt::Debug for KeyedConsumer<X, H, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedConsumer")
             .field("mode", &self.mode)
-            .field("max_demand", &self.max_demand)
             .field("subscriptions", &self.subs)
             .finish()
     }
@@ -95,7 +106,6 @@ where
             keyed: self.clone(),
             key_of,
             mode: DemandMode::Manual,
-            max_demand: 1000,
             subs: Vec::new(),
             next: 0,
             pending: Arc::new(AtomicBool::new(false)),
@@ -117,33 +127,32 @@ where
         self
     }
 
-    /// In manual mode, the most events asked and not yet received on one
-    /// subscription (at least 1; default 1000). The stage asks again once half
-    /// of it has arrived, or as soon as nothing is outstanding.
-    pub fn max_demand(mut self, max_demand: u64) -> Self {
-        self.max_demand = max_demand.max(1);
-        self
-    }
-
     /// Asks each manual subscription for what the scheduler has room for.
     fn refill(&mut self, ctx: &mut ConsumerContext) {
         if self.subs.is_empty() {
             return;
         }
         let room = self.keyed.min_room() as u64;
-        let outstanding: u64 = self.subs.iter().map(|(_, n)| n).sum();
+        let outstanding: u64 = self.subs.iter().map(|s| s.asked).sum();
         let mut budget = room.saturating_sub(outstanding);
-        let threshold = (self.max_demand / 2).max(1);
         let count = self.subs.len();
         for i in 0..count {
             if budget == 0 {
                 break;
             }
-            let (sub, asked) = &mut self.subs[(self.next + i) % count];
-            let ask = self.max_demand.saturating_sub(*asked).min(budget);
-            if ask > 0 && (ask >= threshold || *asked == 0) {
-                ctx.ask(*sub, ask);
-                *asked += ask;
+            let sub = &mut self.subs[(self.next + i) % count];
+            // Like an automatic subscription: ask back up to `max` once what is
+            // pending has fallen to `min`. When room cuts the ask short, wait
+            // for room for a whole chunk (`max - min`) rather than asking in
+            // dribbles, unless nothing is pending at all.
+            if sub.asked > sub.min {
+                continue;
+            }
+            let ask = sub.max.saturating_sub(sub.asked).min(budget);
+            let chunk = sub.max - sub.min;
+            if ask > 0 && (ask >= chunk || sub.asked == 0) {
+                ctx.ask(sub.id, ask);
+                sub.asked += ask;
                 budget -= ask;
             }
         }
@@ -172,7 +181,17 @@ where
         ctx: &mut ConsumerContext,
     ) -> DemandMode {
         if self.mode == DemandMode::Manual {
-            self.subs.push((sub, 0));
+            // The runtime validated the options before calling us, so the
+            // bounds are there; the defaults are only a fallback.
+            let (max, min) = ctx
+                .demand_bounds(sub)
+                .unwrap_or((DEFAULT_MAX_DEMAND, DEFAULT_MAX_DEMAND / 2));
+            self.subs.push(ManualSub {
+                id: sub,
+                max,
+                min,
+                asked: 0,
+            });
             self.refill(ctx);
         }
         self.mode
@@ -185,8 +204,8 @@ where
         ctx: &mut ConsumerContext,
     ) {
         let n = events.len() as u64;
-        if let Some((_, asked)) = self.subs.iter_mut().find(|(s, _)| *s == from) {
-            *asked = asked.saturating_sub(n);
+        if let Some(sub) = self.subs.iter_mut().find(|s| s.id == from) {
+            sub.asked = sub.asked.saturating_sub(n);
         }
         let key_of = &self.key_of;
         let sent = self
@@ -219,7 +238,7 @@ where
         _: &CancelReason,
         _: &mut ConsumerContext,
     ) {
-        self.subs.retain(|(s, _)| *s != sub);
+        self.subs.retain(|s| s.id != sub);
     }
 
     async fn terminate(&mut self, _: &Reason) {

@@ -40,7 +40,7 @@ use super::queue::{KeyedBatch, KeyedQueue, ReleaseHeld};
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use demandflow_supervisor::{KeyedBatch, KeyedHandler};
+/// use demandflow_keyed::{KeyedBatch, KeyedHandler};
 ///
 /// /// Adds up every event, whatever its key.
 /// struct Total(AtomicU64);
@@ -73,7 +73,7 @@ pub trait KeyedHandler: Send + Sync + 'static {
 /// The batch's keys were released and the worker went on; which of its events
 /// had been handled before the panic is not known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedPanic<K> {
+pub struct HandlerPanic<K> {
     /// The partition of the batch.
     pub partition: usize,
     /// The keys of the batch.
@@ -87,17 +87,17 @@ pub struct KeyedPanic<K> {
 /// The events could not be sent: the scheduler is closed. They are handed back.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("sending on a closed keyed scheduler")]
-pub struct KeyedSendError<T>(pub T);
+pub struct SendError<T>(pub T);
 
-impl<T> fmt::Debug for KeyedSendError<T> {
+impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyedSendError(..)")
+        f.write_str("SendError(..)")
     }
 }
 
 /// Why [`Keyed::try_send`] did not send; the key and event are handed back.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyedTrySendError<T> {
+pub enum TrySendError<T> {
     /// The key's partition holds as many queued events as its capacity.
     #[error("keyed partition is full")]
     Full(T),
@@ -106,20 +106,20 @@ pub enum KeyedTrySendError<T> {
     Closed(T),
 }
 
-impl<T> KeyedTrySendError<T> {
+impl<T> TrySendError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            KeyedTrySendError::Full(v) | KeyedTrySendError::Closed(v) => v,
+            TrySendError::Full(v) | TrySendError::Closed(v) => v,
         }
     }
 }
 
-impl<T> fmt::Debug for KeyedTrySendError<T> {
+impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyedTrySendError::Full(_) => f.write_str("Full(..)"),
-            KeyedTrySendError::Closed(_) => f.write_str("Closed(..)"),
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
         }
     }
 }
@@ -127,7 +127,7 @@ impl<T> fmt::Debug for KeyedTrySendError<T> {
 /// A snapshot of a [`Keyed`] scheduler's counters, from [`Keyed::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct KeyedStats {
+pub struct Stats {
     /// Number of partitions.
     pub partitions: usize,
     /// Events sent and not yet taken by a worker, over all partitions.
@@ -152,7 +152,7 @@ pub struct KeyedStats {
     pub failed: u64,
 }
 
-type PanicHook<K> = Box<dyn Fn(&KeyedPanic<K>) + Send + Sync>;
+type PanicHook<K> = Box<dyn Fn(&HandlerPanic<K>) + Send + Sync>;
 
 /// Configures and starts a [`Keyed`] scheduler.
 ///
@@ -184,9 +184,11 @@ impl<H: KeyedHandler<Key = u64>> KeyedBuilder<DenseKeys, H> {
 impl<H> KeyedBuilder<HashedKeys<H::Key>, H>
 where
     H: KeyedHandler,
-    H::Key: std::hash::Hash + Eq,
+    H::Key: demandflow_core::Key + std::hash::Hash + Eq,
 {
-    /// A scheduler for any hashable key ([`HashedKeys`]).
+    /// A scheduler for any [`Key`](demandflow_core::Key) that is also
+    /// `Hash + Eq` ([`HashedKeys`]): strings, integers, or any hashable type
+    /// wrapped in [`Hashed`](demandflow_core::Hashed).
     pub fn hashed(handler: H) -> Self {
         Self::with_index(handler)
     }
@@ -239,7 +241,10 @@ where
     }
 
     /// Called when a handler panics, instead of logging an error.
-    pub fn on_panic(mut self, hook: impl Fn(&KeyedPanic<X::Key>) + Send + Sync + 'static) -> Self {
+    pub fn on_panic(
+        mut self,
+        hook: impl Fn(&HandlerPanic<X::Key>) + Send + Sync + 'static,
+    ) -> Self {
         self.on_panic = Some(Box::new(hook));
         self
     }
@@ -404,7 +409,7 @@ type Pair<X, H> = (<X as KeyIndex>::Key, <H as KeyedHandler>::Event);
 /// ```
 /// use std::sync::Mutex;
 /// use std::num::NonZeroUsize;
-/// use demandflow_supervisor::{KeyedBatch, KeyedBuilder, KeyedHandler};
+/// use demandflow_keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
 ///
 /// /// Records, per key, the events in the order they were handled.
 /// #[derive(Default)]
@@ -485,17 +490,13 @@ where
     ///
     /// # Errors
     ///
-    /// [`KeyedSendError`] with the key and event when the scheduler is closed.
+    /// [`SendError`] with the key and event when the scheduler is closed.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if the future is dropped before it completes, the event was
     /// not sent.
-    pub async fn send(
-        &self,
-        key: X::Key,
-        event: H::Event,
-    ) -> Result<(), KeyedSendError<Pair<X, H>>> {
+    pub async fn send(&self, key: X::Key, event: H::Event) -> Result<(), SendError<Pair<X, H>>> {
         let p = self.partition_of(&key);
         let mut pair = Some((key, event));
         let partition = &self.inner.partitions[p];
@@ -503,7 +504,7 @@ where
             let mut room = pin!(partition.space.notified());
             room.as_mut().enable();
             if self.is_closed() {
-                return Err(KeyedSendError(pair.take().expect("not sent yet")));
+                return Err(SendError(pair.take().expect("not sent yet")));
             }
             let started = {
                 let mut state = partition.state.lock();
@@ -531,23 +532,19 @@ where
     ///
     /// # Errors
     ///
-    /// [`KeyedTrySendError::Full`] when the partition is full,
-    /// [`KeyedTrySendError::Closed`] when the scheduler is closed; both hand
+    /// [`TrySendError::Full`] when the partition is full,
+    /// [`TrySendError::Closed`] when the scheduler is closed; both hand
     /// the key and event back.
-    pub fn try_send(
-        &self,
-        key: X::Key,
-        event: H::Event,
-    ) -> Result<(), KeyedTrySendError<Pair<X, H>>> {
+    pub fn try_send(&self, key: X::Key, event: H::Event) -> Result<(), TrySendError<Pair<X, H>>> {
         if self.is_closed() {
-            return Err(KeyedTrySendError::Closed((key, event)));
+            return Err(TrySendError::Closed((key, event)));
         }
         let p = self.partition_of(&key);
         let partition = &self.inner.partitions[p];
         let started = {
             let mut state = partition.state.lock();
             if state.queue.queued() >= self.inner.capacity {
-                return Err(KeyedTrySendError::Full((key, event)));
+                return Err(TrySendError::Full((key, event)));
             }
             state.queue.push(&key, event);
             let queued = state.queue.queued();
@@ -566,7 +563,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`KeyedSendError`] with the number of pairs that were sent, when the
+    /// [`SendError`] with the number of pairs that were sent, when the
     /// scheduler is closed; the rest of the iterator is not consumed.
     ///
     /// # Cancel safety
@@ -576,7 +573,7 @@ where
     pub async fn send_all(
         &self,
         pairs: impl IntoIterator<Item = (X::Key, H::Event)>,
-    ) -> Result<usize, KeyedSendError<usize>> {
+    ) -> Result<usize, SendError<usize>> {
         let chunk = self.inner.chunk;
         let mut buffers: Vec<ChunkBuffer<X, H>> = (0..self.partitions())
             .map(|_| (Vec::with_capacity(chunk), Vec::with_capacity(chunk)))
@@ -590,14 +587,14 @@ where
             sent += self
                 .flush(p, keys, events)
                 .await
-                .map_err(|e| KeyedSendError(sent + e.0))?;
+                .map_err(|e| SendError(sent + e.0))?;
         }
         for (p, (keys, events)) in buffers.iter_mut().enumerate() {
             if !keys.is_empty() {
                 sent += self
                     .flush(p, keys, events)
                     .await
-                    .map_err(|e| KeyedSendError(sent + e.0))?;
+                    .map_err(|e| SendError(sent + e.0))?;
             }
         }
         Ok(sent)
@@ -631,7 +628,7 @@ where
         p: usize,
         keys: &mut Vec<X::Key>,
         events: &mut Vec<H::Event>,
-    ) -> Result<usize, KeyedSendError<usize>> {
+    ) -> Result<usize, SendError<usize>> {
         let partition = &self.inner.partitions[p];
         let n = keys.len();
         loop {
@@ -640,7 +637,7 @@ where
             if self.is_closed() {
                 keys.clear();
                 events.clear();
-                return Err(KeyedSendError(0));
+                return Err(SendError(0));
             }
             let started = {
                 let mut state = partition.state.lock();
@@ -707,15 +704,15 @@ where
     }
 
     /// A snapshot of the counters.
-    pub fn stats(&self) -> KeyedStats {
-        let mut stats = KeyedStats {
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
             partitions: self.inner.partitions.len(),
             sent: self.inner.sent.load(Ordering::Relaxed),
             handled: self.inner.handled.load(Ordering::Relaxed),
             batches: self.inner.batches.load(Ordering::Relaxed),
             panicked_batches: self.inner.panicked_batches.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
-            ..KeyedStats::default()
+            ..Stats::default()
         };
         for partition in &self.inner.partitions {
             let state = partition.state.lock();
@@ -877,7 +874,7 @@ where
         };
         match &self.on_panic {
             Some(hook) => {
-                let report = KeyedPanic {
+                let report = HandlerPanic {
                     partition: batch.partition(),
                     keys: batch.keys().cloned().collect(),
                     events,

@@ -1,7 +1,9 @@
 //! How a keyed scheduler finds a key's partition and its slot in that partition.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
+
+use demandflow_core::Key;
 use std::num::NonZeroUsize;
 
 /// Maps keys to partitions, and within one partition to dense slot numbers.
@@ -13,7 +15,8 @@ use std::num::NonZeroUsize;
 /// - [`DenseKeys`]: keys are small integers (`u64` ids allocated densely from 0).
 ///   Partition and slot are computed arithmetically (`key % partitions`,
 ///   `key / partitions`); nothing is hashed, nothing is allocated per key.
-/// - [`HashedKeys`]: any `Hash + Eq + Clone` key. A hash map gives each key a
+/// - [`HashedKeys`]: any [`Key`] that is also `Hash + Eq + Clone` (strings,
+///   integers, [`Hashed`](demandflow_core::Hashed) tuples…). A hash map gives each key a
 ///   slot while it has events queued or in flight; the slot is recycled when the
 ///   key goes idle, so memory follows the keys that are active, not every key
 ///   ever seen.
@@ -93,7 +96,7 @@ impl Divisor {
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use demandflow_supervisor::{DenseKeys, KeyIndex};
+/// use demandflow_keyed::{DenseKeys, KeyIndex};
 ///
 /// let mut second = DenseKeys::new(1, NonZeroUsize::new(4).unwrap());
 /// assert_eq!(second.partition_of(&9), 1);
@@ -142,15 +145,17 @@ impl KeyIndex for DenseKeys {
 
 /// Any hashable key, given a slot while it has events queued or in flight.
 ///
-/// Partitions are chosen with a fixed hash (SipHash with zero keys), so a key
-/// always lands in the same partition; slots are found with a randomly seeded
-/// hash map and recycled when a key goes idle.
+/// Partitions are chosen by the key itself ([`Key::partition`], the stable key
+/// hash of `demandflow-core`), so a key always lands in the same partition, the
+/// one the partition dispatcher and the partition supervisor pick for it; slots
+/// are found with a randomly seeded hash map (only this process sees them) and
+/// recycled when a key goes idle.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use demandflow_supervisor::{HashedKeys, KeyIndex};
+/// use demandflow_keyed::{HashedKeys, KeyIndex};
 ///
 /// let partitions = NonZeroUsize::new(2).unwrap();
 /// let router = HashedKeys::<String>::new(0, partitions);
@@ -178,21 +183,9 @@ impl<K> std::fmt::Debug for HashedKeys<K> {
     }
 }
 
-/// The fixed hasher partitions are chosen with.
-#[derive(Clone, Copy, Default)]
-struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = std::hash::DefaultHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        std::hash::DefaultHasher::new()
-    }
-}
-
 impl<K> KeyIndex for HashedKeys<K>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Key + Hash + Eq + Clone + Send + Sync + 'static,
 {
     type Key = K;
 
@@ -209,7 +202,7 @@ where
         if self.partitions == 1 {
             return 0;
         }
-        (FixedState.hash_one(key) % self.partitions) as usize
+        key.partition(self.partitions as usize)
     }
 
     fn slot(&mut self, key: &K) -> usize {
