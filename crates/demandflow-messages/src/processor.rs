@@ -1,0 +1,298 @@
+//! Processors: run the user's handler on every message, then send each on to
+//! its batcher or acknowledge it.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use demandflow_core::AutoDemand;
+use demandflow_runtime::{
+    CancelReason, Consumer, Context, DemandMode, Info, Peer, ProducerConsumer, Reason,
+    SubscriptionId,
+};
+use tracing::Instrument;
+
+use crate::ack::AckSet;
+use crate::catch::{catch_panic, catch_panic_sync};
+use crate::handler::MessageHandler;
+use crate::message::{Failure, Message, Status};
+use crate::metrics::Metrics;
+use crate::rate::RateLimiter;
+
+/// What every stage of one topology shares.
+pub(crate) struct Shared<H> {
+    pub(crate) topology: Arc<str>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Batcher names, in the order of the processors' output partitions.
+    pub(crate) batchers: Vec<Arc<str>>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
+}
+
+/// A timer's note to a rate-limited processor: a new interval has started.
+struct Refill;
+
+/// Demand of one rate-limited subscription: asked by hand, through the limiter.
+struct Limited {
+    sub: SubscriptionId,
+    demand: AutoDemand,
+    /// Asks the limiter has held back, to be made in a later interval.
+    held: u64,
+}
+
+/// One processor. It is a producer-consumer when the topology has batchers and
+/// a consumer when it has none.
+pub(crate) struct Processor<T, H> {
+    shared: Arc<Shared<H>>,
+    _messages: PhantomData<fn(T)>,
+    index: usize,
+    producers: usize,
+    limited: Vec<Limited>,
+    timer_armed: bool,
+}
+
+impl<T, H> Processor<T, H>
+where
+    T: Send + 'static,
+    H: MessageHandler<T>,
+{
+    pub(crate) fn new(shared: Arc<Shared<H>>, index: usize) -> Self {
+        Processor {
+            shared,
+            _messages: PhantomData,
+            index,
+            producers: 0,
+            limited: Vec::new(),
+            timer_armed: false,
+        }
+    }
+
+    /// Runs the handler on each message; messages bound for a batcher are
+    /// pushed to `out`, the others acknowledged.
+    async fn process(&self, events: Vec<Message<T>>, out: &mut Vec<Message<T>>) {
+        let shared = &*self.shared;
+        shared.metrics.entered(events.len());
+        let mut acks = AckSet::default();
+        let mut failed = Vec::new();
+        for mut message in events {
+            let span = tracing::trace_span!(
+                "handle_message",
+                topology = %shared.topology,
+                stage = "processor",
+                processor = self.index,
+            );
+            let handled = catch_panic(shared.handler.handle_message(&mut message).instrument(span));
+            if let Err(panic) = handled.await {
+                message.set_status(Status::Failed(Failure::Panicked(panic)));
+            }
+            if message.wants_ack_now() {
+                let status = message.status().clone();
+                acks.add(&mut message.ack, status);
+            }
+            if !message.is_ok() {
+                failed.push(message);
+                continue;
+            }
+            if shared.batchers.is_empty() {
+                acks.add(&mut message.ack, Status::Ok);
+                continue;
+            }
+            let slot = if shared.batchers.len() == 1 {
+                (*shared.batchers[0] == *message.batcher()).then_some(0)
+            } else {
+                shared
+                    .batchers
+                    .iter()
+                    .position(|b| **b == *message.batcher())
+            };
+            match slot {
+                Some(slot) => {
+                    message.slot = slot as u32;
+                    out.push(message);
+                }
+                None => {
+                    let name = message.batcher().to_owned();
+                    message.set_status(Status::Failed(Failure::UnknownBatcher(name)));
+                    failed.push(message);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            fail_messages(shared, &mut failed, &mut acks);
+        }
+        shared.metrics.ack(&mut acks);
+    }
+
+    fn subscribed<O>(&mut self, sub: SubscriptionId, ctx: &mut Context<O>) -> DemandMode {
+        self.producers += 1;
+        if self.shared.limiter.is_none() {
+            return DemandMode::Automatic;
+        }
+        let (max, min) = ctx.demand_bounds(sub).unwrap_or((1000, 500));
+        let mut demand = AutoDemand::new(max, min);
+        let first = demand.subscribe();
+        self.limited.push(Limited {
+            sub,
+            demand,
+            held: first,
+        });
+        self.pump(ctx);
+        DemandMode::Manual
+    }
+
+    /// A rate-limited subscription delivered `n` messages and they are handled.
+    fn received<O>(&mut self, sub: SubscriptionId, n: usize, ctx: &mut Context<O>) {
+        if let Some(limited) = self.limited.iter_mut().find(|l| l.sub == sub) {
+            limited.held += limited.demand.consume(n as u64);
+            self.pump(ctx);
+        }
+    }
+
+    /// Asks what the limiter allows now and arms the timer for the rest.
+    fn pump<O>(&mut self, ctx: &mut Context<O>) {
+        let Some(limiter) = &self.shared.limiter else {
+            return;
+        };
+        let mut next = None;
+        for limited in self.limited.iter_mut().filter(|l| l.held > 0) {
+            let (taken, next_window) = limiter.take(limited.held);
+            ctx.ask(limited.sub, taken);
+            limited.held -= taken;
+            if limited.held > 0 {
+                next = Some(next_window);
+            }
+        }
+        if let Some(at) = next
+            && !self.timer_armed
+        {
+            self.timer_armed = true;
+            let me = ctx.info_sender();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let _ = me.send(Refill);
+            });
+        }
+    }
+
+    /// The subscription ended; `true` when it was the last one.
+    fn cancelled(&mut self, sub: SubscriptionId) -> bool {
+        self.limited.retain(|l| l.sub != sub);
+        self.producers = self.producers.saturating_sub(1);
+        self.producers == 0
+    }
+
+    fn info<O>(&mut self, info: Info, ctx: &mut Context<O>) {
+        if info.is::<Refill>() {
+            self.timer_armed = false;
+            self.pump(ctx);
+        }
+    }
+}
+
+/// Shows `failed` to the handler's `handle_failed`, then acknowledges them by
+/// the status they have afterwards.
+pub(crate) fn fail_messages<T: Send + 'static, H: MessageHandler<T>>(
+    shared: &Shared<H>,
+    failed: &mut Vec<Message<T>>,
+    acks: &mut AckSet,
+) {
+    if let Err(panic) = catch_panic_sync(|| shared.handler.handle_failed(failed)) {
+        tracing::error!(topology = %shared.topology, %panic, "handle_failed panicked");
+    }
+    for mut message in failed.drain(..) {
+        let status = message.take_status();
+        acks.add(&mut message.ack, status);
+    }
+}
+
+impl<T, H> ProducerConsumer for Processor<T, H>
+where
+    T: Send + 'static,
+    H: MessageHandler<T>,
+{
+    type In = Message<T>;
+    type Out = Message<T>;
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<Message<T>>,
+        from: SubscriptionId,
+        ctx: &mut Context<Message<T>>,
+    ) {
+        let n = events.len();
+        let mut out = Vec::with_capacity(n);
+        self.process(events, &mut out).await;
+        ctx.emit_vec(out);
+        self.received(from, n, ctx);
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        peer: Peer,
+        sub: SubscriptionId,
+        ctx: &mut Context<Message<T>>,
+    ) -> DemandMode {
+        match peer {
+            Peer::Producer => self.subscribed(sub, ctx),
+            Peer::Consumer => DemandMode::Automatic,
+        }
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        peer: Peer,
+        sub: SubscriptionId,
+        _reason: &CancelReason,
+        ctx: &mut Context<Message<T>>,
+    ) {
+        if peer == Peer::Producer && self.cancelled(sub) {
+            ctx.stop_after_buffered(Reason::Normal);
+        }
+    }
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut Context<Message<T>>) {
+        self.info(info, ctx);
+    }
+}
+
+impl<T, H> Consumer for Processor<T, H>
+where
+    T: Send + 'static,
+    H: MessageHandler<T>,
+{
+    type Event = Message<T>;
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<Message<T>>,
+        from: SubscriptionId,
+        ctx: &mut Context<Infallible>,
+    ) {
+        let n = events.len();
+        self.process(events, &mut Vec::new()).await;
+        self.received(from, n, ctx);
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        ctx: &mut Context<Infallible>,
+    ) -> DemandMode {
+        self.subscribed(sub, ctx)
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        sub: SubscriptionId,
+        _reason: &CancelReason,
+        ctx: &mut Context<Infallible>,
+    ) {
+        if self.cancelled(sub) {
+            ctx.stop(Reason::Normal);
+        }
+    }
+
+    async fn handle_info(&mut self, info: Info, ctx: &mut Context<Infallible>) {
+        self.info(info, ctx);
+    }
+}

@@ -1,0 +1,94 @@
+//! Rate limiting of sources: at most N messages per interval.
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// At most `limit` messages per `interval`, for
+/// [`TopologyBuilder::rate_limit`](crate::TopologyBuilder::rate_limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages allowed per interval.
+    pub limit: NonZeroU64,
+    /// The length of an interval.
+    pub interval: Duration,
+}
+
+impl RateLimit {
+    /// At most `limit` messages every `interval`.
+    pub fn new(limit: NonZeroU64, interval: Duration) -> Self {
+        RateLimit { limit, interval }
+    }
+}
+
+/// The shared allowance of a topology's sources: how many messages may still
+/// be asked of them in the current interval.
+///
+/// Intervals are consecutive windows of fixed length starting when the
+/// topology starts; each window allows `limit` messages, and allowance left
+/// over at the end of a window is not carried into the next. Every copy of the
+/// source draws from the same allowance.
+#[derive(Debug)]
+pub struct RateLimiter {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: u64,
+    interval: Duration,
+    window_start: Instant,
+    remaining: u64,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(rate: RateLimit) -> Self {
+        RateLimiter {
+            state: Mutex::new(State {
+                limit: rate.limit.get(),
+                interval: rate.interval,
+                window_start: Instant::now(),
+                remaining: rate.limit.get(),
+            }),
+        }
+    }
+
+    /// Takes up to `want` from the current window's allowance; returns what was
+    /// taken and when the next window starts.
+    pub(crate) fn take(&self, want: u64) -> (u64, Instant) {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(state.window_start);
+        if elapsed >= state.interval {
+            let windows = elapsed.as_nanos() / state.interval.as_nanos().max(1);
+            let step = state
+                .interval
+                .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
+            state.window_start += step;
+            state.remaining = state.limit;
+        }
+        let taken = want.min(state.remaining);
+        state.remaining -= taken;
+        (taken, state.window_start + state.interval)
+    }
+
+    /// Changes the number of messages allowed per interval, from the next
+    /// interval on (the current one keeps what it has left, capped at the new limit).
+    pub fn set_limit(&self, limit: NonZeroU64) {
+        let mut state = self.state.lock();
+        state.limit = limit.get();
+        state.remaining = state.remaining.min(limit.get());
+    }
+
+    /// The number of messages allowed per interval.
+    pub fn limit(&self) -> u64 {
+        self.state.lock().limit
+    }
+
+    /// The interval.
+    pub fn interval(&self) -> Duration {
+        self.state.lock().interval
+    }
+}
