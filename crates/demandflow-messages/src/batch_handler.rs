@@ -59,8 +59,20 @@ where
                 .handler
                 .handle_batch(messages, &batch.info)
                 .instrument(span),
-        )
-        .await;
+        );
+        let handled = tokio::select! {
+            biased;
+            handled = handled => handled,
+            () = shared.abort.cancelled() => {
+                // Abandoned at a drain's deadline or a stop.
+                let mut acks = AckSet::default();
+                for mut ack in pending.into_iter().flatten() {
+                    acks.add(&mut ack, Status::Failed(Failure::Shutdown));
+                }
+                shared.metrics.ack(&mut acks);
+                return;
+            }
+        };
         let mut acks = AckSet::default();
         match handled {
             Ok(returned) => {

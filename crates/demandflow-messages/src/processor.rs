@@ -10,6 +10,7 @@ use demandflow_runtime::{
     CancelReason, Consumer, Context, DemandMode, Info, Peer, ProducerConsumer, Reason,
     SubscriptionId,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ack::AckSet;
@@ -27,6 +28,10 @@ pub(crate) struct Shared<H> {
     /// Batcher names, in the order of the processors' output partitions.
     pub(crate) batchers: Vec<Arc<str>>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
+    /// Cancelled when a drain's deadline passes or the topology stops: handlers
+    /// still running are abandoned and their messages fail with
+    /// [`Failure::Shutdown`].
+    pub(crate) abort: CancellationToken,
 }
 
 /// A timer's note to a rate-limited processor: a new interval has started.
@@ -82,8 +87,15 @@ where
                 processor = self.index,
             );
             let handled = catch_panic(shared.handler.handle_message(&mut message).instrument(span));
-            if let Err(panic) = handled.await {
-                message.set_status(Status::Failed(Failure::Panicked(panic)));
+            let handled = tokio::select! {
+                biased;
+                handled = handled => Some(handled),
+                () = shared.abort.cancelled() => None,
+            };
+            match handled {
+                Some(Ok(())) => {}
+                Some(Err(panic)) => message.set_status(Status::Failed(Failure::Panicked(panic))),
+                None => message.set_status(Status::Failed(Failure::Shutdown)),
             }
             if message.wants_ack_now() {
                 let status = message.status().clone();

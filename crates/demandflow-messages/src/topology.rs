@@ -339,6 +339,7 @@ where
         self.validate().map_err(StartTopologyError::Config)?;
         let name = self.name.clone();
         let metrics = Arc::new(Metrics::default());
+        let abort = CancellationToken::new();
         let limiter = self.rate_limit.map(|r| Arc::new(RateLimiter::new(r)));
         let shared = Arc::new(Shared {
             topology: name.clone(),
@@ -346,6 +347,7 @@ where
             metrics: metrics.clone(),
             batchers: self.batchers.iter().map(|b| b.name.clone()).collect(),
             limiter: limiter.clone(),
+            abort: abort.clone(),
         });
         let (copies, start_source) = self.source.expect("validated");
         let procs = self.processors;
@@ -559,6 +561,7 @@ where
                 processors: proc_names,
                 next_source: AtomicUsize::new(0),
                 next_token: std::sync::atomic::AtomicU64::new(0),
+                abort,
             }),
             _messages: PhantomData,
         })
@@ -580,6 +583,14 @@ struct Inner {
     processors: Vec<String>,
     next_source: AtomicUsize,
     next_token: std::sync::atomic::AtomicU64,
+    abort: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Release handlers blocked in user code so the stages can stop.
+        self.abort.cancel();
+    }
 }
 
 /// A running topology of sources, processors, batchers and batch handlers.
@@ -812,7 +823,15 @@ impl<T: Send + 'static> Topology<T> {
     /// Not cancel safe: dropping the future leaves the topology draining.
     pub async fn drain(&self, deadline: Duration) -> TopologyDrain {
         let before = self.inner.metrics.snapshot();
+        // At the deadline, handlers still running are abandoned (their
+        // messages fail) so that their stages can stop.
+        let abort = self.inner.abort.clone();
+        let at_deadline = tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            abort.cancel();
+        });
         let stages = self.inner.supervisor.drain(deadline).await;
+        at_deadline.abort();
         // Let stopped stages finish dropping what they held.
         tokio::task::yield_now().await;
         let after = self.inner.metrics.snapshot();
@@ -859,6 +878,7 @@ impl<T: Send + 'static> Topology<T> {
 
     /// Stops every stage now; messages inside are acknowledged as failed.
     pub async fn stop(&self) {
+        self.inner.abort.cancel();
         self.inner
             .supervisor
             .stop(demandflow_runtime::Reason::Shutdown)
