@@ -1,18 +1,74 @@
 //! Sources: the wrapper every source runs in, and a source that emits nothing.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use demandflow_runtime::{CancelReason, Context, Info, Producer, Reason, SubscriptionId};
+use parking_lot::Mutex;
 
 use crate::message::Message;
 
-/// Messages pushed into a running source (the test helpers' way in).
-pub(crate) struct Push<T>(pub(crate) Vec<Message<T>>);
+/// Messages pushed into one source copy from outside (the test helpers' way
+/// in), waiting for the source to emit them.
+///
+/// Pushing and draining take the same lock: a push either lands before the
+/// drain, and is emitted ahead of the source's stop, or finds the inbox closed
+/// and fails. No pushed message can slip in behind the stop.
+pub(crate) struct Inbox<T> {
+    state: Mutex<InboxState<T>>,
+}
 
-/// Runs a user's source and also emits messages pushed into it from outside.
-pub(crate) struct SourceStage<P>(pub(crate) P);
+struct InboxState<T> {
+    open: bool,
+    messages: Vec<Message<T>>,
+}
 
-impl<T, P> Producer for SourceStage<P>
+impl<T> Inbox<T> {
+    pub(crate) fn new() -> Self {
+        Inbox {
+            state: Mutex::new(InboxState {
+                open: true,
+                messages: Vec::new(),
+            }),
+        }
+    }
+
+    /// Queues `messages`; gives them back when the source is draining or stopped.
+    pub(crate) fn push(&self, mut messages: Vec<Message<T>>) -> Result<(), Vec<Message<T>>> {
+        let mut state = self.state.lock();
+        if !state.open {
+            return Err(messages);
+        }
+        state.messages.append(&mut messages);
+        Ok(())
+    }
+
+    fn take(&self) -> Vec<Message<T>> {
+        std::mem::take(&mut self.state.lock().messages)
+    }
+
+    /// Closes the inbox and returns what it held.
+    fn close(&self) -> Vec<Message<T>> {
+        let mut state = self.state.lock();
+        state.open = false;
+        std::mem::take(&mut state.messages)
+    }
+
+    fn reopen(&self) {
+        self.state.lock().open = true;
+    }
+}
+
+/// The note that messages are waiting in the inbox.
+pub(crate) struct Pushed;
+
+/// Runs a user's source and also emits messages pushed into its inbox.
+pub(crate) struct SourceStage<T, P> {
+    pub(crate) inner: P,
+    pub(crate) inbox: Arc<Inbox<T>>,
+}
+
+impl<T, P> Producer for SourceStage<T, P>
 where
     T: Send + 'static,
     P: Producer<Event = Message<T>>,
@@ -20,15 +76,18 @@ where
     type Event = Message<T>;
 
     async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<Message<T>>) {
-        self.0.handle_demand(demand, ctx).await;
+        self.inner.handle_demand(demand, ctx).await;
     }
 
     async fn init(&mut self, ctx: &mut Context<Message<T>>) {
-        self.0.init(ctx).await;
+        // A restarted copy takes over what was pushed to its predecessor.
+        self.inbox.reopen();
+        ctx.emit_vec(self.inbox.take());
+        self.inner.init(ctx).await;
     }
 
     async fn handle_subscribe(&mut self, sub: SubscriptionId, ctx: &mut Context<Message<T>>) {
-        self.0.handle_subscribe(sub, ctx).await;
+        self.inner.handle_subscribe(sub, ctx).await;
     }
 
     async fn handle_cancel(
@@ -37,26 +96,32 @@ where
         reason: &CancelReason,
         ctx: &mut Context<Message<T>>,
     ) {
-        self.0.handle_cancel(sub, reason, ctx).await;
+        self.inner.handle_cancel(sub, reason, ctx).await;
     }
 
     async fn handle_info(&mut self, info: Info, ctx: &mut Context<Message<T>>) {
-        match info.downcast::<Push<T>>() {
-            Ok(Push(messages)) => ctx.emit_vec(messages),
-            Err(info) => self.0.handle_info(info, ctx).await,
+        if info.is::<Pushed>() {
+            ctx.emit_vec(self.inbox.take());
+        } else {
+            self.inner.handle_info(info, ctx).await;
         }
     }
 
     fn handle_dropped(&mut self, dropped: usize) {
-        self.0.handle_dropped(dropped);
+        self.inner.handle_dropped(dropped);
     }
 
     async fn handle_drain(&mut self, ctx: &mut Context<Message<T>>) {
-        self.0.handle_drain(ctx).await;
+        // Emitted before the source's own drain asks to stop, so they are
+        // dispatched ahead of the stop.
+        ctx.emit_vec(self.inbox.close());
+        self.inner.handle_drain(ctx).await;
     }
 
     async fn terminate(&mut self, reason: &Reason) {
-        self.0.terminate(reason).await;
+        // Dropping them acknowledges them as failed.
+        drop(self.inbox.close());
+        self.inner.terminate(reason).await;
     }
 }
 

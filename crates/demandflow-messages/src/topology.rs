@@ -24,9 +24,11 @@ use crate::message::Message;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{Processor, Shared};
 use crate::rate::{RateLimit, RateLimiter};
-use crate::source::{Push, SourceStage};
+use crate::source::{Inbox, Pushed, SourceStage};
 use crate::testing::TestAcks;
 
+/// A source: its copies, how to start one, and each copy's inbox.
+type SourceSpec<T> = (usize, StartSource<T>, Vec<Arc<Inbox<T>>>);
 type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
 type StartSource<T> = Arc<
     dyn Fn(usize, Option<(usize, KeyFn<T>)>, DemandFlow) -> Result<ProducerRef<Message<T>>, String>
@@ -213,7 +215,7 @@ pub enum StartTopologyError {
 pub struct TopologyBuilder<T, H> {
     name: Arc<str>,
     handler: Arc<H>,
-    source: Option<(usize, StartSource<T>)>,
+    source: Option<SourceSpec<T>>,
     processors: Processors<T>,
     batchers: Vec<Batcher<T>>,
     rate_limit: Option<RateLimit>,
@@ -234,10 +236,15 @@ where
         F: Fn(usize) -> P + Send + Sync + 'static,
     {
         let topology = self.name.clone();
+        let inboxes: Vec<Arc<Inbox<T>>> = (0..copies).map(|_| Arc::new(Inbox::new())).collect();
+        let stage_inboxes = inboxes.clone();
         let start: StartSource<T> = Arc::new(move |i, partition, flow| {
-            let stage = producer(SourceStage(source(i)))
-                .name(format!("{topology}.source.{i}"))
-                .demand_flow(flow);
+            let stage = producer(SourceStage {
+                inner: source(i),
+                inbox: stage_inboxes[i].clone(),
+            })
+            .name(format!("{topology}.source.{i}"))
+            .demand_flow(flow);
             match partition {
                 None => stage.start().map_err(|e| e.to_string()),
                 Some((n, key)) => {
@@ -253,7 +260,7 @@ where
                 }
             }
         });
-        self.source = Some((copies, start));
+        self.source = Some((copies, start, inboxes));
         self
     }
 
@@ -286,7 +293,7 @@ where
     }
 
     fn validate(&self) -> Result<(), String> {
-        let Some((copies, _)) = &self.source else {
+        let Some((copies, ..)) = &self.source else {
             return Err("no source".into());
         };
         if *copies == 0 {
@@ -349,7 +356,7 @@ where
             limiter: limiter.clone(),
             abort: abort.clone(),
         });
-        let (copies, start_source) = self.source.expect("validated");
+        let (copies, start_source, inboxes) = self.source.expect("validated");
         let procs = self.processors;
         let n_procs = procs.concurrency;
         let mut supervisor = Supervisor::builder(Strategy::RestForOne)
@@ -552,6 +559,7 @@ where
             }
         }
         Ok(Topology {
+            inboxes,
             inner: Arc::new(Inner {
                 name,
                 supervisor,
@@ -601,6 +609,7 @@ impl Drop for Inner {
 /// to finish them instead.
 pub struct Topology<T> {
     inner: Arc<Inner>,
+    inboxes: Vec<Arc<Inbox<T>>>,
     _messages: PhantomData<fn(T)>,
 }
 
@@ -608,6 +617,7 @@ impl<T> Clone for Topology<T> {
     fn clone(&self) -> Self {
         Topology {
             inner: self.inner.clone(),
+            inboxes: self.inboxes.clone(),
             _messages: PhantomData,
         }
     }
@@ -697,21 +707,30 @@ impl<T: Send + 'static> Topology<T> {
     /// Pushes `messages` into a copy of the source (round robin), as if it had
     /// emitted them. They take their place behind the events it has buffered.
     ///
+    /// A push that returns `Ok` before a drain starts is finished by the
+    /// drain; one made once the drain has started fails.
+    ///
     /// # Errors
     ///
-    /// [`PushError`] when the source has stopped; the messages are then
-    /// acknowledged as failed ([`Failure::Dropped`](crate::Failure::Dropped)).
+    /// [`PushError`] when the source is draining or has stopped; the messages
+    /// are then acknowledged as failed ([`Failure::Dropped`](crate::Failure::Dropped)).
     pub fn push_messages(&self, messages: Vec<Message<T>>) -> Result<(), PushError> {
         if messages.is_empty() {
             return Ok(());
         }
-        let i = self.inner.next_source.fetch_add(1, Ordering::Relaxed) % self.inner.sources.len();
-        let source = self
+        let i = self.inner.next_source.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+        // Dropped on failure, which acknowledges them as failed.
+        self.inboxes[i].push(messages).map_err(|_| PushError)?;
+        if let Some(source) = self
             .inner
             .supervisor
             .child::<ProducerRef<Message<T>>>(&self.inner.sources[i])
-            .ok_or(PushError)?;
-        source.send_info(Push(messages)).map_err(|_| PushError)
+        {
+            // A source that stopped meanwhile dropped its inbox in `terminate`,
+            // or a restarted one takes it over in `init`.
+            let _ = source.send_info(Pushed);
+        }
+        Ok(())
     }
 
     /// Pushes one message per item of `data`, with a fresh channel
