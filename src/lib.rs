@@ -806,6 +806,12 @@
 
 pub mod prelude;
 
+/// Messages with acknowledgement, batchers and rate limiting, Broadway-style
+/// (the `demandflow-messages` crate; its documentation is the tutorial).
+pub mod messages {
+    pub use demandflow_messages::*;
+}
+
 pub use demandflow_core::{
     AutoDemand, BroadcastDispatcher, Buffer, BufferKeep, CancelMode, CancelReason, ConfigError,
     DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DEFAULT_PARTITION_QUEUE_CAPACITY, Deliver,
