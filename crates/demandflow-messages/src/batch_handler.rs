@@ -75,25 +75,31 @@ where
         };
         let mut acks = AckSet::default();
         match handled {
-            Ok(returned) => {
-                let mut failed = Vec::new();
-                for mut message in returned {
-                    let Some(ack) = pending
+            Ok(mut returned) => {
+                let mut failures = false;
+                for message in &mut returned {
+                    match pending
                         .get_mut(message.slot as usize)
                         .and_then(Option::take)
-                    else {
+                    {
+                        Some(ack) => {
+                            message.ack = ack;
+                            if message.is_ok() {
+                                acks.add(&mut message.ack, Status::Ok);
+                            } else {
+                                failures = true;
+                            }
+                        }
                         // Not a message of this batch, or returned twice: its
                         // acknowledgement is not ours to send.
-                        continue;
-                    };
-                    message.ack = ack;
-                    if message.is_ok() {
-                        acks.add(&mut message.ack, Status::Ok);
-                    } else {
-                        failed.push(message);
+                        None => message.ack = AckRef::done(),
                     }
                 }
-                if !failed.is_empty() {
+                if failures {
+                    let mut failed: Vec<_> = returned
+                        .into_iter()
+                        .filter(|m| m.ack.is_pending())
+                        .collect();
                     fail_messages(shared, &mut failed, &mut acks);
                 }
                 for mut ack in pending.into_iter().flatten() {

@@ -71,6 +71,67 @@ struct Open<T> {
     acc: u64,
 }
 
+impl<T> Open<T> {
+    /// Adds `message`; returns the batch's key and trigger when it must be emitted now.
+    fn push(
+        &mut self,
+        message: Message<T>,
+        size: &BatchSize<T>,
+    ) -> Option<(BatchKey, BatchTrigger)> {
+        let full = match size {
+            BatchSize::Count(n) => self.messages.len() + 1 >= *n,
+            BatchSize::Custom(f) => f(&message, &mut self.acc),
+        };
+        let trigger = if full {
+            Some(BatchTrigger::Size)
+        } else if message.wants_flush() {
+            Some(BatchTrigger::Flush)
+        } else {
+            None
+        };
+        let emit = trigger.map(|trigger| (message.batch_key().clone(), trigger));
+        self.messages.push(message);
+        emit
+    }
+}
+
+/// A fast hasher for batch keys (FxHash's multiply-rotate): keys are chosen by
+/// the pipeline's own code, and a batcher looks one up for every message.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0_u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type KeyMap<V> = HashMap<BatchKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// One batcher stage.
 pub(crate) struct BatcherStage<T> {
     name: Arc<str>,
@@ -78,7 +139,7 @@ pub(crate) struct BatcherStage<T> {
     size: BatchSize<T>,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    open: HashMap<BatchKey, Open<T>>,
+    open: KeyMap<Open<T>>,
     deadlines: VecDeque<(Instant, BatchKey, u64)>,
     generation: u64,
     timer: Option<watch::Sender<Option<Instant>>>,
@@ -99,7 +160,7 @@ impl<T: Send + 'static> BatcherStage<T> {
             size,
             timeout,
             metrics,
-            open: HashMap::new(),
+            open: KeyMap::default(),
             deadlines: VecDeque::new(),
             generation: 0,
             timer: None,
@@ -108,47 +169,36 @@ impl<T: Send + 'static> BatcherStage<T> {
     }
 
     fn add(&mut self, message: Message<T>, ctx: &mut Context<Batch<T>>) {
-        let flush = message.wants_flush();
-        if !self.open.contains_key(message.batch_key()) {
-            let key = message.batch_key().clone();
-            self.generation += 1;
-            let deadline = Instant::now() + self.timeout;
-            if self.deadlines.is_empty()
-                && let Some(timer) = &self.timer
-            {
-                timer.send_replace(Some(deadline));
-            }
-            self.deadlines
-                .push_back((deadline, key.clone(), self.generation));
-            let capacity = match self.size {
-                BatchSize::Count(n) => n.min(4096),
-                BatchSize::Custom(_) => 0,
-            };
-            self.open.insert(
-                key,
-                Open {
+        let size = &self.size;
+        // One hash lookup for a message joining an open batch.
+        let emit = match self.open.get_mut(message.batch_key()) {
+            Some(open) => open.push(message, size),
+            None => {
+                let key = message.batch_key().clone();
+                self.generation += 1;
+                let deadline = Instant::now() + self.timeout;
+                if self.deadlines.is_empty()
+                    && let Some(timer) = &self.timer
+                {
+                    timer.send_replace(Some(deadline));
+                }
+                self.deadlines
+                    .push_back((deadline, key.clone(), self.generation));
+                let capacity = match size {
+                    BatchSize::Count(n) => (*n).min(4096),
+                    BatchSize::Custom(_) => 0,
+                };
+                let mut open = Open {
                     messages: Vec::with_capacity(capacity),
                     generation: self.generation,
                     acc: 0,
-                },
-            );
-        }
-        let open = self
-            .open
-            .get_mut(message.batch_key())
-            .expect("inserted above");
-        let full = match &self.size {
-            BatchSize::Count(n) => open.messages.len() + 1 >= *n,
-            BatchSize::Custom(f) => f(&message, &mut open.acc),
+                };
+                let emit = open.push(message, size);
+                self.open.insert(key, open);
+                emit
+            }
         };
-        open.messages.push(message);
-        if full || flush {
-            let key = open.messages[0].batch_key().clone();
-            let trigger = if full {
-                BatchTrigger::Size
-            } else {
-                BatchTrigger::Flush
-            };
+        if let Some((key, trigger)) = emit {
             self.emit(key, trigger, ctx);
         }
     }

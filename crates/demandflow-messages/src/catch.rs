@@ -6,6 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::task::Poll;
 
+use tokio_util::sync::CancellationToken;
+
 /// Runs `future` to completion, catching a panic in any poll as `Err(message)`.
 pub(crate) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
     let mut future = pin!(future);
@@ -17,6 +19,25 @@ pub(crate) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, Strin
         }
     })
     .await
+}
+
+/// Runs `future` like [`catch_panic`], giving up with `None` once `abort` is
+/// cancelled. A future that finishes at its first poll (most handlers) never
+/// touches the token.
+pub(crate) async fn catch_panic_or_abort<F: Future>(
+    future: F,
+    abort: &CancellationToken,
+) -> Option<Result<F::Output, String>> {
+    let mut future = pin!(catch_panic(future));
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+    {
+        return Some(out);
+    }
+    tokio::select! {
+        biased;
+        out = future => Some(out),
+        () = abort.cancelled() => None,
+    }
 }
 
 /// Runs `f`, catching a panic as `Err(message)`.

@@ -114,13 +114,20 @@ const FLAG_FLUSH: u8 = 2;
 /// assert_eq!(message.batch_key(), &BatchKey::from("customer-7"));
 ///
 /// message.fail("bad row");
-/// assert_eq!(message.status(), &Status::Failed(Failure::Failed("bad row".into())));
+/// assert_eq!(message.status(), Status::Failed(Failure::Failed("bad row".into())));
 /// ```
 pub struct Message<T> {
     /// The user's data.
     pub data: T,
-    metadata: BTreeMap<String, String>,
-    status: Status,
+    /// Boxed, so that a message without metadata stays small (a map is three
+    /// words; the box one, and none is allocated until metadata is written).
+    #[expect(
+        clippy::box_collection,
+        reason = "keeps messages without metadata two words smaller"
+    )]
+    metadata: Option<Box<BTreeMap<String, String>>>,
+    /// Boxed, so that a message that has not failed stays small.
+    failure: Option<Box<Failure>>,
     batcher: Cow<'static, str>,
     batch_key: BatchKey,
     pub(crate) ack: AckRef,
@@ -134,8 +141,8 @@ impl<T> Message<T> {
     pub fn new(data: T, ack: AckRef) -> Self {
         Message {
             data,
-            metadata: BTreeMap::new(),
-            status: Status::Ok,
+            metadata: None,
+            failure: None,
             batcher: Cow::Borrowed(DEFAULT_BATCHER),
             batch_key: BatchKey::Default,
             ack,
@@ -160,34 +167,46 @@ impl<T> Message<T> {
 
     /// The metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.metadata.as_deref().unwrap_or(&EMPTY)
     }
 
     /// The metadata, to change.
     pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
-        &mut self.metadata
+        self.metadata.get_or_insert_with(Box::default)
     }
 
     /// The status.
-    pub fn status(&self) -> &Status {
-        &self.status
+    pub fn status(&self) -> Status {
+        match &self.failure {
+            None => Status::Ok,
+            Some(failure) => Status::Failed((**failure).clone()),
+        }
+    }
+
+    /// Why the message failed, if it did.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_deref()
     }
 
     /// `true` while the message has not failed.
     pub fn is_ok(&self) -> bool {
-        self.status.is_ok()
+        self.failure.is_none()
     }
 
     /// Marks the message failed with `reason`. A message failed in a processor
     /// never reaches a batcher.
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.status = Status::Failed(Failure::Failed(reason.into()));
+        self.failure = Some(Box::new(Failure::Failed(reason.into())));
     }
 
     /// Sets the status (for example to [`Status::Ok`] again in
     /// [`handle_failed`](crate::MessageHandler::handle_failed)).
     pub fn set_status(&mut self, status: Status) {
-        self.status = status;
+        self.failure = match status {
+            Status::Ok => None,
+            Status::Failed(failure) => Some(Box::new(failure)),
+        };
     }
 
     /// The batcher the message goes to ([`DEFAULT_BATCHER`] unless set).
@@ -238,7 +257,10 @@ impl<T> Message<T> {
     }
 
     pub(crate) fn take_status(&mut self) -> Status {
-        std::mem::take(&mut self.status)
+        match self.failure.take() {
+            None => Status::Ok,
+            Some(failure) => Status::Failed(*failure),
+        }
     }
 }
 
@@ -246,7 +268,7 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("data", &self.data)
-            .field("status", &self.status)
+            .field("status", &self.status())
             .field("batcher", &self.batcher)
             .field("batch_key", &self.batch_key)
             .field("ack", &self.ack)

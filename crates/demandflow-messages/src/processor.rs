@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ack::AckSet;
-use crate::catch::{catch_panic, catch_panic_sync};
+use crate::catch::{catch_panic_or_abort, catch_panic_sync};
 use crate::handler::MessageHandler;
 use crate::message::{Failure, Message, Status};
 use crate::metrics::Metrics;
@@ -72,67 +72,67 @@ where
         }
     }
 
-    /// Runs the handler on each message; messages bound for a batcher are
-    /// pushed to `out`, the others acknowledged.
-    async fn process(&self, events: Vec<Message<T>>, out: &mut Vec<Message<T>>) {
+    /// Runs the handler on each message; returns the messages bound for a
+    /// batcher and acknowledges the others.
+    ///
+    /// Messages stay in `events` while their handler runs, and when none fails
+    /// the same vector goes on to the batchers: no message is moved on its own.
+    async fn process(&self, mut events: Vec<Message<T>>) -> Vec<Message<T>> {
         let shared = &*self.shared;
         shared.metrics.entered(events.len());
         let mut acks = AckSet::default();
-        let mut failed = Vec::new();
-        for mut message in events {
+        let mut failures = false;
+        for message in &mut events {
             let span = tracing::trace_span!(
                 "handle_message",
                 topology = %shared.topology,
                 stage = "processor",
                 processor = self.index,
             );
-            let handled = catch_panic(shared.handler.handle_message(&mut message).instrument(span));
-            let handled = tokio::select! {
-                biased;
-                handled = handled => Some(handled),
-                () = shared.abort.cancelled() => None,
-            };
-            match handled {
+            let handled = shared.handler.handle_message(message).instrument(span);
+            match catch_panic_or_abort(handled, &shared.abort).await {
                 Some(Ok(())) => {}
                 Some(Err(panic)) => message.set_status(Status::Failed(Failure::Panicked(panic))),
                 None => message.set_status(Status::Failed(Failure::Shutdown)),
             }
             if message.wants_ack_now() {
-                let status = message.status().clone();
+                let status = message.status();
                 acks.add(&mut message.ack, status);
             }
-            if !message.is_ok() {
-                failed.push(message);
-                continue;
-            }
-            if shared.batchers.is_empty() {
-                acks.add(&mut message.ack, Status::Ok);
-                continue;
-            }
-            let slot = if shared.batchers.len() == 1 {
-                (*shared.batchers[0] == *message.batcher()).then_some(0)
-            } else {
-                shared
-                    .batchers
-                    .iter()
-                    .position(|b| **b == *message.batcher())
-            };
-            match slot {
-                Some(slot) => {
-                    message.slot = slot as u32;
-                    out.push(message);
-                }
-                None => {
-                    let name = message.batcher().to_owned();
-                    message.set_status(Status::Failed(Failure::UnknownBatcher(name)));
-                    failed.push(message);
+            if message.is_ok() && !shared.batchers.is_empty() {
+                let slot = if shared.batchers.len() == 1 {
+                    (*shared.batchers[0] == *message.batcher()).then_some(0)
+                } else {
+                    shared
+                        .batchers
+                        .iter()
+                        .position(|b| **b == *message.batcher())
+                };
+                match slot {
+                    Some(slot) => message.slot = slot as u32,
+                    None => {
+                        let name = message.batcher().to_owned();
+                        message.set_status(Status::Failed(Failure::UnknownBatcher(name)));
+                    }
                 }
             }
+            failures |= !message.is_ok();
         }
-        if !failed.is_empty() {
+        if failures {
+            let (ok, mut failed): (Vec<_>, Vec<_>) = std::mem::take(&mut events)
+                .into_iter()
+                .partition(Message::is_ok);
+            events = ok;
             fail_messages(shared, &mut failed, &mut acks);
         }
+        if shared.batchers.is_empty() {
+            for message in &mut events {
+                acks.add(&mut message.ack, Status::Ok);
+            }
+            events.clear();
+        }
         shared.metrics.ack(&mut acks);
+        events
     }
 
     fn subscribed<O>(&mut self, sub: SubscriptionId, ctx: &mut Context<O>) -> DemandMode {
@@ -232,8 +232,7 @@ where
         ctx: &mut Context<Message<T>>,
     ) {
         let n = events.len();
-        let mut out = Vec::with_capacity(n);
-        self.process(events, &mut out).await;
+        let out = self.process(events).await;
         ctx.emit_vec(out);
         self.received(from, n, ctx);
     }
@@ -281,7 +280,7 @@ where
         ctx: &mut Context<Infallible>,
     ) {
         let n = events.len();
-        self.process(events, &mut Vec::new()).await;
+        self.process(events).await;
         self.received(from, n, ctx);
     }
 
