@@ -271,7 +271,7 @@ where
     }
 
     /// Adds a batcher. Messages go to the batcher they name
-    /// ([`DEFAULT_BATCHER`] unless changed); with no batcher at all, processors
+    /// ([`DEFAULT_BATCHER`](crate::DEFAULT_BATCHER) unless changed); with no batcher at all, processors
     /// acknowledge messages as soon as their handler returns.
     pub fn batcher(mut self, batcher: Batcher<T>) -> Self {
         self.batchers.push(batcher);
