@@ -168,36 +168,51 @@ impl<T: Send + 'static> BatcherStage<T> {
         }
     }
 
-    fn add(&mut self, message: Message<T>, ctx: &mut Context<Batch<T>>) {
+    /// Adds the first message of `messages`, and the ones after it with the
+    /// same key while its batch stays open: one hash lookup per run of a key.
+    fn add_run(
+        &mut self,
+        messages: &mut std::iter::Peekable<std::vec::IntoIter<Message<T>>>,
+        ctx: &mut Context<Batch<T>>,
+    ) {
+        let Some(first) = messages.next() else {
+            return;
+        };
         let size = &self.size;
-        // One hash lookup for a message joining an open batch.
-        let emit = match self.open.get_mut(message.batch_key()) {
-            Some(open) => open.push(message, size),
-            None => {
-                let key = message.batch_key().clone();
-                self.generation += 1;
-                let deadline = Instant::now() + self.timeout;
-                if self.deadlines.is_empty()
-                    && let Some(timer) = &self.timer
-                {
-                    timer.send_replace(Some(deadline));
-                }
-                self.deadlines
-                    .push_back((deadline, key.clone(), self.generation));
-                let capacity = match size {
-                    BatchSize::Count(n) => (*n).min(4096),
-                    BatchSize::Custom(_) => 0,
-                };
-                let mut open = Open {
+        if !self.open.contains_key(first.batch_key()) {
+            let key = first.batch_key().clone();
+            self.generation += 1;
+            let deadline = Instant::now() + self.timeout;
+            if self.deadlines.is_empty()
+                && let Some(timer) = &self.timer
+            {
+                timer.send_replace(Some(deadline));
+            }
+            self.deadlines
+                .push_back((deadline, key.clone(), self.generation));
+            let capacity = match size {
+                BatchSize::Count(n) => (*n).min(4096),
+                BatchSize::Custom(_) => 0,
+            };
+            self.open.insert(
+                key,
+                Open {
                     messages: Vec::with_capacity(capacity),
                     generation: self.generation,
                     acc: 0,
-                };
-                let emit = open.push(message, size);
-                self.open.insert(key, open);
-                emit
-            }
-        };
+                },
+            );
+        }
+        let open = self
+            .open
+            .get_mut(first.batch_key())
+            .expect("inserted above");
+        let mut emit = open.push(first, size);
+        while emit.is_none()
+            && let Some(next) = messages.next_if(|m| m.batch_key() == open.messages[0].batch_key())
+        {
+            emit = open.push(next, size);
+        }
         if let Some((key, trigger)) = emit {
             self.emit(key, trigger, ctx);
         }
@@ -310,8 +325,9 @@ impl<T: Send + 'static> ProducerConsumer for BatcherStage<T> {
         _from: SubscriptionId,
         ctx: &mut Context<Batch<T>>,
     ) {
-        for message in events {
-            self.add(message, ctx);
+        let mut messages = events.into_iter().peekable();
+        while messages.peek().is_some() {
+            self.add_run(&mut messages, ctx);
         }
     }
 

@@ -28,16 +28,19 @@ pub(crate) async fn catch_panic_or_abort<F: Future>(
     future: F,
     abort: &CancellationToken,
 ) -> Option<Result<F::Output, String>> {
-    let mut future = pin!(catch_panic(future));
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
-    {
-        return Some(out);
-    }
-    tokio::select! {
-        biased;
-        out = future => Some(out),
-        () = abort.cancelled() => None,
-    }
+    let mut future = pin!(future);
+    let mut cancelled = None;
+    std::future::poll_fn(move |cx| {
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(value)) => return Poll::Ready(Some(Ok(value))),
+            Err(payload) => return Poll::Ready(Some(Err(panic_message(&*payload)))),
+            Ok(Poll::Pending) => {}
+        }
+        // The handler waits: from now on, also wait for the abort.
+        let cancelled = cancelled.get_or_insert_with(|| Box::pin(abort.cancelled()));
+        cancelled.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Runs `f`, catching a panic as `Err(message)`.

@@ -89,8 +89,13 @@ where
                 stage = "processor",
                 processor = self.index,
             );
-            let handled = shared.handler.handle_message(message).instrument(span);
-            match catch_panic_or_abort(handled, &shared.abort).await {
+            let handled = if span.is_disabled() {
+                catch_panic_or_abort(shared.handler.handle_message(message), &shared.abort).await
+            } else {
+                let handled = shared.handler.handle_message(message).instrument(span);
+                catch_panic_or_abort(handled, &shared.abort).await
+            };
+            match handled {
                 Some(Ok(())) => {}
                 Some(Err(panic)) => message.set_status(Status::Failed(Failure::Panicked(panic))),
                 None => message.set_status(Status::Failed(Failure::Shutdown)),
