@@ -19,6 +19,8 @@ pub(crate) struct BatchHandler<T, H> {
     _messages: PhantomData<fn(T)>,
     index: usize,
     producers: usize,
+    /// A producer ended abnormally: the supervisor restarts this stage.
+    upstream_failed: bool,
 }
 
 impl<T, H> BatchHandler<T, H>
@@ -32,6 +34,7 @@ where
             _messages: PhantomData,
             index,
             producers: 0,
+            upstream_failed: false,
         }
     }
 
@@ -152,11 +155,12 @@ where
     async fn handle_cancel(
         &mut self,
         _sub: SubscriptionId,
-        _reason: &CancelReason,
+        reason: &CancelReason,
         ctx: &mut Context<Infallible>,
     ) {
         self.producers = self.producers.saturating_sub(1);
-        if self.producers == 0 {
+        self.upstream_failed |= !reason.reason().is_normal();
+        if self.producers == 0 && !self.upstream_failed {
             ctx.stop(Reason::Normal);
         }
     }

@@ -144,6 +144,8 @@ pub(crate) struct BatcherStage<T> {
     generation: u64,
     timer: Option<watch::Sender<Option<Instant>>>,
     producers: usize,
+    /// A producer ended abnormally: the supervisor restarts this stage.
+    upstream_failed: bool,
 }
 
 impl<T: Send + 'static> BatcherStage<T> {
@@ -165,6 +167,7 @@ impl<T: Send + 'static> BatcherStage<T> {
             generation: 0,
             timer: None,
             producers: 0,
+            upstream_failed: false,
         }
     }
 
@@ -347,12 +350,13 @@ impl<T: Send + 'static> ProducerConsumer for BatcherStage<T> {
         &mut self,
         peer: Peer,
         _sub: SubscriptionId,
-        _reason: &CancelReason,
+        reason: &CancelReason,
         ctx: &mut Context<Batch<T>>,
     ) {
         if peer == Peer::Producer {
             self.producers = self.producers.saturating_sub(1);
-            if self.producers == 0 {
+            self.upstream_failed |= !reason.reason().is_normal();
+            if self.producers == 0 && !self.upstream_failed {
                 // Every processor is gone (the sources ended or the topology
                 // is draining): nothing more will come, so flush.
                 self.flush_all(ctx);

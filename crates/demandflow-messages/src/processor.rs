@@ -52,6 +52,9 @@ pub(crate) struct Processor<T, H> {
     _messages: PhantomData<fn(T)>,
     index: usize,
     producers: usize,
+    /// A producer ended abnormally: the supervisor restarts this stage with it,
+    /// so running out of producers is not the end.
+    upstream_failed: bool,
     limited: Vec<Limited>,
     timer_armed: bool,
 }
@@ -67,6 +70,7 @@ where
             _messages: PhantomData,
             index,
             producers: 0,
+            upstream_failed: false,
             limited: Vec::new(),
             timer_armed: false,
         }
@@ -191,11 +195,13 @@ where
         }
     }
 
-    /// The subscription ended; `true` when it was the last one.
-    fn cancelled(&mut self, sub: SubscriptionId) -> bool {
+    /// The subscription ended; `true` when the stage should stop: it was the
+    /// last one and every producer ended normally.
+    fn cancelled(&mut self, sub: SubscriptionId, reason: &CancelReason) -> bool {
         self.limited.retain(|l| l.sub != sub);
         self.producers = self.producers.saturating_sub(1);
-        self.producers == 0
+        self.upstream_failed |= !reason.reason().is_normal();
+        self.producers == 0 && !self.upstream_failed
     }
 
     fn info<O>(&mut self, info: Info, ctx: &mut Context<O>) {
@@ -258,10 +264,10 @@ where
         &mut self,
         peer: Peer,
         sub: SubscriptionId,
-        _reason: &CancelReason,
+        reason: &CancelReason,
         ctx: &mut Context<Message<T>>,
     ) {
-        if peer == Peer::Producer && self.cancelled(sub) {
+        if peer == Peer::Producer && self.cancelled(sub, reason) {
             ctx.stop_after_buffered(Reason::Normal);
         }
     }
@@ -300,10 +306,10 @@ where
     async fn handle_cancel(
         &mut self,
         sub: SubscriptionId,
-        _reason: &CancelReason,
+        reason: &CancelReason,
         ctx: &mut Context<Infallible>,
     ) {
-        if self.cancelled(sub) {
+        if self.cancelled(sub, reason) {
             ctx.stop(Reason::Normal);
         }
     }

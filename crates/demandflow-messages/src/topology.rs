@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use demandflow_core::{CancelMode, PartitionDispatcher, SubscribeOptions, key_partition};
@@ -29,6 +29,8 @@ use crate::testing::TestAcks;
 
 /// A source: its copies, how to start one, and each copy's inbox.
 type SourceSpec<T> = (usize, StartSource<T>, Vec<Arc<Inbox<T>>>);
+/// Switches every source of a topology to forward, once the stages after them are up.
+type Release = Arc<dyn Fn(&Children) + Send + Sync>;
 type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
 type StartSource<T> = Arc<
     dyn Fn(usize, Option<(usize, KeyFn<T>)>, DemandFlow) -> Result<ProducerRef<Message<T>>, String>
@@ -364,25 +366,29 @@ where
             .max_seconds(self.max_seconds);
 
         // Sources start accumulating demand, so that a finite source cannot run
-        // dry before every processor has subscribed; they are switched to
-        // forward once the whole topology is up. A restarted source forwards
-        // at once.
-        let running = Arc::new(AtomicBool::new(false));
+        // dry before every stage after it has subscribed: the last stage to
+        // start switches them to forward. Under rest-for-one, a restarted
+        // source restarts every stage after it, so the same holds at restarts.
         let source_names: Vec<String> = (0..copies).map(|i| format!("{name}.source.{i}")).collect();
         for (i, child) in source_names.iter().enumerate() {
             let start = start_source.clone();
             let partition = procs.partition_by.clone().map(|key| (n_procs, key));
-            let running = running.clone();
             supervisor = supervisor.child(child, Restart::Transient, move |_| {
-                let flow = if running.load(Ordering::Acquire) {
-                    DemandFlow::Forward
-                } else {
-                    DemandFlow::Accumulate
-                };
-                let result = start(i, partition.clone(), flow);
+                let result = start(i, partition.clone(), DemandFlow::Accumulate);
                 async move { result }
             });
         }
+        let release: Release = {
+            let sources = source_names.clone();
+            Arc::new(move |children: &Children| {
+                for source in &sources {
+                    if let Some(source) = children.get::<ProducerRef<Message<T>>>(source) {
+                        // Forwarding already, or stopped: nothing to do.
+                        let _ = source.set_demand_flow(DemandFlow::Forward);
+                    }
+                }
+            })
+        };
 
         let proc_names: Vec<String> = (0..n_procs)
             .map(|i| format!("{name}.processor.{i}"))
@@ -392,7 +398,7 @@ where
             let options = SubscribeOptions::new()
                 .max_demand(procs.max_demand)
                 .min_demand(min)
-                .cancel(CancelMode::Transient);
+                .cancel(CancelMode::Temporary);
             if procs.partition_by.is_some() {
                 options.partition(i)
             } else {
@@ -406,11 +412,14 @@ where
             let options = proc_options.clone();
             let stage_name = child.clone();
             if shared.batchers.is_empty() {
+                // The last processor is the topology's last stage.
+                let release = (i + 1 == n_procs).then(|| release.clone());
                 supervisor = supervisor.child(child, Restart::Transient, move |children| {
                     let stage = consumer(Processor::new(shared.clone(), i))
                         .name(stage_name.clone())
                         .start();
                     let (sources, options) = (sources.clone(), options.clone());
+                    let release = release.clone();
                     async move {
                         let stage: ConsumerRef<Message<T>> = stage.map_err(|e| e.to_string())?;
                         for source in &sources {
@@ -419,6 +428,9 @@ where
                                 .subscribe_to(&source, options(i))
                                 .await
                                 .map_err(|e| e.to_string())?;
+                        }
+                        if let Some(release) = release {
+                            release(&children);
                         }
                         Ok::<_, String>(stage)
                     }
@@ -466,7 +478,7 @@ where
             let options = move || {
                 let options = SubscribeOptions::new()
                     .max_demand(max_demand)
-                    .cancel(CancelMode::Transient);
+                    .cancel(CancelMode::Temporary);
                 if n_batchers > 1 {
                     options.partition(b)
                 } else {
@@ -519,12 +531,16 @@ where
                 let handler_child = format!("{name}.batch_handler.{}.{k}", batcher.name);
                 let (shared, batcher_child) = (shared.clone(), child.clone());
                 let stage_name = handler_child.clone();
+                // The last batch handler of the last batcher is the topology's last stage.
+                let release =
+                    (b + 1 == n_batchers && k + 1 == concurrency).then(|| release.clone());
                 supervisor =
                     supervisor.child(&handler_child, Restart::Transient, move |children| {
                         let stage = consumer(BatchHandler::new(shared.clone(), k))
                             .name(stage_name.clone())
                             .start();
                         let batcher_child = batcher_child.clone();
+                        let release = release.clone();
                         async move {
                             let stage: ConsumerRef<Batch<T>> = stage.map_err(|e| e.to_string())?;
                             let batcher = get_child::<ProducerConsumerRef<Message<T>, Batch<T>>>(
@@ -534,7 +550,7 @@ where
                             let options = SubscribeOptions::new()
                                 .max_demand(1)
                                 .min_demand(0)
-                                .cancel(CancelMode::Transient);
+                                .cancel(CancelMode::Temporary);
                             let options = if by_key && concurrency > 1 {
                                 options.partition(k)
                             } else {
@@ -544,6 +560,9 @@ where
                                 .subscribe_to(&batcher, options)
                                 .await
                                 .map_err(|e| e.to_string())?;
+                            if let Some(release) = release {
+                                release(&children);
+                            }
                             Ok::<_, String>(stage)
                         }
                     });
@@ -551,13 +570,6 @@ where
         }
 
         let supervisor = supervisor.start().await?;
-        running.store(true, Ordering::Release);
-        for source in &source_names {
-            if let Some(source) = supervisor.child::<ProducerRef<Message<T>>>(source) {
-                // A source that already stopped has nothing to forward.
-                let _ = source.set_demand_flow(DemandFlow::Forward);
-            }
-        }
         Ok(Topology {
             inboxes,
             inner: Arc::new(Inner {
