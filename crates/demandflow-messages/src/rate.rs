@@ -92,3 +92,51 @@ impl RateLimiter {
         self.state.lock().interval
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(limit: u64, interval_ms: u64) -> RateLimiter {
+        RateLimiter::new(RateLimit::new(
+            NonZeroU64::new(limit).unwrap(),
+            Duration::from_millis(interval_ms),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_allows_its_limit_and_the_next_starts_full() {
+        let start = Instant::now();
+        let limiter = limiter(10, 100);
+        assert_eq!(limiter.take(4), (4, start + Duration::from_millis(100)));
+        assert_eq!(limiter.take(8).0, 6);
+        assert_eq!(limiter.take(1).0, 0);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_eq!(limiter.take(1).0, 0, "still the first window");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limiter.take(25), (10, start + Duration::from_millis(200)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_windows_do_not_accumulate_allowance() {
+        let start = Instant::now();
+        let limiter = limiter(10, 100);
+        tokio::time::advance(Duration::from_millis(1_050)).await;
+        // Window 10 (1,000..1,100 ms): 10, not 110.
+        assert_eq!(
+            limiter.take(100),
+            (10, start + Duration::from_millis(1_100))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_limit_caps_the_current_window_at_once() {
+        let limiter = limiter(10, 100);
+        assert_eq!(limiter.take(3).0, 3);
+        limiter.set_limit(NonZeroU64::new(5).unwrap());
+        assert_eq!(limiter.take(10).0, 5);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(limiter.take(10).0, 5);
+        assert_eq!(limiter.limit(), 5);
+    }
+}

@@ -254,3 +254,46 @@ async fn messages_go_to_the_batcher_they_name() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_open_keys_share_one_timer_task() {
+    let handler = Recorder {
+        key: Some(Box::new(|n| n)),
+        ..Recorder::default()
+    };
+    let log = handler.log.clone();
+    let topology = Topology::builder("t", handler)
+        .source(1, |_| DummySource::new())
+        .processors(Processors::new(1).max_demand(1_000))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(100)
+                .batch_timeout(Duration::from_secs(1)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let t0 = Instant::now();
+    let mut acks = topology.test_messages(0..10_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        acks.so_far().is_empty(),
+        "every batch is open, waiting for its timeout"
+    );
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        tasks,
+        "no task per open batch"
+    );
+    assert_eq!(acks.all().await.successful.len(), 10_000);
+    let log = log.0.lock();
+    assert_eq!(log.batches.len(), 10_000);
+    assert!(log.batches.iter().all(|(info, _, at)| info.size == 1
+        && info.trigger == BatchTrigger::Timeout
+        && *at - t0 == Duration::from_secs(1)));
+}

@@ -53,6 +53,7 @@ async fn a_drain_flushes_open_batches_and_acks_everything() {
 
 #[tokio::test(start_paused = true)]
 async fn pushes_racing_a_drain_are_acked_exactly_once_whatever_the_interleaving() {
+    let (mut landed, mut refused) = (0, 0);
     for yields in 0..12 {
         let topology = start(Recorder::default(), 2).await;
         let before = Arc::new(Tally::default());
@@ -77,13 +78,20 @@ async fn pushes_racing_a_drain_are_acked_exactly_once_whatever_the_interleaving(
         let racing = racing.inner.lock();
         if pushed.is_ok() {
             // In before the drain: finished by it.
+            landed += 1;
             assert_eq!(racing.ok.len(), 50, "yields {yields}");
         } else {
+            refused += 1;
             assert_eq!(racing.failed.len(), 50, "yields {yields}");
             assert!(racing.failed.values().all(|f| f.1 == Failure::Dropped));
         }
         assert!(report.stages.is_some());
     }
+    // Both sides of the race were taken.
+    assert!(
+        landed > 0 && refused > 0,
+        "{landed} landed, {refused} refused"
+    );
 }
 
 #[tokio::test(start_paused = true)]
