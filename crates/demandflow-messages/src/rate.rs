@@ -30,6 +30,14 @@ impl RateLimit {
 /// topology starts; each window allows `limit` messages, and allowance left
 /// over at the end of a window is not carried into the next. Every copy of the
 /// source draws from the same allowance.
+///
+/// What is limited is the demand the processors ask of the sources: a source
+/// never sends more than it was asked, so a source that answers demand as it
+/// comes (an iterator, a queue with messages waiting) delivers at most `limit`
+/// messages per interval. A source that answers late (nothing ready yet)
+/// delivers demand of earlier intervals when its messages come, so it can
+/// exceed the limit in the interval they arrive in, by at most the
+/// processors' `max_demand` each.
 #[derive(Debug)]
 pub struct RateLimiter {
     state: Mutex<State>,

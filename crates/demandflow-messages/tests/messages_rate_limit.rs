@@ -114,3 +114,38 @@ async fn the_limit_can_change_while_running() {
     }
     assert_eq!(per_window, vec![5, 5, 5, 50, 50, 35]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_holds_when_partitions_get_their_messages_late() {
+    // The first 300 messages all go to one processor, the next 300 to the
+    // other: demand the idle processor asked for early must not arrive as a
+    // burst later.
+    let other = (1..)
+        .find(|k| demandflow_core::key_partition(k, 2) != demandflow_core::key_partition(&0_u64, 2))
+        .unwrap();
+    let tally = Arc::new(Tally::default());
+    let sources = parking_lot::Mutex::new(Some(support::messages(600, &tally)));
+    let handler = Recorder::default();
+    let log = handler.log.clone();
+    let topology = Topology::builder("limited", handler)
+        .source(1, move |_| {
+            from_iter(sources.lock().take().unwrap_or_default())
+        })
+        .processors(
+            Processors::new(2)
+                .max_demand(50)
+                .partition_by(move |m: &Message<u64>| if m.data < 300 { 0 } else { other }),
+        )
+        .rate_limit(RateLimit::new(
+            NonZeroU64::new(10).unwrap(),
+            Duration::from_millis(100),
+        ))
+        .start()
+        .await
+        .unwrap();
+    topology.wait().await;
+    tally.assert_exactly_once(600);
+    let times: Vec<Instant> = log.0.lock().handled.iter().map(|h| h.1).collect();
+    assert_eq!(times.len(), 600);
+    assert_eq!(busiest(&times, Duration::from_millis(100)), 10);
+}
