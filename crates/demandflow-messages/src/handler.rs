@@ -31,7 +31,7 @@ pub struct BatchInfo {
 }
 
 /// A batch on its way from a batcher to a batch handler.
-pub struct Batch<T> {
+pub(crate) struct Batch<T> {
     pub(crate) messages: Vec<Message<T>>,
     pub(crate) info: BatchInfo,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,

@@ -191,7 +191,7 @@ mod topology;
 
 pub use ack::{Ack, AckRef, Acknowledger, ChannelAcknowledger, NoopAcknowledger};
 pub use batcher::{BatchFull, BatchSize};
-pub use handler::{Batch, BatchInfo, BatchTrigger, MessageHandler};
+pub use handler::{BatchInfo, BatchTrigger, MessageHandler};
 pub use message::{BatchKey, DEFAULT_BATCHER, Failure, Message, Status};
 pub use metrics::MetricsSnapshot;
 pub use rate::{RateLimit, RateLimiter};

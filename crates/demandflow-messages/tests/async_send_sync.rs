@@ -17,8 +17,6 @@ fn public_types_are_send_and_sync() {
     sync::<ChannelAcknowledger>();
     send::<NoopAcknowledger>();
     sync::<NoopAcknowledger>();
-    send::<Batch<u64>>();
-    sync::<Batch<u64>>();
     send::<BatchInfo>();
     sync::<BatchInfo>();
     send::<BatchSize<u64>>();
