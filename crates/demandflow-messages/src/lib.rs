@@ -179,6 +179,7 @@
 mod ack;
 mod batch_handler;
 mod batcher;
+mod builder;
 mod catch;
 mod handler;
 mod message;
@@ -191,15 +192,14 @@ mod topology;
 
 pub use ack::{Ack, AckRef, Acknowledger, ChannelAcknowledger, NoopAcknowledger};
 pub use batcher::{BatchFull, BatchSize};
+pub use builder::{Batcher, Processors, StartTopologyError, TopologyBuilder};
 pub use handler::{BatchInfo, BatchTrigger, MessageHandler};
 pub use message::{BatchKey, DEFAULT_BATCHER, Failure, Message, Status};
 pub use metrics::MetricsSnapshot;
 pub use rate::{RateLimit, RateLimiter};
 pub use source::DummySource;
 pub use testing::{TestAcks, TestOutcome};
-pub use topology::{
-    Batcher, Processors, PushError, StartTopologyError, Topology, TopologyBuilder, TopologyDrain,
-};
+pub use topology::{PushError, Topology, TopologyDrain};
 
 #[doc = include_str!("../guide.md")]
 pub mod guide {}
