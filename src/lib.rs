@@ -1020,4 +1020,5 @@ pub use demandflow_core::{Hashed, Key, KeyHasher, key_partition};
 // Parts with a crate of their own, each a module of the facade named after it.
 // A new crate joins here with one line.
 pub use demandflow_keyed as keyed;
+pub use demandflow_messages as messages;
 pub use demandflow_supervisor as supervisor;

@@ -112,6 +112,9 @@ fn main() -> ExitCode {
             )),
         }
     }
+    // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.
+    suite.row("messages", 1_000, demandflow_benches::messages(1_000));
+
     if !pending.is_empty() {
         eprintln!(
             "throughput: no scenario yet for {} (see Topology::scenario)",

@@ -38,6 +38,7 @@ mod baselines;
 mod json;
 mod latency;
 mod measure;
+mod messages;
 mod paths;
 mod plot;
 mod supervisor;
@@ -49,6 +50,7 @@ pub use baselines::{crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip
 pub use json::{Json, JsonError};
 pub use latency::{LatencyFigures, LatencyTopology, measure_pipeline, measure_tokio_mpsc};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
+pub use messages::messages;
 pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};
 pub use supervisor::consumer_supervisor;

@@ -1,0 +1,167 @@
+//! Batch handlers: run the user's batch handler and acknowledge the batch.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use demandflow_runtime::{CancelReason, Consumer, Context, Reason, SubscriptionId};
+use tracing::Instrument;
+
+use crate::ack::{AckRef, AckSet};
+use crate::catch::catch_panic;
+use crate::handler::{Batch, MessageHandler};
+use crate::message::{Failure, Status};
+use crate::processor::{Shared, fail_messages};
+
+/// One batch handler of a batcher: a consumer of batches.
+pub(crate) struct BatchHandler<T, H> {
+    shared: Arc<Shared<H>>,
+    _messages: PhantomData<fn(T)>,
+    index: usize,
+    producers: usize,
+    /// A producer ended abnormally: the supervisor restarts this stage.
+    upstream_failed: bool,
+}
+
+impl<T, H> BatchHandler<T, H>
+where
+    T: Send + 'static,
+    H: MessageHandler<T>,
+{
+    pub(crate) fn new(shared: Arc<Shared<H>>, index: usize) -> Self {
+        BatchHandler {
+            shared,
+            _messages: PhantomData,
+            index,
+            producers: 0,
+            upstream_failed: false,
+        }
+    }
+
+    async fn handle(&self, mut batch: Batch<T>) {
+        let shared = &*self.shared;
+        let mut messages = std::mem::take(&mut batch.messages);
+        // The acknowledgements stay here while the handler has the messages, so
+        // a message it drops, or a panic, cannot lose one.
+        let mut pending: Vec<Option<AckRef>> = Vec::with_capacity(messages.len());
+        for (slot, message) in messages.iter_mut().enumerate() {
+            message.slot = slot as u32;
+            pending.push(Some(std::mem::replace(&mut message.ack, AckRef::done())));
+        }
+        let span = tracing::debug_span!(
+            "handle_batch",
+            topology = %shared.topology,
+            stage = "batch_handler",
+            batcher = %batch.info.batcher,
+            handler = self.index,
+            size = batch.info.size,
+            trigger = ?batch.info.trigger,
+        );
+        let handled = catch_panic(
+            shared
+                .handler
+                .handle_batch(messages, &batch.info)
+                .instrument(span),
+        );
+        let handled = tokio::select! {
+            biased;
+            handled = handled => handled,
+            () = shared.abort.cancelled() => {
+                // Abandoned at a drain's deadline or a stop.
+                let mut acks = AckSet::default();
+                for mut ack in pending.into_iter().flatten() {
+                    acks.add(&mut ack, Status::Failed(Failure::Shutdown));
+                }
+                shared.metrics.ack(&mut acks);
+                return;
+            }
+        };
+        let mut acks = AckSet::default();
+        match handled {
+            Ok(mut returned) => {
+                let mut failures = false;
+                for message in &mut returned {
+                    match pending
+                        .get_mut(message.slot as usize)
+                        .and_then(Option::take)
+                    {
+                        Some(ack) => {
+                            message.ack = ack;
+                            if message.is_ok() {
+                                acks.add(&mut message.ack, Status::Ok);
+                            } else {
+                                failures = true;
+                            }
+                        }
+                        // Not a message of this batch, or returned twice: its
+                        // acknowledgement is not ours to send.
+                        None => message.ack = AckRef::done(),
+                    }
+                }
+                if failures {
+                    let mut failed: Vec<_> = returned
+                        .into_iter()
+                        .filter(|m| m.ack.is_pending())
+                        .collect();
+                    fail_messages(shared, &mut failed, &mut acks);
+                }
+                for mut ack in pending.into_iter().flatten() {
+                    acks.add(&mut ack, Status::Failed(Failure::Dropped));
+                }
+            }
+            Err(panic) => {
+                tracing::error!(
+                    topology = %shared.topology,
+                    batcher = %batch.info.batcher,
+                    %panic,
+                    "batch handler panicked; its messages fail"
+                );
+                for mut ack in pending.into_iter().flatten() {
+                    acks.add(&mut ack, Status::Failed(Failure::Panicked(panic.clone())));
+                }
+            }
+        }
+        shared.metrics.ack(&mut acks);
+    }
+}
+
+impl<T, H> Consumer for BatchHandler<T, H>
+where
+    T: Send + 'static,
+    H: MessageHandler<T>,
+{
+    type Event = Batch<T>;
+
+    async fn handle_events(
+        &mut self,
+        batches: Vec<Batch<T>>,
+        _from: SubscriptionId,
+        _ctx: &mut Context<Infallible>,
+    ) {
+        for batch in batches {
+            self.handle(batch).await;
+        }
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        _sub: SubscriptionId,
+        _ctx: &mut Context<Infallible>,
+    ) -> demandflow_runtime::DemandMode {
+        self.producers += 1;
+        demandflow_runtime::DemandMode::Automatic
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        _sub: SubscriptionId,
+        reason: &CancelReason,
+        ctx: &mut Context<Infallible>,
+    ) {
+        self.producers = self.producers.saturating_sub(1);
+        self.upstream_failed |= !reason.reason().is_normal();
+        if self.producers == 0 && !self.upstream_failed {
+            ctx.stop(Reason::Normal);
+        }
+    }
+}
