@@ -11,6 +11,8 @@ use demandflow_core::{
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+mod lifetime;
+
 use crate::behaviour::Behaviour;
 use crate::catch::{CatchUnwind, panic_reason};
 use crate::context::Action;
@@ -93,6 +95,7 @@ where
         events_out: 0,
         events_dropped: 0,
         stop: None,
+        life: lifetime::Lifetime::default(),
     };
     let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
     runtime.spawn(engine.run().instrument(span));
@@ -179,6 +182,7 @@ struct Engine<B: Behaviour, D> {
     events_out: u64,
     events_dropped: u64,
     stop: Option<Reason>,
+    life: lifetime::Lifetime,
 }
 
 /// Sends a dispatcher's deliveries to the subscribed consumers.
@@ -249,6 +253,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     }
                 }
                 msg => Box::pin(self.handle(msg)).await,
+            }
+            if self.life.detached {
+                self.wind_down_if_idle();
             }
             if !self.is_settled() {
                 self.settle().await;
@@ -339,11 +346,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     sub,
                     replaces,
                     reply,
+                    hold,
                 } = *msg;
                 if let Some((old, reason)) = replaces {
                     self.cancel_upstream(old, reason, false);
                 }
                 self.subscribe_to(producer, options, sub, reply).await;
+                self.hold_until_answered(sub, hold);
             }
             Msg::Control(control) => self.on_control(*control).await,
         }
@@ -378,6 +387,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             Control::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
+            Control::Detach => self.detach(),
         }
     }
 
@@ -628,6 +638,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     fn stop_after_recorded(&mut self, reason: Reason) {
         if self.consumers.is_empty() && !self.buffer.is_empty() {
             tracing::warn!(
+                stage = %self.me.name,
                 lost = self.buffer.len(),
                 "stopping with buffered events and no consumer to take them"
             );
@@ -714,6 +725,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     async fn on_subscribed(&mut self, sub: SubscriptionId, result: Result<(), SubscribeRefused>) {
+        self.release_hold(sub);
         let Some(up) = self.producers.get_mut(&sub) else {
             return;
         };
@@ -786,6 +798,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     async fn on_upstream_ended(&mut self, sub: SubscriptionId, reason: CancelReason) {
+        self.release_hold(sub);
         let Some(up) = self.producers.remove(&sub) else {
             return;
         };
@@ -854,6 +867,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         match action {
             Action::Ask(sub, demand) => self.ask_upstream(sub, demand),
             Action::Cancel(sub, reason) => self.cancel(sub, reason).await,
+            // A producer stopping normally delivers what it buffered first.
+            Action::Stop(reason) if B::KIND != StageKind::Consumer && reason.is_normal() => {
+                self.stop_normally(reason);
+            }
             Action::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
