@@ -11,6 +11,7 @@ use demandflow_core::{
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+mod diagnostics;
 mod lifetime;
 
 use crate::behaviour::Behaviour;
@@ -96,6 +97,7 @@ where
         events_dropped: 0,
         stop: None,
         life: lifetime::Lifetime::default(),
+        warnings: diagnostics::Warnings::new(name.clone()),
     };
     let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
     runtime.spawn(engine.run().instrument(span));
@@ -183,6 +185,7 @@ struct Engine<B: Behaviour, D> {
     events_dropped: u64,
     stop: Option<Reason>,
     life: lifetime::Lifetime,
+    warnings: diagnostics::Warnings,
 }
 
 /// Sends a dispatcher's deliveries to the subscribed consumers.
@@ -190,6 +193,7 @@ struct Outbox<'a, T> {
     consumers: &'a IdMap<Arc<dyn ConsumerPort<T>>>,
     delivered: &'a mut u64,
     lost: &'a mut u64,
+    warnings: &'a mut diagnostics::Warnings,
 }
 
 impl<T: 'static> Deliver<T> for Outbox<'_, T> {
@@ -205,7 +209,7 @@ impl<T: 'static> Deliver<T> for Outbox<'_, T> {
             // The consumer stopped; its down notice is on its way. Like a message to
             // a dead process, the batch is lost, but never silently.
             *self.lost += n;
-            tracing::warn!(%sub, lost = n, "events delivered to a stopped consumer were lost");
+            self.warnings.lost(sub, n);
         }
     }
 }
@@ -459,6 +463,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             consumers: &self.consumers,
             delivered: &mut self.events_out,
             lost: &mut self.events_dropped,
+            warnings: &mut self.warnings,
         };
         let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
         // Demand the dispatcher did not forward had already been asked of the
@@ -568,6 +573,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             consumers: &self.consumers,
             delivered: &mut self.events_out,
             lost: &mut self.events_dropped,
+            warnings: &mut self.warnings,
         };
         self.dispatcher.dispatch(events, &mut outbox)
     }
@@ -613,6 +619,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if dropped > 0 {
             self.events_dropped += dropped as u64;
             self.dropped_unclaimed += dropped as u64;
+            self.warnings.dropped(dropped as u64);
             self.behaviour.dropped(dropped);
         }
     }
@@ -747,7 +754,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     UpState::Pending(Some(reply)) => {
                         let _ = reply.send(Err(SubscribeError::Refused(refused)));
                     }
-                    _ => tracing::warn!(%sub, %refused, "subscription refused"),
+                    _ => {
+                        tracing::warn!(stage = %self.me.name, %sub, %refused, "subscription refused");
+                    }
                 }
                 // A refused subscription never existed: the cancel mode does not apply.
                 self.behaviour
@@ -832,7 +841,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Runs the handler on a batch from `sub`, in chunks when demand is automatic.
     async fn consume(&mut self, sub: SubscriptionId, events: Vec<B::In>) {
         let Some(up) = self.producers.get(&sub) else {
-            tracing::warn!(%sub, dropped = events.len(), "events for an unknown subscription");
+            self.warnings.unknown(sub, events.len() as u64);
             return;
         };
         let Some(chunk_len) = up.demand.as_ref().map(AutoDemand::chunk_len) else {
@@ -1012,7 +1021,11 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             }
         }
         if let Err(payload) = CatchUnwind::new(self.behaviour.terminate(&reason)).await {
-            tracing::error!(reason = %panic_reason(&*payload), "terminate callback panicked");
+            tracing::error!(
+                stage = %self.me.name,
+                reason = %panic_reason(&*payload),
+                "terminate callback panicked"
+            );
         }
         for (sub, port) in self.consumers.drain() {
             port.cancelled(sub, CancelReason::Down(reason.clone()));
@@ -1048,10 +1061,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if reason.is_normal() {
             tracing::debug!(%reason, "stage stopped");
         } else {
-            tracing::warn!(%reason, "stage stopped");
+            tracing::warn!(stage = %self.me.name, %reason, "stage stopped");
         }
+        self.warnings.flush();
         if buffered > 0 || queued > 0 {
             tracing::warn!(
+                stage = %self.me.name,
                 buffered,
                 unhandled = queued,
                 "stage stopped with events it had not delivered or handled"
