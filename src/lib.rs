@@ -374,8 +374,9 @@
 //!   [`BufferKeep::Last`] (the default) drops the oldest buffered events,
 //!   [`BufferKeep::First`] drops the incoming ones.
 //! - Nothing is dropped silently: the stage's
-//!   [`handle_dropped`](Producer::handle_dropped) is called with how many (by
-//!   default it logs a warning), and they are counted in [`StageStats`].
+//!   [`handle_dropped`](Producer::handle_dropped) is called with how many (the
+//!   runtime logs a warning naming the stage), and they are counted in
+//!   [`StageStats`].
 //! - [`estimate_buffered_count`](ProducerRef::estimate_buffered_count) says how
 //!   many events are waiting, including any a dispatcher holds in its own queues.
 //!
@@ -813,6 +814,7 @@ pub use demandflow_core::{
     PartitionDispatcherBuilder, Reason, Selector, StageId, SubscribeOptions, SubscribeRefused,
     SubscriptionId, key_partition, split_chunks,
 };
+pub use demandflow_runtime::Stall;
 pub use demandflow_runtime::{
     AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
     DemandMode, DrainOutcome, DrainReport, EventStream, Info, InfoSender, IterSource, NotRunning,

@@ -8,9 +8,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use demandflow::{Context, Producer, SubscribeOptions, consumer, producer};
+use demandflow::{
+    Context, Partition, PartitionDispatcher, Producer, Stall, SubscribeOptions, consumer,
+    from_iter, producer,
+};
 use parking_lot::Mutex;
-use support::{Counter, Recorder};
+use support::{Counter, Recorder, eventually};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -179,4 +182,102 @@ async fn a_stream_dropped_after_take_is_not_reported_as_a_loss() {
     assert_eq!(stats.events_dropped, 0);
     let warnings = logs.warnings();
     assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+fn stalls(logs: &Capture) -> Vec<Logged> {
+    logs.warnings()
+        .into_iter()
+        .filter(|l| l.message().contains("stalled"))
+        .collect()
+}
+
+// A consumer that nobody subscribed to any producer waits forever: after its
+// stall report time (5 s by default) it says so, once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_unsubscribed_consumer_is_reported_once_naming_it() {
+    let (logs, _guard) = capture();
+    let (rec, _) = Recorder::<u64>::new();
+    let c = consumer(rec).name("orphan").start().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(stalls(&logs).is_empty());
+    assert_eq!(c.stats().await.unwrap().stall, None);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let reported = stalls(&logs);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].level, Level::WARN);
+    assert_eq!(reported[0].field("stage"), Some("orphan"));
+    assert_eq!(
+        reported[0].field("waiting_for"),
+        Some("not subscribed to any producer")
+    );
+    assert_eq!(c.stats().await.unwrap().stall, Some(Stall::NoProducer));
+    assert_eq!(stalls(&logs).len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_partition_without_a_consumer_is_reported_once_naming_the_stage_and_partition() {
+    let (logs, _guard) = capture();
+    let halves = PartitionDispatcher::numbered(2, |e: u64| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let p = producer(from_iter(0..1000_u64))
+        .name("halves")
+        .dispatcher(halves)
+        .start()
+        .unwrap();
+    let (rec, log) = Recorder::<u64>::new();
+    let even = consumer(rec).start().unwrap();
+    even.subscribe_to(&p, SubscribeOptions::new().partition(0).max_demand(10))
+        .await
+        .unwrap();
+    // The even half flows; the odd half waits for a consumer that never comes.
+    eventually(|| support::batches(&log).concat().len() >= 100).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let reported = stalls(&logs);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].field("stage"), Some("halves"));
+    assert!(
+        reported[0]
+            .field("waiting_for")
+            .unwrap()
+            .starts_with("no consumer subscribed to partition 1"),
+        "{reported:?}"
+    );
+    let stall = p.stats().await.unwrap().stall;
+    assert!(
+        matches!(
+            stall,
+            Some(Stall::PartitionWithoutConsumer { partition: Partition::Index(1), buffered }) if buffered > 0
+        ),
+        "{stall:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_idle_producer_is_not_reported() {
+    let (logs, _guard) = capture();
+    // No consumer and nothing buffered: idle.
+    let (counter, _) = Counter::new();
+    let alone = producer(counter).start().unwrap();
+    // A consumer that asks nothing: the producer has nothing to do.
+    let (counter, _) = Counter::new();
+    let p = producer(counter).start().unwrap();
+    let (rec, _) = Recorder::<u64>::manual();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(logs.warnings().is_empty(), "{:?}", logs.warnings());
+    assert_eq!(alone.stats().await.unwrap().stall, None);
+    assert_eq!(p.stats().await.unwrap().stall, None);
+    assert_eq!(c.stats().await.unwrap().stall, None);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stall_report_can_be_turned_off() {
+    let (logs, _guard) = capture();
+    let (rec, _) = Recorder::<u64>::new();
+    let c = consumer(rec).stall_report(None).start().unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(logs.warnings().is_empty());
+    assert_eq!(c.stats().await.unwrap().stall, None);
 }

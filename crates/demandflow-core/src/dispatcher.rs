@@ -1,4 +1,4 @@
-use crate::{StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
+use crate::{Partition, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
 
 /// Where a dispatcher sends the batches it decides to deliver.
 ///
@@ -166,6 +166,13 @@ pub trait Dispatcher<T>: Send + 'static {
     /// The demand `sub` has asked for and not yet received, for stats.
     fn pending_demand(&self, sub: SubscriptionId) -> Option<u64> {
         let _ = sub;
+        None
+    }
+
+    /// A partition holding events while no consumer is subscribed to it, and how
+    /// many it holds: those events wait until one subscribes (for stall reports).
+    /// Default: none.
+    fn unserved(&self) -> Option<(Partition, usize)> {
         None
     }
 }

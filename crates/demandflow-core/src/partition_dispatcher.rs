@@ -761,6 +761,14 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     fn pending_demand(&self, sub: SubscriptionId) -> Option<u64> {
         self.slot_of(sub).map(|index| self.slots[index].demand)
     }
+
+    fn unserved(&self) -> Option<(Partition, usize)> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.sub.is_none() && !s.queue.is_empty())?;
+        Some((self.label(index), self.slots[index].queue.len()))
+    }
 }
 
 /// The partition `key` belongs to among `partitions`, as

@@ -13,6 +13,9 @@ use tracing::Instrument;
 
 mod diagnostics;
 mod lifetime;
+mod watchdog;
+
+pub(crate) use watchdog::DEFAULT_STALL_REPORT;
 
 use crate::behaviour::Behaviour;
 use crate::catch::{CatchUnwind, panic_reason};
@@ -33,6 +36,7 @@ pub(crate) struct EngineOptions {
     pub(crate) buffer_size: usize,
     pub(crate) buffer_keep: BufferKeep,
     pub(crate) flow: DemandFlow,
+    pub(crate) stall_report: Option<std::time::Duration>,
 }
 
 /// What starting a stage hands to the builder that wraps it in a handle.
@@ -98,6 +102,7 @@ where
         stop: None,
         life: lifetime::Lifetime::default(),
         warnings: diagnostics::Warnings::new(name.clone()),
+        watch: watchdog::Watch::new(options.stall_report),
     };
     let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
     runtime.spawn(engine.run().instrument(span));
@@ -186,6 +191,7 @@ struct Engine<B: Behaviour, D> {
     stop: Option<Reason>,
     life: lifetime::Lifetime,
     warnings: diagnostics::Warnings,
+    watch: watchdog::Watch,
 }
 
 /// Sends a dispatcher's deliveries to the subscribed consumers.
@@ -230,7 +236,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if let Some(reason) = self.stop.take() {
                 return reason;
             }
-            let msg = self.rx.recv().await;
+            let msg = self.next_msg().await;
             // The hot messages are handled here, without building the future of
             // `handle`, which is as large as its largest branch; the rare ones
             // are boxed so that this loop's own future stays small.
@@ -1005,6 +1011,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 })
                 .sum(),
             subscriptions,
+            stall: self.stall(),
         }
     }
 

@@ -118,5 +118,5 @@ pub use info::Info;
 pub use pipeline::{DrainOutcome, DrainReport, Pipeline, StageDrain};
 pub use source::{IterSource, PushSource, Pusher, StreamSource, from_iter, from_stream, push};
 pub use stage::{Consumer, ConsumerContext, Producer, ProducerConsumer};
-pub use stats::{StageKind, StageStats, SubscriptionStats};
+pub use stats::{StageKind, StageStats, Stall, SubscriptionStats};
 pub use stream::EventStream;
