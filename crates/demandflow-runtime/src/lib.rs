@@ -77,6 +77,23 @@
 //! partition supervisor's workers handle what was sent to them and then end
 //! once every handle is gone; a consumer supervisor is a consumer stage like any
 //! other.
+//!
+//! # Diagnostics
+//!
+//! Every warning the runtime logs names its stage in a `stage` field (the name
+//! given to the builder, else its kind and id, like `producer-3`), so it shows
+//! with a subscriber filtering at WARN. A warning that can repeat (events lost to
+//! a stopped consumer, a full buffer dropping events) is logged at most once a
+//! second per stage, with `times` saying how many occurrences it stands for.
+//! Dropping an [`EventStream`] early (`take(n)`) is a choice, not a loss, and is
+//! not reported.
+//!
+//! A stage that waits for something that may never come — a producer holding
+//! events no consumer is subscribed to take, a partition holding events without a
+//! consumer, a consumer never subscribed to any producer — logs one warning after
+//! its stall report time (5 seconds unless set with the builder's
+//! `stall_report`) and shows the wait in [`StageStats::stall`]. A producer
+//! with nothing to do is idle, not stalled, and is never reported.
 
 mod behaviour;
 mod builder;
