@@ -5,7 +5,7 @@ mod support;
 
 use demandflow::{
     Consumer, ConsumerContext, Context, Producer, Reason, SubscribeOptions, SubscriptionId,
-    consumer, from_iter, producer,
+    consumer, from_iter, map, producer,
 };
 use support::{Counter, Recorder, Seen, eventually};
 use tokio::sync::mpsc;
@@ -60,6 +60,46 @@ async fn an_endless_producer_whose_consumer_stops_winds_down_with_no_task_left()
         assert_eq!(rx.recv().await, Some(expected));
     }
     assert_eq!(metrics.num_alive_tasks(), 2);
+    drop(rx);
+    eventually(|| metrics.num_alive_tasks() == 0).await;
+}
+
+/// A three-stage pipeline whose handles are all dropped before it returns.
+async fn doubled(source: impl Producer<Event = u64>) -> mpsc::Receiver<u64> {
+    let (tx, rx) = mpsc::channel(16);
+    let p = producer(source).start().unwrap();
+    let double = map(|n: u64| n * 2).start().unwrap();
+    let c = consumer(Forward(tx)).start().unwrap();
+    double
+        .subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
+    c.subscribe_to(&double, SubscribeOptions::new().max_demand(10))
+        .await
+        .unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn a_detached_producer_consumer_delivers_everything_and_ends_with_its_input() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let mut rx = doubled(from_iter(0..10_000_u64)).await;
+    let mut expected = 0;
+    while let Some(n) = rx.recv().await {
+        assert_eq!(n, expected * 2);
+        expected += 1;
+    }
+    assert_eq!(expected, 10_000);
+    eventually(|| metrics.num_alive_tasks() == 0).await;
+}
+
+#[tokio::test]
+async fn a_detached_producer_consumer_whose_consumer_stops_winds_down_with_its_producer() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let (counter, _) = Counter::new();
+    let mut rx = doubled(counter).await;
+    assert_eq!(rx.recv().await, Some(0));
+    assert_eq!(rx.recv().await, Some(2));
     drop(rx);
     eventually(|| metrics.num_alive_tasks() == 0).await;
 }

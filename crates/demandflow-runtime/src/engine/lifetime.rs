@@ -86,11 +86,15 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Stops a detached stage that can do no more work. Called after every
     /// message while detached.
     pub(super) fn wind_down_if_idle(&mut self) {
-        if self.stop.is_some() || self.pending_stop.is_some() || self.life.winding_down {
+        // A deferred stop already in progress ends the stage by itself, even if
+        // its consumers leave (see `flush`).
+        if self.stop.is_some() || self.pending_stop.is_some() {
             return;
         }
         let fed = !self.producers.is_empty() || !self.input.is_empty();
         match B::KIND {
+            // Also while winding down: a producer-consumer delivering its buffer
+            // whose last consumer leaves can deliver nothing more.
             StageKind::Producer | StageKind::ProducerConsumer if self.consumers.is_empty() => {
                 let lost = self.buffer.len() + self.dispatcher.buffered() + self.queued_len();
                 if lost > 0 {
@@ -102,6 +106,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }
                 self.stop = Some(with_loss(Reason::Shutdown, lost));
             }
+            _ if self.life.winding_down => {}
             StageKind::ProducerConsumer if !fed => {
                 self.life.winding_down = true;
                 self.stop_after_buffered(Reason::Shutdown);
