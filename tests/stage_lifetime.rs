@@ -3,9 +3,12 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use demandflow::{
-    Consumer, ConsumerContext, Context, Producer, Reason, SubscribeOptions, SubscriptionId,
-    consumer, from_iter, map, producer,
+    Consumer, ConsumerContext, Context, KeyedBatch, KeyedBuilder, KeyedHandler, Producer, Reason,
+    SubscribeOptions, SubscriptionId, consumer, from_iter, map, producer,
 };
 use support::{Counter, Recorder, Seen, eventually};
 use tokio::sync::mpsc;
@@ -203,4 +206,34 @@ async fn a_producer_that_stops_with_an_error_stops_at_once() {
         .await
         .unwrap();
     assert_eq!(p.wait().await, Reason::error("broken"));
+}
+
+/// Counts events; the count is shared so the test can read it once every
+/// handle is gone.
+struct Count(Arc<AtomicU64>);
+
+impl KeyedHandler for Count {
+    type Key = u64;
+    type Event = u64;
+
+    async fn handle(&self, batch: &mut KeyedBatch<u64, u64>) {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+}
+
+// The keyed scheduler follows the same rule: with every handle dropped, its
+// workers handle what was sent to them and end.
+#[tokio::test]
+async fn a_keyed_pipeline_whose_handles_are_dropped_handles_every_event_and_ends() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let count = Arc::new(AtomicU64::new(0));
+    {
+        let keyed = KeyedBuilder::dense(Count(count.clone())).start().unwrap();
+        let numbers = producer(from_iter(0..10_000_u64)).start().unwrap();
+        let feed = consumer(keyed.consumer(|n: &u64| n % 100)).start().unwrap();
+        feed.subscribe_to(&numbers, SubscribeOptions::new())
+            .await
+            .unwrap();
+    }
+    eventually(|| count.load(Ordering::Relaxed) == 10_000 && metrics.num_alive_tasks() == 0).await;
 }
