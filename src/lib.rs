@@ -159,8 +159,9 @@
 //! - A producer never sees events, only numbers. A consumer does not ask for
 //!   events itself by default: the runtime asks on its behalf ([Demand](#demand)
 //!   explains when).
-//! - The stages stop when the last handle to the pipeline is dropped, here at the
-//!   end of `main` ([How pipelines stop](#how-pipelines-stop)).
+//! - At the end of `main` the receiver is dropped: `Forward` stops, and the
+//!   stages it leaves without consumers stop after it. Dropping handles never
+//!   stops a pipeline that still has work ([How pipelines stop](#how-pipelines-stop)).
 //!
 //! # When not to use stages
 //!
@@ -378,8 +379,9 @@
 //!   [`BufferKeep::Last`] (the default) drops the oldest buffered events,
 //!   [`BufferKeep::First`] drops the incoming ones.
 //! - Nothing is dropped silently: the stage's
-//!   [`handle_dropped`](Producer::handle_dropped) is called with how many (by
-//!   default it logs a warning), and they are counted in [`StageStats`].
+//!   [`handle_dropped`](Producer::handle_dropped) is called with how many (the
+//!   runtime logs a warning naming the stage), and they are counted in
+//!   [`StageStats`].
 //! - [`estimate_buffered_count`](ProducerRef::estimate_buffered_count) says how
 //!   many events are waiting, including any a dispatcher holds in its own queues.
 //!
@@ -584,36 +586,48 @@
 //! # }
 //! ```
 //!
-//! ## Handles keep a pipeline alive
+//! ## Dropping handles detaches a pipeline
 //!
-//! Subscribing joins two stages into one pipeline. A pipeline runs while at least
-//! one handle to any of its stages exists (or an [`EventStream`] reading from
-//! it); when the last one is dropped, every stage in it shuts down, so a forgotten
-//! pipeline never leaks tasks. To wait for a stage without keeping it alive, take
-//! a [`StageMonitor`] from its handle first.
+//! Subscribing joins two stages into one pipeline. Dropping handles never stops
+//! it, as dropping a `JoinHandle` does not stop a spawned task: when the last
+//! handle to any of its stages (and the last [`EventStream`] reading from it) is
+//! gone, the pipeline is *detached*. It runs while it can still do work, and each
+//! stage stops by itself once it cannot: a producer with no consumer left, a
+//! consumer with no producer left, a producer-consumer with either side gone
+//! (after delivering what it holds). So nothing is lost when a function returns
+//! only a pipeline's output, and nothing is left running once the work is over
+//! or its reader has gone. The runtime crate's docs state the rule in full. To
+//! wait for a stage without holding a handle, take a [`StageMonitor`] first.
 //!
 //! ```
 //! use demandflow::prelude::*;
 //!
-//! struct Ignore;
+//! struct TakeThree(u32);
 //!
-//! impl Consumer for Ignore {
+//! impl Consumer for TakeThree {
 //!     type Event = u32;
 //!
-//!     async fn handle_events(&mut self, _: Vec<u32>, _: SubscriptionId, _: &mut ConsumerContext) {}
+//!     async fn handle_events(&mut self, e: Vec<u32>, _: SubscriptionId, ctx: &mut ConsumerContext) {
+//!         self.0 += e.len() as u32;
+//!         if self.0 >= 3 {
+//!             ctx.stop(Reason::Normal);
+//!         }
+//!     }
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let numbers = producer(from_iter(0..)).start()?; // endless
-//! let sink = consumer(Ignore).start()?;
-//! sink.subscribe_to(&numbers, SubscribeOptions::new()).await?;
+//! let sink = consumer(TakeThree(0)).start()?;
+//! sink.subscribe_to(&numbers, SubscribeOptions::new().max_demand(1))
+//!     .await?;
 //!
 //! let (numbers_exit, sink_exit) = (numbers.monitor(), sink.monitor());
 //! drop(sink);
-//! drop(numbers); // the last handle: both stages shut down
+//! drop(numbers); // the last handle: the pipeline is detached and keeps working
+//! assert_eq!(sink_exit.wait().await, Reason::Normal); // it took three events
+//! // and the endless producer, left without consumers, stops.
 //! assert_eq!(numbers_exit.wait().await, Reason::Shutdown);
-//! assert_eq!(sink_exit.wait().await, Reason::Shutdown);
 //! # Ok(())
 //! # }
 //! ```
@@ -1003,7 +1017,7 @@ pub use demandflow_runtime::{
     DemandMode, DrainOutcome, DrainReport, EventStream, Info, InfoSender, IterSource, NotRunning,
     Peer, Pipeline, Producer, ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder,
     ProducerConsumerRef, ProducerRef, PushSource, Pusher, SendError, StageDrain, StageHandle,
-    StageKind, StageMonitor, StageStats, StartError, StreamSource, SubscribeError,
+    StageKind, StageMonitor, StageStats, Stall, StartError, StreamSource, SubscribeError,
     SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
     push,
 };

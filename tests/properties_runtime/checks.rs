@@ -514,8 +514,9 @@ impl World {
         running
     }
 
-    /// Drops every handle: every stage stops, with `Shutdown` for those still
-    /// running, and no task or stage state is left.
+    /// Stops every stage through its handle and drops the handles: every stage
+    /// stops, with `Shutdown` for those still running, and no task or stage
+    /// state is left.
     pub(crate) async fn teardown(&mut self, running: &[bool]) {
         for s in &mut self.stages {
             // A trap still armed would fire as the pipeline shuts down (a cancel
@@ -525,8 +526,14 @@ impl World {
             if *armed != Some(Trap::Terminate) {
                 *armed = None;
             }
-            drop(armed);
-            s.handle = None;
+        }
+        // Dropping the handles alone would only detach the pipeline, which keeps
+        // running while it has work: stop every stage through its handle.
+        for i in 0..self.stages.len() {
+            if let Some(handle) = self.stages[i].handle.take() {
+                let stop = async { each!(&handle, h => h.stop(Reason::Shutdown).await) };
+                let _ = bounded(self.paused, format_args!("stopping stage {i}"), stop).await;
+            }
         }
         for (i, &ran) in running.iter().enumerate() {
             let monitor = self.stages[i].monitor.clone();

@@ -2,7 +2,7 @@
 //! through, what the runtime guarantees to an implementation and what it must
 //! guarantee back. Read it before writing a dispatcher of your own.
 
-use crate::{StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
+use crate::{Partition, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId};
 
 /// Where a dispatcher sends the batches it decides to deliver.
 ///
@@ -198,5 +198,12 @@ pub trait Dispatcher<T>: Send + 'static {
     /// delivered. Only called while a marker is held. Default: `true`.
     fn release_info(&mut self) -> bool {
         true
+    }
+
+    /// A partition holding events while no consumer is subscribed to it, and how
+    /// many it holds: those events wait until one subscribes (for stall reports).
+    /// Default: none.
+    fn unserved(&self) -> Option<(Partition, usize)> {
+        None
     }
 }

@@ -790,6 +790,14 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         self.slot_of(sub).map(|index| self.slots[index].demand)
     }
 
+    fn unserved(&self) -> Option<(Partition, usize)> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.sub.is_none() && !s.queue.is_empty())?;
+        Some((self.label(index), self.slots[index].queue.len()))
+    }
+
     fn misrouted(&self) -> u64 {
         self.misrouted
     }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 pub enum Reason {
     /// The stage finished its work (a finite source ran out, `stop(Normal)`).
     Normal,
-    /// The stage was asked to shut down (by its owner, a supervisor, or because
-    /// every handle to its pipeline was dropped).
+    /// The stage was asked to shut down (by its owner or a supervisor), or it
+    /// stopped because, with every handle to its pipeline dropped, it had no more
+    /// work to do.
     Shutdown,
     /// A user callback panicked; the payload's message if it had one.
     Panic(Arc<str>),

@@ -2,11 +2,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use demandflow_core::{BufferKeep, DEFAULT_BUFFER_SIZE, DemandDispatcher, Dispatcher};
 
 use crate::behaviour::{AsConsumer, AsProducer, AsProducerConsumer};
-use crate::engine::{self, EngineOptions};
+use crate::engine::{self, DEFAULT_STALL_REPORT, EngineOptions};
 use crate::{
     Consumer, ConsumerRef, DemandFlow, Producer, ProducerConsumer, ProducerConsumerRef,
     ProducerRef, StartError,
@@ -37,13 +38,18 @@ pub fn producer<P: Producer>(stage: P) -> ProducerBuilder<P> {
             buffer_size: DEFAULT_BUFFER_SIZE,
             buffer_keep: BufferKeep::Last,
             flow: DemandFlow::Forward,
+            stall_report: Some(DEFAULT_STALL_REPORT),
         },
     }
 }
 
 /// Starts configuring a consumer stage.
 pub fn consumer<C: Consumer>(stage: C) -> ConsumerBuilder<C> {
-    ConsumerBuilder { stage, name: None }
+    ConsumerBuilder {
+        stage,
+        name: None,
+        stall_report: Some(DEFAULT_STALL_REPORT),
+    }
 }
 
 /// Starts configuring a producer-consumer stage.
@@ -56,6 +62,7 @@ pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> ProducerConsumerBuild
             buffer_size: usize::MAX,
             buffer_keep: BufferKeep::Last,
             flow: DemandFlow::Forward,
+            stall_report: Some(DEFAULT_STALL_REPORT),
         },
     }
 }
@@ -85,6 +92,15 @@ macro_rules! producing_options {
         /// Starts forwarding or accumulating demand (see [`DemandFlow`]).
         pub fn demand_flow(mut self, flow: DemandFlow) -> Self {
             self.options.flow = flow;
+            self
+        }
+
+        /// How long the stage may hold events that no consumer is subscribed to
+        /// take (or that wait in a partition without a consumer) before it logs
+        /// one warning naming itself and shows the stall in its stats; `None`
+        /// turns the report off. Default: 5 seconds.
+        pub fn stall_report(mut self, after: Option<Duration>) -> Self {
+            self.options.stall_report = after;
             self
         }
 
@@ -157,12 +173,21 @@ impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
 pub struct ConsumerBuilder<C> {
     stage: C,
     name: Option<String>,
+    stall_report: Option<Duration>,
 }
 
 impl<C: Consumer> ConsumerBuilder<C> {
     /// Names the stage (in logs, traces and stats).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// How long the consumer may go without being subscribed to any producer
+    /// before it logs one warning naming itself and shows the stall in its
+    /// stats; `None` turns the report off. Default: 5 seconds.
+    pub fn stall_report(mut self, after: Option<Duration>) -> Self {
+        self.stall_report = after;
         self
     }
 
@@ -177,6 +202,7 @@ impl<C: Consumer> ConsumerBuilder<C> {
             buffer_size: 0,
             buffer_keep: BufferKeep::Last,
             flow: DemandFlow::Forward,
+            stall_report: self.stall_report,
         };
         let started =
             engine::start::<_, NoDispatcher>(AsConsumer(self.stage), NoDispatcher, options)?;

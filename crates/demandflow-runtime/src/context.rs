@@ -129,6 +129,14 @@ impl<O> Context<O> {
     }
 
     /// Stops the stage with `reason` once this callback returns.
+    ///
+    /// In a producer or producer-consumer, a normal reason ([`Reason::Normal`],
+    /// [`Reason::Shutdown`]) first delivers every event emitted or buffered so
+    /// far, as consumers ask for them, exactly like
+    /// [`stop_after_buffered`](Self::stop_after_buffered); with no consumer
+    /// subscribed to take them, they are lost and the exit reason is an error
+    /// saying how many. An abnormal reason stops the stage at once, dropping its
+    /// buffer. In a consumer, the stage stops once this callback returns.
     pub fn stop(&mut self, reason: Reason) {
         self.actions.push(Action::Stop(reason));
     }

@@ -11,6 +11,12 @@ use demandflow_core::{
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+mod diagnostics;
+mod lifetime;
+mod watchdog;
+
+pub(crate) use watchdog::DEFAULT_STALL_REPORT;
+
 use crate::behaviour::Behaviour;
 use crate::catch::{CatchUnwind, panic_reason};
 use crate::context::Action;
@@ -30,6 +36,7 @@ pub(crate) struct EngineOptions {
     pub(crate) buffer_size: usize,
     pub(crate) buffer_keep: BufferKeep,
     pub(crate) flow: DemandFlow,
+    pub(crate) stall_report: Option<std::time::Duration>,
 }
 
 /// What starting a stage hands to the builder that wraps it in a handle.
@@ -97,6 +104,9 @@ where
         events_out: 0,
         events_dropped: 0,
         stop: None,
+        life: lifetime::Lifetime::default(),
+        warnings: diagnostics::Warnings::new(name.clone()),
+        watch: watchdog::Watch::new(options.stall_report),
     };
     let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
     runtime.spawn(engine.run().instrument(span));
@@ -195,6 +205,9 @@ struct Engine<B: Behaviour, D> {
     events_out: u64,
     events_dropped: u64,
     stop: Option<Reason>,
+    life: lifetime::Lifetime,
+    warnings: diagnostics::Warnings,
+    watch: watchdog::Watch,
 }
 
 /// Sends a dispatcher's deliveries to the subscribed consumers.
@@ -202,6 +215,7 @@ struct Outbox<'a, T> {
     consumers: &'a IdMap<Arc<dyn ConsumerPort<T>>>,
     delivered: &'a mut u64,
     lost: &'a mut u64,
+    warnings: &'a mut diagnostics::Warnings,
 }
 
 impl<T: 'static> Deliver<T> for Outbox<'_, T> {
@@ -217,7 +231,7 @@ impl<T: 'static> Deliver<T> for Outbox<'_, T> {
             // The consumer stopped; its down notice is on its way. Like a message to
             // a dead process, the batch is lost, but never silently.
             *self.lost += n;
-            tracing::warn!(%sub, lost = n, "events delivered to a stopped consumer were lost");
+            self.warnings.lost(sub, n);
         }
     }
 }
@@ -238,7 +252,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if let Some(reason) = self.stop.take() {
                 return reason;
             }
-            let msg = self.rx.recv().await;
+            let msg = self.next_msg().await;
             // The hot messages are handled here, without building the future of
             // `handle`, which is as large as its largest branch; the rare ones
             // are boxed so that this loop's own future stays small.
@@ -265,6 +279,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     }
                 }
                 msg => Box::pin(self.handle(msg)).await,
+            }
+            if self.life.detached {
+                self.wind_down_if_idle();
             }
             if !self.is_settled() {
                 self.settle().await;
@@ -357,11 +374,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     sub,
                     replaces,
                     reply,
+                    hold,
                 } = *msg;
                 if let Some((old, reason)) = replaces {
                     self.cancel_upstream(old, reason, false);
                 }
                 self.subscribe_to(producer, options, sub, reply).await;
+                self.hold_until_answered(sub, hold);
             }
             Msg::Control(control) => self.on_control(*control).await,
         }
@@ -396,6 +415,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             Control::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
+            Control::Detach => self.detach(),
         }
     }
 
@@ -468,6 +488,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             consumers: &self.consumers,
             delivered: &mut self.events_out,
             lost: &mut self.events_dropped,
+            warnings: &mut self.warnings,
         };
         let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
         // Demand the dispatcher did not forward had already been asked of the
@@ -664,6 +685,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             consumers: &self.consumers,
             delivered: &mut self.events_out,
             lost: &mut self.events_dropped,
+            warnings: &mut self.warnings,
         };
         self.dispatcher.dispatch(events, &mut outbox)
     }
@@ -711,6 +733,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if dropped > 0 {
             self.events_dropped += dropped as u64;
             self.dropped_unclaimed += dropped as u64;
+            self.warnings.dropped(dropped as u64);
             self.behaviour.dropped(dropped);
         }
     }
@@ -736,6 +759,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     fn stop_after_recorded(&mut self, reason: Reason) {
         if self.consumers.is_empty() && !self.buffer.is_empty() {
             tracing::warn!(
+                stage = %self.me.name,
                 lost = self.buffer.len(),
                 "stopping with buffered events and no consumer to take them"
             );
@@ -832,6 +856,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     async fn on_subscribed(&mut self, sub: SubscriptionId, result: Result<(), SubscribeRefused>) {
+        self.release_hold(sub);
         let Some(up) = self.producers.get_mut(&sub) else {
             return;
         };
@@ -853,7 +878,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     UpState::Pending(Some(reply)) => {
                         let _ = reply.send(Err(SubscribeError::Refused(refused)));
                     }
-                    _ => tracing::warn!(%sub, %refused, "subscription refused"),
+                    _ => {
+                        tracing::warn!(stage = %self.me.name, %sub, %refused, "subscription refused");
+                    }
                 }
                 // A refused subscription never existed: the cancel mode does not apply.
                 self.behaviour
@@ -904,6 +931,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     async fn on_upstream_ended(&mut self, sub: SubscriptionId, reason: CancelReason) {
+        self.release_hold(sub);
         let Some(up) = self.producers.remove(&sub) else {
             return;
         };
@@ -937,7 +965,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Runs the handler on a batch from `sub`, in chunks when demand is automatic.
     async fn consume(&mut self, sub: SubscriptionId, events: Vec<B::In>) {
         let Some(up) = self.producers.get(&sub) else {
-            tracing::warn!(%sub, dropped = events.len(), "events for an unknown subscription");
+            self.warnings.unknown(sub, events.len() as u64);
             return;
         };
         let Some(chunk_len) = up.demand.as_ref().map(AutoDemand::chunk_len) else {
@@ -972,6 +1000,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         match action {
             Action::Ask(sub, demand) => self.ask_upstream(sub, demand),
             Action::Cancel(sub, reason) => self.cancel(sub, reason).await,
+            // A producer stopping normally delivers what it buffered first.
+            Action::Stop(reason) if B::KIND != StageKind::Consumer && reason.is_normal() => {
+                self.stop_normally(reason);
+            }
             Action::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
@@ -1113,6 +1145,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 })
                 .sum(),
             subscriptions,
+            stall: self.stall(),
         }
     }
 
@@ -1129,7 +1162,11 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             }
         }
         if let Err(payload) = CatchUnwind::new(self.behaviour.terminate(&reason)).await {
-            tracing::error!(reason = %panic_reason(&*payload), "terminate callback panicked");
+            tracing::error!(
+                stage = %self.me.name,
+                reason = %panic_reason(&*payload),
+                "terminate callback panicked"
+            );
         }
         for (sub, port) in self.consumers.drain() {
             port.cancelled(sub, CancelReason::Down(reason.clone()));
@@ -1165,10 +1202,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if reason.is_normal() {
             tracing::debug!(%reason, "stage stopped");
         } else {
-            tracing::warn!(%reason, "stage stopped");
+            tracing::warn!(stage = %self.me.name, %reason, "stage stopped");
         }
+        self.warnings.flush();
         if buffered > 0 || queued > 0 {
             tracing::warn!(
+                stage = %self.me.name,
                 buffered,
                 unhandled = queued,
                 "stage stopped with events it had not delivered or handled"

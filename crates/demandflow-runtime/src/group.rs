@@ -1,15 +1,16 @@
-//! Pipeline liveness: a connected pipeline stops when no handle to any of its
-//! stages is left.
+//! Pipeline liveness: a connected pipeline is *detached* when no handle to any
+//! of its stages is left.
 //!
 //! Every stage belongs to a group; subscribing merges the consumer's group into
 //! the producer's. A group counts the stages that still have at least one user
-//! handle. When that count drops to zero every member is told to shut down, so
-//! dropping all handles to a pipeline never leaks its tasks. Internal references
-//! (peers, info senders) do not count.
+//! handle. When that count drops to zero every member is told it is detached:
+//! from then on each stops by itself once it can do no more work (the engine's
+//! `lifetime` module), so dropping all handles to a pipeline neither loses its
+//! events nor leaks its tasks. Internal references (peers, info senders) do not
+//! count.
 
 use std::sync::{Arc, Weak};
 
-use demandflow_core::Reason;
 use parking_lot::Mutex;
 
 use crate::port::{Control, ControlPort};
@@ -86,7 +87,7 @@ impl Drop for HandleGuard {
             std::mem::take(&mut state.members)
         };
         for control in members.iter().filter_map(|m| m.control.upgrade()) {
-            let _ = control.control(Control::Stop(Reason::Shutdown));
+            let _ = control.control(Control::Detach);
         }
     }
 }

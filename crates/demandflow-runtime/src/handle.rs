@@ -20,10 +20,10 @@ async fn wait_exit(mut exit: watch::Receiver<Option<Reason>>) -> Reason {
     }
 }
 
-/// Watches a stage without keeping its pipeline alive.
+/// Watches a stage without counting as a handle to its pipeline.
 ///
 /// Get one from any handle's `monitor()`; use it to await the stage's exit after
-/// dropping the handles.
+/// dropping the handles (the pipeline is then detached and ends with its work).
 #[derive(Clone)]
 pub struct StageMonitor {
     id: StageId,
@@ -264,7 +264,14 @@ macro_rules! consumer_methods {
             group::join(self.guard.node(), producer.guard.node());
             let sub = SubscriptionId::next();
             self.subscriber
-                .subscribe_to(producer.port.clone(), options, sub, replaces, reply)
+                .subscribe_to(
+                    producer.port.clone(),
+                    options,
+                    sub,
+                    replaces,
+                    reply,
+                    self.guard.clone(),
+                )
                 .map_err(|_| SubscribeError::ConsumerNotRunning)?;
             Ok(sub)
         }
@@ -304,9 +311,9 @@ pub trait AsProducer<T> {
 
 /// A handle to a running producer.
 ///
-/// Handles are cheap to clone. A pipeline keeps running while any handle to any
-/// of its stages exists; when the last one is dropped, every stage in it shuts
-/// down.
+/// Handles are cheap to clone. Dropping the last handle to a pipeline does not
+/// stop it: it keeps running while it has work, and each stage stops by itself
+/// once it cannot do more (see the crate docs, "Stage lifetime").
 pub struct ProducerRef<T> {
     pub(crate) port: Arc<dyn ProducerPort<T>>,
     pub(crate) control: Arc<dyn ControlPort>,
@@ -427,12 +434,15 @@ impl<I, O> fmt::Debug for ProducerConsumerRef<I, O> {
 /// A handle to any stage, whatever its event types: for code that manages
 /// stages without touching their events (draining, supervising, monitoring).
 ///
-/// Every typed handle converts into one with `From`/`Into`; it keeps the
-/// pipeline alive like the typed handle.
+/// Every typed handle converts into one with `From`/`Into`; while it exists the
+/// pipeline is not detached, like with the typed handle.
 #[derive(Clone)]
 pub struct StageHandle {
     pub(crate) control: Arc<dyn ControlPort>,
-    #[expect(dead_code, reason = "held for its Drop: it keeps the pipeline alive")]
+    #[expect(
+        dead_code,
+        reason = "held for its Drop: it keeps the pipeline attached"
+    )]
     pub(crate) guard: Arc<HandleGuard>,
 }
 

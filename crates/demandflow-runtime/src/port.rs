@@ -7,6 +7,7 @@ use demandflow_core::{
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::group::HandleGuard;
 use crate::queue;
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
 
@@ -42,6 +43,7 @@ pub(crate) trait SubscriberPort<T>: Send + Sync + 'static {
         sub: SubscriptionId,
         replaces: Option<(SubscriptionId, Reason)>,
         reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+        hold: Arc<HandleGuard>,
     ) -> Result<(), NotRunning>;
 }
 
@@ -66,6 +68,8 @@ pub(crate) enum Control {
     Stats(oneshot::Sender<StageStats>),
     Drain,
     Stop(Reason),
+    /// The last user handle of the stage's pipeline was dropped (see `lifetime`).
+    Detach,
 }
 
 pub(crate) enum Msg<I, O> {
@@ -111,6 +115,9 @@ pub(crate) struct SubscribeToMsg<I> {
     pub(crate) sub: SubscriptionId,
     pub(crate) replaces: Option<(SubscriptionId, Reason)>,
     pub(crate) reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+    /// Keeps the pipeline handled until the producer has answered, so that it
+    /// does not detach with a subscription on its way (see `lifetime`).
+    pub(crate) hold: Arc<HandleGuard>,
 }
 
 /// The sending side of a stage's mailbox; implements every port.
@@ -181,6 +188,7 @@ impl<I: Send + 'static, O: Send + 'static> SubscriberPort<I> for Mailbox<I, O> {
         sub: SubscriptionId,
         replaces: Option<(SubscriptionId, Reason)>,
         reply: Option<oneshot::Sender<Result<SubscriptionId, SubscribeError>>>,
+        hold: Arc<HandleGuard>,
     ) -> Result<(), NotRunning> {
         self.tx
             .send(Msg::SubscribeTo(Box::new(SubscribeToMsg {
@@ -189,6 +197,7 @@ impl<I: Send + 'static, O: Send + 'static> SubscriberPort<I> for Mailbox<I, O> {
                 sub,
                 replaces,
                 reply,
+                hold,
             })))
             .map_err(|_| NotRunning)
     }

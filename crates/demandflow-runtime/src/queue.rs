@@ -142,6 +142,11 @@ impl<T> Receiver<T> {
         Poll::Pending
     }
 
+    /// The next message if one was taken with the last lock, without locking.
+    pub(crate) fn try_local(&mut self) -> Option<T> {
+        self.local.pop_front()
+    }
+
     /// The next message if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<T> {
         if let Some(value) = self.local.pop_front() {

@@ -87,9 +87,12 @@ pub trait Producer: Send + 'static {
         async {}
     }
 
-    /// The buffer overflowed and `dropped` events were discarded. Default: a warning.
+    /// The buffer overflowed and `dropped` events were discarded.
+    ///
+    /// The runtime has already logged a warning naming the stage (rate-limited,
+    /// with a count); the default does nothing more.
     fn handle_dropped(&mut self, dropped: usize) {
-        tracing::warn!(dropped, "producer buffer full: events dropped");
+        let _ = dropped;
     }
 
     /// The pipeline is draining ([`Pipeline::drain`](crate::Pipeline::drain)): take
@@ -267,8 +270,11 @@ pub trait ProducerConsumer: Send + 'static {
     }
 
     /// The output buffer overflowed and `dropped` events were discarded.
+    ///
+    /// The runtime has already logged a warning naming the stage (rate-limited,
+    /// with a count); the default does nothing more.
     fn handle_dropped(&mut self, dropped: usize) {
-        tracing::warn!(dropped, "producer-consumer buffer full: events dropped");
+        let _ = dropped;
     }
 
     /// The stage is stopping with `reason`; the last callback it gets.

@@ -1,7 +1,9 @@
 //! Statistics a running stage reports through its handle: what it emitted,
 //! buffered, dropped and delivered, per stage and per subscription.
 
-use demandflow_core::{StageId, SubscriptionId};
+use std::fmt;
+
+use demandflow_core::{Partition, StageId, SubscriptionId};
 
 use crate::{DemandFlow, Peer};
 
@@ -46,6 +48,56 @@ pub struct StageStats {
     pub queued_in: usize,
     /// One entry per live subscription, on either side.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// What the stage has been waiting for, without progress, for longer than its
+    /// stall report time (set with the builders' `stall_report`); `None` while it
+    /// is not stalled.
+    pub stall: Option<Stall>,
+}
+
+/// What a stalled stage waits for: reported once at WARN when the wait has
+/// lasted the stage's stall report time, and shown in [`StageStats::stall`].
+///
+/// A producer with nothing buffered is idle, not stalled: it is never reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stall {
+    /// The stage holds events and no consumer is subscribed to take them.
+    NoConsumer {
+        /// Events it holds.
+        buffered: usize,
+    },
+    /// A partition holds events and no consumer is subscribed to it; the other
+    /// partitions may flow.
+    PartitionWithoutConsumer {
+        /// The partition.
+        partition: Partition,
+        /// Events the partition holds.
+        buffered: usize,
+    },
+    /// The consumer has not been subscribed to any producer, so it will never
+    /// receive an event.
+    NoProducer,
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stall::NoConsumer { buffered } => {
+                write!(
+                    f,
+                    "no consumer subscribed to take {buffered} buffered events"
+                )
+            }
+            Stall::PartitionWithoutConsumer {
+                partition,
+                buffered,
+            } => write!(
+                f,
+                "no consumer subscribed to partition {partition}, which holds {buffered} events"
+            ),
+            Stall::NoProducer => f.write_str("not subscribed to any producer"),
+        }
+    }
 }
 
 /// One subscription in a [`StageStats`] snapshot.

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use demandflow_core::{
@@ -25,6 +26,9 @@ enum StreamMsg<T> {
 struct StreamPort<T> {
     id: StageId,
     tx: mpsc::UnboundedSender<StreamMsg<T>>,
+    /// Set when the stream is dropped: the reader stopped on purpose (`take(n)`),
+    /// so events still on their way are discarded by choice, not lost.
+    dropped: Arc<AtomicBool>,
 }
 
 impl<T: Send + 'static> ConsumerPort<T> for StreamPort<T> {
@@ -33,12 +37,15 @@ impl<T: Send + 'static> ConsumerPort<T> for StreamPort<T> {
     }
 
     fn events(&self, _: SubscriptionId, events: Vec<T>) -> Result<(), Vec<T>> {
-        self.tx
-            .send(StreamMsg::Events(events))
-            .map_err(|e| match e.0 {
+        match self.tx.send(StreamMsg::Events(events)) {
+            Ok(()) => Ok(()),
+            // Delivered to a reader that chose to stop reading.
+            Err(_) if self.dropped.load(Ordering::Acquire) => Ok(()),
+            Err(e) => Err(match e.0 {
                 StreamMsg::Events(events) => events,
                 _ => Vec::new(),
-            })
+            }),
+        }
     }
 
     fn cancelled(&self, _: SubscriptionId, reason: CancelReason) {
@@ -58,7 +65,9 @@ impl<T: Send + 'static> ConsumerPort<T> for StreamPort<T> {
 /// does (SEMANTICS.md §2): `max_demand` at first, then again after each chunk has
 /// been taken from the stream. The stream ends when the producer stops or cancels
 /// the subscription; [`exit_reason`](EventStream::exit_reason) says why. Dropping
-/// the stream cancels the subscription. While the stream exists, it keeps the
+/// the stream cancels the subscription; events still on their way to it then
+/// count as delivered and are discarded quietly, since the reader chose to stop
+/// (`take(n)` is not a loss). While the stream exists, it keeps the
 /// producer's pipeline alive like a handle.
 pub struct EventStream<T: 'static> {
     rx: mpsc::UnboundedReceiver<StreamMsg<T>>,
@@ -69,6 +78,7 @@ pub struct EventStream<T: 'static> {
     current: std::vec::IntoIter<T>,
     owed: u64,
     ended: Option<Reason>,
+    dropped: Arc<AtomicBool>,
     _guard: Arc<HandleGuard>,
 }
 
@@ -84,9 +94,11 @@ impl<T: Send + 'static> ProducerRef<T> {
     pub fn stream(&self, options: SubscribeOptions<T>) -> Result<EventStream<T>, SubscribeError> {
         let (max, min) = options.demand_bounds()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let dropped = Arc::new(AtomicBool::new(false));
         let port = Arc::new(StreamPort {
             id: StageId::next(),
             tx,
+            dropped: dropped.clone(),
         });
         let sub = SubscriptionId::next();
         if !self.port.subscribe(sub, port, options) {
@@ -103,6 +115,7 @@ impl<T: Send + 'static> ProducerRef<T> {
             current: Vec::new().into_iter(),
             owed: 0,
             ended: None,
+            dropped,
             _guard: self.guard.clone(),
         })
     }
@@ -176,6 +189,7 @@ impl<T: Send + 'static> Stream for EventStream<T> {
 
 impl<T: 'static> Drop for EventStream<T> {
     fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
         if self.ended.is_none() {
             self.producer
                 .cancel(self.sub, CancelReason::Cancel(Reason::Normal), false);
