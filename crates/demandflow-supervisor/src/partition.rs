@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use demandflow_core::{Key, Reason};
-use demandflow_runtime::{catch_call, catch_panic};
+use demandflow_runtime::{StartError, catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -235,15 +235,16 @@ impl<F> PartitionSupervisorBuilder<F> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroMaxSeconds`], and
-    /// [`BuildError::NoRuntime`] outside a tokio runtime.
+    /// [`StartError::Config`] for option `"max_seconds"`, and
+    /// [`StartError::NoRuntime`] outside a tokio runtime, both inside
+    /// [`BuildError::Start`].
     pub fn start<W>(self) -> Result<PartitionSupervisor<W::Message, W::Reply>, BuildError>
     where
         W: PartitionWorker,
         F: Fn(usize) -> W + Send + Sync + 'static,
     {
         self.intensity.check()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let (command, _) = watch::channel(Command::Run);
         let (exit, _) = watch::channel(None);
         let core = Arc::new(Core {
