@@ -688,6 +688,7 @@
 //! also a `futures` `Sink`.
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use demandflow::TrySendError;
 //! use demandflow::prelude::*;
 //! use tokio::sync::mpsc;
@@ -709,7 +710,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (source, pusher) = push::<u32>(2);
+//! let (source, pusher) = push::<u32>(NonZeroUsize::new(2).unwrap());
 //! pusher.try_send(1)?;
 //! pusher.try_send(2)?;
 //! // Two events wait and nobody has asked yet: the queue is full.
@@ -824,6 +825,7 @@
 //! Here integer keys split the numbers by parity between two consumers:
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use demandflow::dispatcher::PartitionDispatcher;
 //! use demandflow::prelude::*;
 //! use tokio::sync::mpsc;
@@ -843,7 +845,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let numbers = producer(from_iter(0..10_u64))
-//!     .dispatcher(PartitionDispatcher::by_key(2, |n: &u64| *n).build()?)
+//!     .dispatcher(PartitionDispatcher::by_key(NonZeroUsize::new(2).unwrap(), |n: &u64| *n).build()?)
 //!     .start()?;
 //! let (even_tx, mut evens) = mpsc::unbounded_channel();
 //! let (odd_tx, mut odds) = mpsc::unbounded_channel();

@@ -1,6 +1,7 @@
 //! Ready-made producers: from an iterator, from a `Stream`, and fed from outside.
 
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -303,18 +304,19 @@ pub struct Pusher<T> {
 
 /// A producer fed from outside, and the first handle to feed it.
 ///
-/// `capacity` (at least 1) bounds the events waiting for demand, so memory stays
+/// `capacity` bounds the events waiting for demand, so memory stays
 /// bounded however fast the outside pushes.
 ///
 /// # Examples
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use demandflow_runtime::{producer, push, SubscribeOptions};
 /// use futures_core::Stream;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (source, pusher) = push::<u32>(2);
+/// let (source, pusher) = push::<u32>(NonZeroUsize::new(2).unwrap());
 /// let events = producer(source).start().unwrap();
 /// let mut stream = events.stream(SubscribeOptions::new().max_demand(10)).unwrap();
 /// tokio::spawn(async move {
@@ -330,8 +332,8 @@ pub struct Pusher<T> {
 /// assert_eq!(seen, vec![0, 1, 2, 3, 4]);
 /// # }
 /// ```
-pub fn push<T: Send + 'static>(capacity: usize) -> (PushSource<T>, Pusher<T>) {
-    let permits = Arc::new(Semaphore::new(capacity.max(1)));
+pub fn push<T: Send + 'static>(capacity: NonZeroUsize) -> (PushSource<T>, Pusher<T>) {
+    let permits = Arc::new(Semaphore::new(capacity.get()));
     let shared = Arc::new(PushShared {
         queue: Mutex::new(VecDeque::new()),
         permits: permits.clone(),
