@@ -171,12 +171,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
-        if options.partition_name().is_some() {
-            return Err(SubscribeRefused::UnsupportedOption {
-                option: "partition",
-                dispatcher: "broadcast",
-            });
-        }
+        options.refuse_unsupported("broadcast", &["selector"])?;
         if self
             .subs
             .iter()

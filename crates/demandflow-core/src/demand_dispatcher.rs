@@ -84,19 +84,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         _consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
-        let unsupported = if options.partition_name().is_some() {
-            Some("partition")
-        } else if options.selector_fn().is_some() {
-            Some("selector")
-        } else {
-            None
-        };
-        if let Some(option) = unsupported {
-            return Err(SubscribeRefused::UnsupportedOption {
-                option,
-                dispatcher: "demand",
-            });
-        }
+        options.refuse_unsupported("demand", &[])?;
         self.demands.push((0, sub));
         Ok(0)
     }

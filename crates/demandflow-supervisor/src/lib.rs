@@ -29,10 +29,7 @@ mod worker_monitor;
 
 pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
 pub use error::{BuildError, StartChildError};
-pub use partition::{
-    CallError, CastError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker,
-    TryCastError,
-};
+pub use partition::{CallError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker};
 pub use stage_supervisor::{Children, Restart, Strategy, Supervisor, SupervisorBuilder};
 pub use worker_monitor::{
     WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
