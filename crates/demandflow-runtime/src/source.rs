@@ -24,8 +24,7 @@ use crate::{Context, Info, InfoSender, NotRunning, Producer, SendError, TrySendE
 #[derive(Debug)]
 pub struct IterSource<I> {
     iter: Option<I>,
-    stop_on_last_cancel: bool,
-    consumers: usize,
+    consumers: ConsumerCount,
 }
 
 /// A producer of the items of `iter` (GenStage's `from_enumerable`).
@@ -50,8 +49,7 @@ pub struct IterSource<I> {
 pub fn from_iter<I: IntoIterator>(iter: I) -> IterSource<I::IntoIter> {
     IterSource {
         iter: Some(iter.into_iter()),
-        stop_on_last_cancel: false,
-        consumers: 0,
+        consumers: ConsumerCount::default(),
     }
 }
 
@@ -60,7 +58,7 @@ impl<I> IterSource<I> {
     /// waiting for new consumers.
     #[must_use]
     pub fn stop_on_last_cancel(mut self, stop: bool) -> Self {
-        self.stop_on_last_cancel = stop;
+        self.consumers.stop_on_last_cancel = stop;
         self
     }
 }
@@ -89,7 +87,7 @@ where
     }
 
     async fn handle_subscribe(&mut self, _: SubscriptionId, _: &mut Context<I::Item>) {
-        self.consumers += 1;
+        self.consumers.subscribed();
     }
 
     async fn handle_cancel(
@@ -98,10 +96,7 @@ where
         _: &CancelReason,
         ctx: &mut Context<I::Item>,
     ) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_last_cancel && self.consumers == 0 {
-            ctx.stop(Reason::Normal);
-        }
+        self.consumers.cancelled(ctx);
     }
 }
 
@@ -115,6 +110,27 @@ enum Pumped<T> {
     End,
 }
 
+/// How many consumers a source has, and whether it stops (normally) when the
+/// last one cancels: shared by [`IterSource`] and [`StreamSource`].
+#[derive(Debug, Default)]
+struct ConsumerCount {
+    stop_on_last_cancel: bool,
+    consumers: usize,
+}
+
+impl ConsumerCount {
+    fn subscribed(&mut self) {
+        self.consumers += 1;
+    }
+
+    fn cancelled<E>(&mut self, ctx: &mut Context<E>) {
+        self.consumers = self.consumers.saturating_sub(1);
+        if self.stop_on_last_cancel && self.consumers == 0 {
+            ctx.stop(Reason::Normal);
+        }
+    }
+}
+
 /// A producer emitting the items of a [`Stream`], then ending normally.
 ///
 /// Created by [`from_stream`]. A helper task polls the stream, never for more
@@ -123,8 +139,7 @@ pub struct StreamSource<S: Stream> {
     stream: Option<S>,
     shared: Arc<PumpShared>,
     pump: Option<JoinHandle<()>>,
-    stop_on_last_cancel: bool,
-    consumers: usize,
+    consumers: ConsumerCount,
 }
 
 /// A producer of the items of `stream`.
@@ -136,8 +151,7 @@ pub fn from_stream<S: Stream>(stream: S) -> StreamSource<S> {
             notify: Notify::new(),
         }),
         pump: None,
-        stop_on_last_cancel: false,
-        consumers: 0,
+        consumers: ConsumerCount::default(),
     }
 }
 
@@ -145,7 +159,7 @@ impl<S: Stream> StreamSource<S> {
     /// Stops the producer (normally) when its last consumer cancels.
     #[must_use]
     pub fn stop_on_last_cancel(mut self, stop: bool) -> Self {
-        self.stop_on_last_cancel = stop;
+        self.consumers.stop_on_last_cancel = stop;
         self
     }
 }
@@ -234,7 +248,7 @@ where
     }
 
     async fn handle_subscribe(&mut self, _: SubscriptionId, _: &mut Context<S::Item>) {
-        self.consumers += 1;
+        self.consumers.subscribed();
     }
 
     async fn handle_cancel(
@@ -243,10 +257,7 @@ where
         _: &CancelReason,
         ctx: &mut Context<S::Item>,
     ) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_last_cancel && self.consumers == 0 {
-            ctx.stop(Reason::Normal);
-        }
+        self.consumers.cancelled(ctx);
     }
 
     async fn terminate(&mut self, _: &Reason) {
