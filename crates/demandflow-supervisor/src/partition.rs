@@ -431,7 +431,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     /// # Errors
     ///
     /// [`TrySendError::Full`] when the mailbox is full and
-    /// [`TryCastError::NotRunning`] when the supervisor has stopped; both hand
+    /// [`TrySendError::Closed`] when the supervisor has stopped; both hand
     /// the message back.
     pub fn try_cast<K: Key>(&self, key: K, message: M) -> Result<(), TrySendError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
