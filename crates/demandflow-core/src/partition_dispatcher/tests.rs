@@ -4,12 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::AutoDemand;
-
-type Out = Vec<(SubscriptionId, Vec<u32>)>;
-
-fn sub(n: u64) -> SubscriptionId {
-    SubscriptionId::from_raw(n)
-}
+use crate::test_support::{Out, ask_each, sub};
 
 fn subscribe(d: &mut PartitionDispatcher<u32>, n: u64, partition: impl Into<Partition>) {
     let opts = SubscribeOptions::new().partition(partition);
@@ -67,9 +62,7 @@ fn the_worked_example_of_the_spec_is_exact() {
 #[test]
 fn a_producer_sending_exactly_what_was_asked_gets_discards_replaced() {
     let mut d = even_odd();
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 4, &mut out);
-    d.ask(sub(2), 4, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 4), (2, 4)]);
     // 3 and 6 are discarded: 2 replacements.
     let got = d.dispatch((1..=8).collect(), &mut out);
     assert_eq!(
@@ -245,9 +238,7 @@ fn cancel_frees_the_partition_and_keeps_its_queue_for_the_next_subscriber() {
     let mut d = parity(10);
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 1, &mut out);
-    d.ask(sub(2), 1, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 1), (2, 1)]);
     let got = d.dispatch(vec![0, 2, 4, 1], &mut out);
     assert_eq!(got, Dispatched::leftover(vec![]));
     assert_eq!(d.buffered(), 2);
@@ -290,9 +281,7 @@ fn undelivered_events_first_use_up_pending_demand() {
     let mut d = parity(10);
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
-    d.ask(sub(2), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2), (2, 2)]);
     Dispatcher::<u32>::cancel(&mut d, sub(1));
     // The cancelled subscription's 2 were already asked for: the two events
     // for the free partition 0 use them up, no replacement is asked.
@@ -396,8 +385,7 @@ fn an_index_out_of_range_is_discarded_and_replaced() {
         .build()
         .unwrap();
     subscribe(&mut d, 1, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2)]);
     let got = d.dispatch(vec![7, 1], &mut out);
     assert_eq!(
         got,
@@ -416,8 +404,7 @@ fn the_hash_may_transform_events() {
         .build()
         .unwrap();
     subscribe(&mut d, 1, 0);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2)]);
     d.dispatch(vec![1, 2], &mut out);
     assert_eq!(out, vec![(sub(1), vec![10, 20])]);
 }
@@ -538,9 +525,7 @@ fn misrouted_events_are_reported_through_the_dispatcher_trait() {
         .unwrap();
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 10, &mut out);
-    d.ask(sub(2), 10, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 10), (2, 10)]);
     d.dispatch((0..=8).collect(), &mut out);
     assert_eq!(Dispatcher::<u32>::misrouted(&d), 3);
     assert_eq!(out, vec![(sub(1), vec![0, 3, 6]), (sub(2), vec![1, 4, 7])]);
