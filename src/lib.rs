@@ -702,6 +702,7 @@
 //! also a `futures` `Sink`.
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use demandflow::TrySendError;
 //! use demandflow::prelude::*;
 //! use tokio::sync::mpsc;
@@ -723,7 +724,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (source, pusher) = push::<u32>(2);
+//! let (source, pusher) = push::<u32>(NonZeroUsize::new(2).unwrap());
 //! pusher.try_send(1)?;
 //! pusher.try_send(2)?;
 //! // Two events wait and nobody has asked yet: the queue is full.
@@ -838,6 +839,7 @@
 //! Here integer keys split the numbers by parity between two consumers:
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use demandflow::dispatcher::PartitionDispatcher;
 //! use demandflow::prelude::*;
 //! use tokio::sync::mpsc;
@@ -857,7 +859,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let numbers = producer(from_iter(0..10_u64))
-//!     .dispatcher(PartitionDispatcher::by_key(2, |n: &u64| *n).build()?)
+//!     .dispatcher(PartitionDispatcher::by_key(NonZeroUsize::new(2).unwrap(), |n: &u64| *n).build()?)
 //!     .start()?;
 //! let (even_tx, mut evens) = mpsc::unbounded_channel();
 //! let (odd_tx, mut odds) = mpsc::unbounded_channel();

@@ -16,7 +16,7 @@ fn dispatcher_partitions<K: Key + Clone + PartialEq + Send + 'static>(
     keys: &[K],
     n: usize,
 ) -> Vec<usize> {
-    let mut dispatcher = PartitionDispatcher::by_key(n, |k: &K| k.clone())
+    let mut dispatcher = PartitionDispatcher::by_key(nz(n), |k: &K| k.clone())
         .build()
         .unwrap();
     let mut out = Vec::new();
@@ -140,4 +140,9 @@ async fn hashed_keys_land_on_the_same_partition_everywhere() {
             .collect(),
     )
     .await;
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

@@ -336,7 +336,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!((stats.queued, stats.in_flight_events), (4, 1));
     assert!(matches!(
         keyed.try_send(5, job(5)),
-        Err(keyed::TrySendError::Full((5, _)))
+        Err(demandflow::TrySendError::Full((5, _)))
     ));
     let sender = keyed.clone();
     let blocked = tokio::spawn(async move { sender.send(5, job(5)).await });
@@ -355,7 +355,7 @@ async fn senders_wait_while_the_partition_is_full() {
     assert_eq!(keyed.stats().peak_queued, 4);
     assert!(matches!(
         keyed.send(9, job(9)).await,
-        Err(keyed::SendError((9, _)))
+        Err(demandflow::SendError((9, _)))
     ));
 }
 
@@ -587,8 +587,6 @@ fn keyed_types_are_send_and_sync() {
     sync::<demandflow::keyed::Stats>();
     send::<keyed::HandlerPanic<u64>>();
     sync::<keyed::HandlerPanic<u64>>();
-    send::<keyed::SendError<u64>>();
-    send::<keyed::TrySendError<u64>>();
 }
 
 proptest! {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(start_paused = true)]
 async fn draining_delivers_everything_pushed_and_stops_every_stage() {
-    let (source, pusher) = push::<u64>(100);
+    let (source, pusher) = push::<u64>(nz(100));
     let p = producer(source).start().unwrap();
     let pc = producer_consumer(Doubler).start().unwrap();
     let (rec, log) = Recorder::new();
@@ -106,4 +106,9 @@ async fn a_cancellation_token_starts_the_drain() {
     let report = task.await.unwrap();
     assert!(report.is_complete(), "{report:?}");
     assert!(!p.is_running() && !c.is_running());
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

@@ -132,7 +132,7 @@ fn tokio_stream_from_iter<I: Iterator + Unpin>(iter: I) -> impl Stream<Item = I:
 
 #[tokio::test]
 async fn pushed_events_are_bounded_by_capacity_until_consumers_ask() {
-    let (source, pusher) = push::<u32>(2);
+    let (source, pusher) = push::<u32>(nz(2));
     let p = producer(source).start().unwrap();
     pusher.send(1).await.unwrap();
     pusher.send(2).await.unwrap();
@@ -152,7 +152,7 @@ async fn pushed_events_are_bounded_by_capacity_until_consumers_ask() {
 
 #[tokio::test]
 async fn dropping_every_pusher_ends_the_source_normally() {
-    let (source, pusher) = push::<u32>(8);
+    let (source, pusher) = push::<u32>(nz(8));
     let p = producer(source).start().unwrap();
     let second = pusher.clone();
     pusher.send(1).await.unwrap();
@@ -168,7 +168,7 @@ async fn dropping_every_pusher_ends_the_source_normally() {
 
 #[tokio::test]
 async fn sending_to_a_stopped_push_source_hands_the_event_back() {
-    let (source, pusher) = push::<u32>(1);
+    let (source, pusher) = push::<u32>(nz(1));
     let p = producer(source).start().unwrap();
     p.stop(Reason::Shutdown).await.unwrap();
     assert_eq!(pusher.send(7).await.unwrap_err().0, 7);
@@ -178,7 +178,7 @@ async fn sending_to_a_stopped_push_source_hands_the_event_back() {
 #[tokio::test]
 async fn a_pusher_is_a_sink_with_back_pressure() {
     use futures_sink::Sink;
-    let (source, mut pusher) = push::<u32>(1);
+    let (source, mut pusher) = push::<u32>(nz(1));
     let p = producer(source).start().unwrap();
     poll_fn(|cx| Pin::new(&mut pusher).poll_ready(cx))
         .await
@@ -197,7 +197,7 @@ async fn a_pusher_is_a_sink_with_back_pressure() {
 
 #[test]
 fn a_pusher_whose_source_never_ran_hands_every_event_back() {
-    let (source, pusher) = push::<u32>(2);
+    let (source, pusher) = push::<u32>(nz(2));
     // No runtime: starting fails and the source is gone without ever running.
     assert_eq!(
         producer(source).start().unwrap_err(),
@@ -214,4 +214,9 @@ fn a_pusher_whose_source_never_ran_hands_every_event_back() {
         }
     });
     assert!(matches!(pusher.try_send(4), Err(TrySendError::Closed(4))));
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

@@ -479,7 +479,7 @@ async fn infos_keep_their_place_among_buffered_events_and_split_batches() {
 #[tokio::test]
 async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
     // Evens go to partition 0, odds to partition 1.
-    let parity = demandflow::dispatcher::PartitionDispatcher::numbered(2, |e: u64| {
+    let parity = demandflow::dispatcher::PartitionDispatcher::numbered(nz(2), |e: u64| {
         Some(((e % 2) as usize, e))
     })
     .build()
@@ -531,4 +531,9 @@ async fn events_held_while_accumulating_meet_demand_asked_before_it_began() {
     p.set_demand_flow(DemandFlow::Forward).unwrap();
     eventually(|| batches(&log).concat() == vec![1, 2, 3]).await;
     assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

@@ -13,7 +13,10 @@ use std::time::Duration;
 use demandflow::supervisor::{
     BuildError, ConsumerSupervisor, Restart, Worker, WorkerCounts, WorkerState,
 };
-use demandflow::{CancelMode, NotRunning, Reason, SubscribeOptions, consumer, from_iter, producer};
+use demandflow::{
+    CancelMode, ConfigError, NotRunning, Reason, StartError, SubscribeOptions, consumer, from_iter,
+    producer,
+};
 use parking_lot::Mutex;
 use support::Counter;
 use tokio::time::{Instant, sleep};
@@ -467,11 +470,13 @@ fn permanent_workers_are_a_build_error() {
         .restart(Restart::Permanent)
         .build()
         .unwrap_err();
-    assert_eq!(err, BuildError::PermanentWorkers);
-    assert_eq!(
-        err.to_string(),
-        "consumer supervisor workers cannot be permanent"
-    );
+    let BuildError::Start(StartError::Config(ConfigError::Invalid { option, message })) = &err
+    else {
+        panic!("expected a configuration error, got {err:?}");
+    };
+    assert_eq!(*option, "restart");
+    assert!(message.starts_with("consumer supervisor workers cannot be permanent"));
+    assert_eq!(err.to_string(), "invalid configuration");
 }
 
 #[test]
@@ -480,8 +485,18 @@ fn zero_max_seconds_is_a_build_error() {
         .max_seconds(Duration::ZERO)
         .build()
         .unwrap_err();
-    assert_eq!(err, BuildError::ZeroMaxSeconds);
-    assert_eq!(err.to_string(), "max_seconds must be greater than zero");
+    assert!(
+        matches!(
+            err,
+            BuildError::Start(StartError::Config(ConfigError::Zero {
+                option: "max_seconds"
+            }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "invalid configuration");
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(source.to_string(), "max_seconds must be at least 1");
 }
 
 /// A transient worker whose every event fails on its first try (a panic for

@@ -226,7 +226,7 @@ pub fn measure_pipeline(
             count: 0,
             out: out.clone(),
         };
-        let (source, pusher) = push::<Stamp>(PUSH_CAPACITY);
+        let (source, pusher) = push::<Stamp>(nz(PUSH_CAPACITY));
         let mut sinks = Vec::new();
         match topology {
             LatencyTopology::Direct => {
@@ -250,10 +250,11 @@ pub fn measure_pipeline(
                 sinks.push(sink);
             }
             LatencyTopology::Partition => {
-                let dispatcher =
-                    PartitionDispatcher::numbered(2, |e: Stamp| Some(((e.seq % 2) as usize, e)))
-                        .build()
-                        .expect("building the partition dispatcher");
+                let dispatcher = PartitionDispatcher::numbered(nz(2), |e: Stamp| {
+                    Some(((e.seq % 2) as usize, e))
+                })
+                .build()
+                .expect("building the partition dispatcher");
                 let source = producer(source)
                     .dispatcher(dispatcher)
                     .start()
@@ -321,4 +322,9 @@ pub fn measure_tokio_mpsc(rate: u64, duration: Duration) -> LatencyFigures {
             kept_up: lag <= slack(duration) && late <= slack(duration),
         }
     })
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

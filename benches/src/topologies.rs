@@ -198,14 +198,20 @@ pub fn p_partition_c(max_demand: u64) -> Scenario {
     let partitions = num_cpus::get().max(1);
     scenario(move |events| async move {
         let n = partitions as u64;
-        let dispatcher =
-            PartitionDispatcher::numbered(partitions, move |e: u64| Some(((e % n) as usize, e)))
-                .build()
-                .expect("building the partition dispatcher");
+        let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
+            Some(((e % n) as usize, e))
+        })
+        .build()
+        .expect("building the partition dispatcher");
         let source = source(events, dispatcher);
         fan_out(events, &source, &source, partitions, 1, |i| {
             at(max_demand).partition(i)
         })
         .await
     })
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

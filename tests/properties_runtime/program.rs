@@ -37,9 +37,9 @@ impl Parts {
 
     pub(crate) fn dispatcher(self) -> PartitionDispatcher<Ev> {
         let mut builder =
-            PartitionDispatcher::numbered(self.n, move |e: Ev| self.route(&e).map(|p| (p, e)));
+            PartitionDispatcher::numbered(nz(self.n), move |e: Ev| self.route(&e).map(|p| (p, e)));
         if let Some(capacity) = self.queue_capacity {
-            builder = builder.queue_capacity(capacity);
+            builder = builder.queue_capacity(nz(capacity));
         }
         builder.build().unwrap()
     }
@@ -246,4 +246,9 @@ pub(crate) fn program() -> impl Strategy<Value = Program> {
             sinks,
             ops,
         })
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

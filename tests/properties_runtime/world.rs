@@ -93,7 +93,9 @@ impl World {
             };
             let handle = Handle::Source(started.unwrap());
             let queues = spec.parts.map_or(0, |p| {
-                p.n * p.queue_capacity.unwrap_or(DEFAULT_PARTITION_QUEUE_CAPACITY)
+                p.n * p
+                    .queue_capacity
+                    .unwrap_or(DEFAULT_PARTITION_QUEUE_CAPACITY.get())
             });
             stages.push(StageRec {
                 kind: Kind::Source,

@@ -171,12 +171,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
-        if options.partition_name().is_some() {
-            return Err(SubscribeRefused::UnsupportedOption {
-                option: "partition",
-                dispatcher: "broadcast",
-            });
-        }
+        options.refuse_unsupported("broadcast", &["selector"])?;
         if self
             .subs
             .iter()
@@ -289,12 +284,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type Out = Vec<(SubscriptionId, Vec<u32>)>;
-
-    fn sub(n: u64) -> SubscriptionId {
-        SubscriptionId::from_raw(n)
-    }
+    use crate::test_support::{Out, ask_each, sub};
 
     fn subscribe(d: &mut BroadcastDispatcher<u32>, n: u64) {
         subscribe_with(d, n, SubscribeOptions::new());
@@ -352,9 +342,7 @@ mod tests {
         // GenStage's "subscribes, asks and dispatches to multiple consumers", with
         // the one deliberate difference: sub 3 is not sent [4] before it asked.
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        d.ask(sub(1), 3, &mut out);
-        d.ask(sub(2), 2, &mut out);
+        let mut out = ask_each(&mut d, &[(1, 3), (2, 2)]);
         d.dispatch(vec![1, 2], &mut out);
         d.ask(sub(2), 2, &mut out);
         d.dispatch(vec![3, 4], &mut out);
@@ -421,8 +409,7 @@ mod tests {
     #[test]
     fn cancel_is_idempotent_and_ask_after_cancel_is_ignored() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        d.ask(sub(1), 3, &mut out);
+        let mut out = ask_each(&mut d, &[(1, 3)]);
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(2)), 3);
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(2)), 0);
         assert_eq!(d.ask(sub(2), 5, &mut out), 0);
@@ -463,8 +450,7 @@ mod tests {
     #[test]
     fn the_last_subscription_leaving_drops_the_window() {
         let mut d = setup(1);
-        let mut out: Out = Vec::new();
-        d.ask(sub(1), 4, &mut out);
+        let mut out = ask_each(&mut d, &[(1, 4)]);
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
         assert_eq!(d.waiting, 0);
         assert_eq!(d.dispatch(vec![1, 2], &mut out).leftover, vec![1, 2]);
@@ -511,8 +497,7 @@ mod tests {
     fn a_selector_rejecting_everything_never_holds_the_others_back() {
         let mut d = setup(1);
         subscribe_with(&mut d, 2, SubscribeOptions::new().selector(|_: &u32| false));
-        let mut out: Out = Vec::new();
-        d.ask(sub(2), 1, &mut out);
+        let mut out = ask_each(&mut d, &[(2, 1)]);
         assert_eq!(d.ask(sub(1), 100, &mut out), 1);
         let mut next = 0;
         let mut demand = 1;

@@ -84,19 +84,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         _consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
-        let unsupported = if options.partition_name().is_some() {
-            Some("partition")
-        } else if options.selector_fn().is_some() {
-            Some("selector")
-        } else {
-            None
-        };
-        if let Some(option) = unsupported {
-            return Err(SubscribeRefused::UnsupportedOption {
-                option,
-                dispatcher: "demand",
-            });
-        }
+        options.refuse_unsupported("demand", &[])?;
         self.demands.push((0, sub));
         Ok(0)
     }
@@ -161,10 +149,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sub(n: u64) -> SubscriptionId {
-        SubscriptionId::from_raw(n)
-    }
+    use crate::test_support::{Out, ask_each, sub};
 
     fn setup(n: u64) -> DemandDispatcher {
         let mut d = DemandDispatcher::new();
@@ -179,8 +164,6 @@ mod tests {
         }
         d
     }
-
-    type Out = Vec<(SubscriptionId, Vec<u32>)>;
 
     #[test]
     fn subscribe_forwards_no_demand() {
@@ -241,10 +224,7 @@ mod tests {
     #[test]
     fn batches_go_to_the_largest_demand_first() {
         let mut d = setup(3);
-        let mut out: Out = Vec::new();
-        d.ask(sub(1), 2, &mut out);
-        d.ask(sub(2), 4, &mut out);
-        d.ask(sub(3), 3, &mut out);
+        let mut out = ask_each(&mut d, &[(1, 2), (2, 4), (3, 3)]);
         let left = d.dispatch((1..=8).collect(), &mut out).leftover;
         assert!(left.is_empty());
         assert_eq!(
@@ -261,9 +241,7 @@ mod tests {
     #[test]
     fn ties_go_to_the_first_subscribed() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        d.ask(sub(1), 3, &mut out);
-        d.ask(sub(2), 3, &mut out);
+        let mut out = ask_each(&mut d, &[(1, 3), (2, 3)]);
         d.dispatch(vec![1, 2], &mut out);
         assert_eq!(out, vec![(sub(1), vec![1, 2])]);
         // sub 1 now has 1 left, sub 2 has 3: sub 2 is served next.

@@ -56,9 +56,11 @@ impl StageId {
     }
 }
 
+/// Debug output is the short display form (`sub#3`), easy to read in
+/// assertion failures and logs.
 impl fmt::Debug for SubscriptionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub#{}", self.0)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -68,9 +70,11 @@ impl fmt::Display for SubscriptionId {
     }
 }
 
+/// Debug output is the short display form (`stage#3`), easy to read in
+/// assertion failures and logs.
 impl fmt::Debug for StageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stage#{}", self.0)
+        fmt::Display::fmt(self, f)
     }
 }
 

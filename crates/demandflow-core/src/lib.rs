@@ -30,6 +30,8 @@ mod key;
 mod options;
 mod partition_dispatcher;
 mod reason;
+#[cfg(test)]
+mod test_support;
 
 pub use broadcast_dispatcher::BroadcastDispatcher;
 pub use buffer::Buffer;

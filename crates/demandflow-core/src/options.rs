@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, SubscribeRefused};
 
 /// The default `max_demand` of a subscription.
 pub const DEFAULT_MAX_DEMAND: u64 = 1000;
@@ -204,6 +204,28 @@ impl<T> SubscribeOptions<T> {
     /// The first invalid option, as [`SubscribeOptions::demand_bounds`] reports it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.demand_bounds().map(|_| ())
+    }
+
+    /// Refuses the subscription when it sets a dispatcher-specific option
+    /// (`partition`, `selector`) that `dispatcher` does not list in `supported`:
+    /// the one check the built-in dispatchers share, so an option one of them
+    /// does not understand is refused the same way by all, never ignored.
+    pub(crate) fn refuse_unsupported(
+        &self,
+        dispatcher: &'static str,
+        supported: &[&str],
+    ) -> Result<(), SubscribeRefused> {
+        let set = [
+            ("partition", self.partition.is_some()),
+            ("selector", self.selector.is_some()),
+        ];
+        match set
+            .into_iter()
+            .find(|&(option, is_set)| is_set && !supported.contains(&option))
+        {
+            Some((option, _)) => Err(SubscribeRefused::UnsupportedOption { option, dispatcher }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::{
@@ -12,7 +13,8 @@ use crate::{
 };
 
 /// The default bound of each partition's queue, in events.
-pub const DEFAULT_PARTITION_QUEUE_CAPACITY: usize = 10_000;
+pub const DEFAULT_PARTITION_QUEUE_CAPACITY: NonZeroUsize =
+    NonZeroUsize::new(10_000).expect("10 000 is not zero");
 
 /// The hash function of a partition dispatcher: the partition index of an event
 /// and the event to send (possibly transformed), or `None` to discard it.
@@ -198,10 +200,11 @@ struct Slot<T> {
 /// # Examples
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use demandflow_core::{Dispatcher, PartitionDispatcher};
 ///
-/// let d = PartitionDispatcher::numbered(4, |e: u64| Some(((e % 4) as usize, e)))
-///     .queue_capacity(100)
+/// let d = PartitionDispatcher::numbered(NonZeroUsize::new(4).unwrap(), |e: u64| Some(((e % 4) as usize, e)))
+///     .queue_capacity(NonZeroUsize::new(100).unwrap())
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(d.partitions(), 4);
@@ -210,11 +213,11 @@ struct Slot<T> {
 pub struct PartitionDispatcherBuilder<T> {
     partitions: Partitions,
     hash: HashFn<T>,
-    queue_capacity: usize,
+    queue_capacity: NonZeroUsize,
 }
 
 enum Partitions {
-    Numbered(usize),
+    Numbered(NonZeroUsize),
     Named(Vec<Arc<str>>),
 }
 
@@ -225,18 +228,14 @@ impl<T> PartitionDispatcher<T> {
     /// `hash` returns `Some((index, event))` to send the event (possibly
     /// transformed) to partition `index`, or `None` to discard it.
     ///
-    /// # Errors
-    ///
-    /// [`build`](PartitionDispatcherBuilder::build) returns
-    /// [`ConfigError::Zero`] when `partitions` is 0.
-    ///
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
     /// // Negative numbers are discarded, the others split by parity.
-    /// let mut d = PartitionDispatcher::numbered(2, |e: i32| (e >= 0).then(|| ((e % 2) as usize, e)))
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: i32| (e >= 0).then(|| ((e % 2) as usize, e)))
     ///     .build()
     ///     .unwrap();
     /// let sub = SubscriptionId::from_raw(1);
@@ -248,7 +247,7 @@ impl<T> PartitionDispatcher<T> {
     /// assert_eq!(d.buffered(), 1); // 2 waits for partition 0
     /// ```
     pub fn numbered(
-        partitions: usize,
+        partitions: NonZeroUsize,
         hash: impl Fn(T) -> Option<(usize, T)> + Send + 'static,
     ) -> PartitionDispatcherBuilder<T> {
         PartitionDispatcherBuilder {
@@ -325,12 +324,13 @@ impl<T> PartitionDispatcher<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{key_partition, Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
     /// #[derive(Clone, Debug, PartialEq)]
     /// struct Order { customer: String, amount: u32 }
     ///
-    /// let mut d = PartitionDispatcher::by_key(4, |o: &Order| o.customer.clone()).build().unwrap();
+    /// let mut d = PartitionDispatcher::by_key(NonZeroUsize::new(4).unwrap(), |o: &Order| o.customer.clone()).build().unwrap();
     /// let p = key_partition("alice", 4);
     /// let sub = SubscriptionId::from_raw(1);
     /// d.subscribe(sub, StageId::from_raw(1), &SubscribeOptions::new().partition(p)).unwrap();
@@ -344,10 +344,10 @@ impl<T> PartitionDispatcher<T> {
     /// assert_eq!(out, vec![(sub, orders)]);
     /// ```
     pub fn by_key<K: Key>(
-        partitions: usize,
+        partitions: NonZeroUsize,
         key: impl Fn(&T) -> K + Send + 'static,
     ) -> PartitionDispatcherBuilder<T> {
-        let n = partitions.max(1);
+        let n = partitions.get();
         Self::numbered(partitions, move |event| {
             Some((key_partition(&key(&event), n), event))
         })
@@ -377,9 +377,10 @@ impl<T> PartitionDispatcher<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
-    /// let mut d = PartitionDispatcher::numbered(1, |e: u32| (e % 2 == 0).then_some((0, e)))
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(1).unwrap(), |e: u32| (e % 2 == 0).then_some((0, e)))
     ///     .build()
     ///     .unwrap();
     /// let sub = SubscriptionId::from_raw(1);
@@ -401,10 +402,11 @@ impl<T> PartitionDispatcher<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
     /// // Wrong: there are 2 partitions but the hash can return 2.
-    /// let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 3) as usize, e)))
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: u32| Some(((e % 3) as usize, e)))
     ///     .build()
     ///     .unwrap();
     /// let sub = SubscriptionId::from_raw(1);
@@ -427,9 +429,10 @@ impl<T> PartitionDispatcher<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
-    /// let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e))).build().unwrap();
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: u32| Some(((e % 2) as usize, e))).build().unwrap();
     /// let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
     /// d.subscribe(a, StageId::from_raw(1), &SubscribeOptions::new().partition(0)).unwrap();
     /// d.subscribe(b, StageId::from_raw(2), &SubscribeOptions::new().partition(1)).unwrap();
@@ -477,22 +480,19 @@ impl<T> PartitionDispatcher<T> {
 
 impl<T> PartitionDispatcherBuilder<T> {
     /// Sets the most events each partition's queue holds (default
-    /// [`DEFAULT_PARTITION_QUEUE_CAPACITY`], at least 1).
+    /// [`DEFAULT_PARTITION_QUEUE_CAPACITY`]).
     ///
     /// Events for a partition whose queue is full are returned from
     /// [`dispatch`](Dispatcher::dispatch) as leftover, for the producer to buffer.
     ///
-    /// # Errors
-    ///
-    /// [`build`](Self::build) returns [`ConfigError::Zero`] when `capacity` is 0.
-    ///
     /// # Examples
     ///
     /// ```
+    /// use std::num::NonZeroUsize;
     /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
     ///
-    /// let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
-    ///     .queue_capacity(2)
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: u32| Some(((e % 2) as usize, e)))
+    ///     .queue_capacity(NonZeroUsize::new(2).unwrap())
     ///     .build()
     ///     .unwrap();
     /// let odd = SubscriptionId::from_raw(1);
@@ -506,7 +506,7 @@ impl<T> PartitionDispatcherBuilder<T> {
     /// assert_eq!(d.buffered(), 2);
     /// ```
     #[must_use]
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+    pub fn queue_capacity(mut self, capacity: NonZeroUsize) -> Self {
         self.queue_capacity = capacity;
         self
     }
@@ -515,8 +515,8 @@ impl<T> PartitionDispatcherBuilder<T> {
     ///
     /// # Errors
     ///
-    /// - [`ConfigError::Zero`] with option `"partitions"` when there are no
-    ///   partitions, or `"queue_capacity"` when the capacity is 0.
+    /// - [`ConfigError::Zero`] with option `"partitions"` when
+    ///   [`named`](PartitionDispatcher::named) was given no names.
     /// - [`ConfigError::Invalid`] with option `"partitions"` when a partition name
     ///   appears twice.
     ///
@@ -525,22 +525,13 @@ impl<T> PartitionDispatcherBuilder<T> {
     /// ```
     /// use demandflow_core::{ConfigError, PartitionDispatcher};
     ///
-    /// let err = PartitionDispatcher::numbered(0, |e: u32| Some((0, e))).build().unwrap_err();
+    /// let no_names: [&str; 0] = [];
+    /// let err = PartitionDispatcher::named(no_names, |e: u32| Some((0, e))).build().unwrap_err();
     /// assert_eq!(err, ConfigError::Zero { option: "partitions" });
     /// ```
     pub fn build(self) -> Result<PartitionDispatcher<T>, ConfigError> {
-        if self.queue_capacity == 0 {
-            return Err(ConfigError::Zero {
-                option: "queue_capacity",
-            });
-        }
         let (count, names) = match self.partitions {
-            Partitions::Numbered(0) => {
-                return Err(ConfigError::Zero {
-                    option: "partitions",
-                });
-            }
-            Partitions::Numbered(n) => (n, None),
+            Partitions::Numbered(n) => (n.get(), None),
             Partitions::Named(names) => {
                 if names.is_empty() {
                     return Err(ConfigError::Zero {
@@ -573,7 +564,7 @@ impl<T> PartitionDispatcherBuilder<T> {
                 })
                 .collect(),
             batches: (0..count).map(|_| Vec::new()).collect(),
-            capacity: self.queue_capacity,
+            capacity: self.queue_capacity.get(),
             waiting: 0,
             pending: 0,
             discarded: 0,
@@ -621,12 +612,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         _consumer: StageId,
         options: &SubscribeOptions<T>,
     ) -> Result<u64, SubscribeRefused> {
-        if options.selector_fn().is_some() {
-            return Err(SubscribeRefused::UnsupportedOption {
-                option: "selector",
-                dispatcher: "partition",
-            });
-        }
+        options.refuse_unsupported("partition", &["partition"])?;
         let Some(partition) = options.partition_name() else {
             return Err(SubscribeRefused::MissingPartition {
                 available: self.available(),

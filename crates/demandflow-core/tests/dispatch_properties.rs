@@ -427,8 +427,8 @@ fn is_discarded(e: u32) -> bool {
 }
 
 fn run_partition(ops: &[Op], capacity: usize) -> Result<(), TestCaseError> {
-    let mut d = PartitionDispatcher::numbered(3, route)
-        .queue_capacity(capacity)
+    let mut d = PartitionDispatcher::numbered(nz(3), route)
+        .queue_capacity(nz(capacity))
         .build()
         .unwrap();
     let mut producer = Producer::new();
@@ -631,7 +631,7 @@ proptest! {
         discard in any::<u16>(),
     ) {
         let partitions = consumers.len();
-        let mut d = PartitionDispatcher::numbered(partitions, move |e: u32| {
+        let mut d = PartitionDispatcher::numbered(nz(partitions), move |e: u32| {
             (discard & (1 << (e % 16)) == 0).then_some(((e / 16) as usize % partitions, e))
         })
         .build()
@@ -659,4 +659,9 @@ proptest! {
         prop_assert_eq!(kept, delivered + d.buffered());
         prop_assert_eq!(u64::from(emitted) - kept as u64, d.discarded());
     }
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }

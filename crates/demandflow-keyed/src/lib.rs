@@ -31,9 +31,12 @@
 //!   partition here as in the partition dispatcher and the partition supervisor.
 //!
 //! The names that only make sense next to a scheduler drop the `Keyed` prefix
-//! and are read through the module path: [`SendError`], [`TrySendError`],
-//! [`Stats`], [`HandlerPanic`]. Through the facade they are
-//! `demandflow::keyed::SendError` and so on.
+//! and are read through the module path: [`Stats`], [`HandlerPanic`]. Through
+//! the facade they are `demandflow::keyed::Stats` and so on. A failed send
+//! hands the key and event back in the runtime's
+//! [`SendError`](demandflow_runtime::SendError) and
+//! [`TrySendError`](demandflow_runtime::TrySendError), the same errors a
+//! [`Pusher`](demandflow_runtime::Pusher) returns.
 //!
 //! # Example
 //!
@@ -83,6 +86,4 @@ mod scheduler;
 pub use consumer::KeyedConsumer;
 pub use index::{DenseKeys, HashedKeys, KeyIndex};
 pub use queue::{KeyHold, KeyedBatch, KeyedQueue};
-pub use scheduler::{
-    HandlerPanic, Keyed, KeyedBuilder, KeyedHandler, SendError, Stats, TrySendError,
-};
+pub use scheduler::{HandlerPanic, Keyed, KeyedBuilder, KeyedHandler, Stats};

@@ -651,15 +651,8 @@ impl<K, E> KeyedBatch<K, E> {
 
     /// Each key with its events, oldest first, which the handler may change.
     pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&K, &mut [E])> + '_ {
-        let mut rest: &mut [E] = &mut self.events;
-        let mut start = 0;
-        self.runs.iter().map(move |run| {
-            let end = run.end as usize;
-            let (events, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
-            start = end;
-            (&run.key, events)
-        })
+        self.iter_mut_with_slots()
+            .map(|(key, _, events)| (key, events))
     }
 
     /// Like [`iter_mut`](Self::iter_mut), with each key's slot in its

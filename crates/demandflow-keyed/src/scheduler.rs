@@ -1,17 +1,16 @@
 //! The tokio part of keyed scheduling: partitions behind locks, workers started
 //! on demand, back-pressure on senders.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
 
-use demandflow_runtime::{InfoSender, StartError};
+use demandflow_runtime::{
+    InfoSender, SendError, StartError, TrySendError, catch_call, catch_panic,
+};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -82,46 +81,6 @@ pub struct HandlerPanic<K> {
     pub events: usize,
     /// The panic message.
     pub message: String,
-}
-
-/// The events could not be sent: the scheduler is closed. They are handed back.
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sending on a closed keyed scheduler")]
-pub struct SendError<T>(pub T);
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
-    }
-}
-
-/// Why [`Keyed::try_send`] did not send; the key and event are handed back.
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TrySendError<T> {
-    /// The key's partition holds as many queued events as its capacity.
-    #[error("keyed partition is full")]
-    Full(T),
-    /// The scheduler is closed.
-    #[error("sending on a closed keyed scheduler")]
-    Closed(T),
-}
-
-impl<T> TrySendError<T> {
-    /// The value that was not sent.
-    pub fn into_inner(self) -> T {
-        match self {
-            TrySendError::Full(v) | TrySendError::Closed(v) => v,
-        }
-    }
-}
-
-impl<T> fmt::Debug for TrySendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TrySendError::Full(_) => f.write_str("Full(..)"),
-            TrySendError::Closed(_) => f.write_str("Closed(..)"),
-        }
-    }
 }
 
 /// A snapshot of a [`Keyed`] scheduler's counters, from [`Keyed::stats`].
@@ -832,16 +791,13 @@ where
                 return;
             }
             let events = batch.len();
-            let outcome = {
-                let handling = pin!(self.handler.handle(&mut batch));
-                CatchUnwind(handling).await
-            };
+            let outcome = catch_panic(self.handler.handle(&mut batch)).await;
             match outcome {
                 Ok(()) => {
                     self.handled.fetch_add(events as u64, Ordering::Relaxed);
                     self.batches.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(payload) => self.report_panic(&batch, events, &*payload),
+                Err(message) => self.report_panic(&batch, events, message),
             }
             // Release the keys at once, then let the other tasks of this
             // thread (senders, stages) run before the next batch.
@@ -857,21 +813,9 @@ where
         }
     }
 
-    fn report_panic(
-        &self,
-        batch: &KeyedBatch<X::Key, H::Event>,
-        events: usize,
-        payload: &(dyn Any + Send),
-    ) {
+    fn report_panic(&self, batch: &KeyedBatch<X::Key, H::Event>, events: usize, message: String) {
         self.panicked_batches.fetch_add(1, Ordering::Relaxed);
         self.failed.fetch_add(events as u64, Ordering::Relaxed);
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_owned()
-        };
         match &self.on_panic {
             Some(hook) => {
                 let report = HandlerPanic {
@@ -880,7 +824,7 @@ where
                     events,
                     message,
                 };
-                if catch_unwind(AssertUnwindSafe(|| hook(&report))).is_err() {
+                if catch_call(|| hook(&report)).is_err() {
                     tracing::error!("keyed on_panic hook panicked");
                 }
             }
@@ -913,22 +857,6 @@ where
         inner.spawn_all(partition, starts);
         if idle {
             inner.idle.notify_waiters();
-        }
-    }
-}
-
-/// Polls a pinned future, turning a panic in any poll into `Err(payload)`.
-struct CatchUnwind<'a, F>(Pin<&'a mut F>);
-
-impl<F: Future> Future for CatchUnwind<'_, F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let future = self.0.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(payload) => Poll::Ready(Err(payload)),
         }
     }
 }

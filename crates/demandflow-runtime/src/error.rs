@@ -6,15 +6,16 @@ use std::fmt;
 
 use demandflow_core::{ConfigError, SubscribeRefused};
 
-/// Why a stage could not be started.
+/// Why something could not be started: a stage, a keyed scheduler, or a
+/// supervisor (inside its `BuildError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// An option of the builder is invalid.
-    #[error("invalid stage configuration: {0}")]
+    /// An option of the builder is invalid; the [`ConfigError`] says which.
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
     /// `start` was called outside a tokio runtime.
-    #[error("stages must be started from within a tokio runtime")]
+    #[error("must be started from within a tokio runtime")]
     NoRuntime,
 }
 
@@ -22,12 +23,13 @@ pub enum StartError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscribeError {
-    /// The subscription options are invalid.
-    #[error("invalid subscription options: {0}")]
+    /// The subscription options are invalid; the [`ConfigError`] says which.
+    #[error("invalid subscription options")]
     Config(#[from] ConfigError),
-    /// The producer refused the subscription (its dispatcher said why).
-    #[error("subscription refused: {0}")]
-    Refused(SubscribeRefused),
+    /// The producer refused the subscription; its dispatcher's
+    /// [`SubscribeRefused`] says why.
+    #[error("subscription refused")]
+    Refused(#[source] SubscribeRefused),
     /// The producer is not running.
     #[error("producer is not running")]
     ProducerNotRunning,
@@ -51,9 +53,12 @@ impl fmt::Debug for NotRunning {
     }
 }
 
-/// The producer behind a push handle has stopped; the value is handed back.
+/// A send found its receiver closed; the value is handed back.
+///
+/// Returned by [`Pusher::send`](crate::Pusher::send) when the push producer has
+/// stopped, and by the keyed scheduler's sends when it is closed.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sending on a stopped producer")]
+#[error("sending on a closed channel")]
 pub struct SendError<T>(pub T);
 
 impl<T> fmt::Debug for SendError<T> {
@@ -62,14 +67,19 @@ impl<T> fmt::Debug for SendError<T> {
     }
 }
 
-/// Why [`Pusher::try_send`](crate::Pusher::try_send) did not send; the value is handed back.
+/// Why a `try_send` did not send; the value is handed back.
+///
+/// Returned by [`Pusher::try_send`](crate::Pusher::try_send) and by the keyed
+/// scheduler's `try_send`.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrySendError<T> {
-    /// As many events as the push capacity allows are waiting for demand.
-    #[error("push queue is full")]
+    /// There is no room without waiting: as many events as the capacity
+    /// allows are queued.
+    #[error("no room to send without waiting")]
     Full(T),
-    /// The producer has stopped.
-    #[error("sending on a stopped producer")]
+    /// The receiver is closed (the push producer stopped, the keyed scheduler
+    /// was closed).
+    #[error("sending on a closed channel")]
     Closed(T),
 }
 

@@ -1,6 +1,7 @@
 //! Ready-made producers: from an iterator, from a `Stream`, and fed from outside.
 
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,8 +24,7 @@ use crate::{Context, Info, InfoSender, NotRunning, Producer, SendError, TrySendE
 #[derive(Debug)]
 pub struct IterSource<I> {
     iter: Option<I>,
-    stop_on_last_cancel: bool,
-    consumers: usize,
+    consumers: ConsumerCount,
 }
 
 /// A producer of the items of `iter` (GenStage's `from_enumerable`).
@@ -49,8 +49,7 @@ pub struct IterSource<I> {
 pub fn from_iter<I: IntoIterator>(iter: I) -> IterSource<I::IntoIter> {
     IterSource {
         iter: Some(iter.into_iter()),
-        stop_on_last_cancel: false,
-        consumers: 0,
+        consumers: ConsumerCount::default(),
     }
 }
 
@@ -59,7 +58,7 @@ impl<I> IterSource<I> {
     /// waiting for new consumers.
     #[must_use]
     pub fn stop_on_last_cancel(mut self, stop: bool) -> Self {
-        self.stop_on_last_cancel = stop;
+        self.consumers.stop_on_last_cancel = stop;
         self
     }
 }
@@ -88,7 +87,7 @@ where
     }
 
     async fn handle_subscribe(&mut self, _: SubscriptionId, _: &mut Context<I::Item>) {
-        self.consumers += 1;
+        self.consumers.subscribed();
     }
 
     async fn handle_cancel(
@@ -97,10 +96,7 @@ where
         _: &CancelReason,
         ctx: &mut Context<I::Item>,
     ) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_last_cancel && self.consumers == 0 {
-            ctx.stop(Reason::Normal);
-        }
+        self.consumers.cancelled(ctx);
     }
 }
 
@@ -114,6 +110,27 @@ enum Pumped<T> {
     End,
 }
 
+/// How many consumers a source has, and whether it stops (normally) when the
+/// last one cancels: shared by [`IterSource`] and [`StreamSource`].
+#[derive(Debug, Default)]
+struct ConsumerCount {
+    stop_on_last_cancel: bool,
+    consumers: usize,
+}
+
+impl ConsumerCount {
+    fn subscribed(&mut self) {
+        self.consumers += 1;
+    }
+
+    fn cancelled<E>(&mut self, ctx: &mut Context<E>) {
+        self.consumers = self.consumers.saturating_sub(1);
+        if self.stop_on_last_cancel && self.consumers == 0 {
+            ctx.stop(Reason::Normal);
+        }
+    }
+}
+
 /// A producer emitting the items of a [`Stream`], then ending normally.
 ///
 /// Created by [`from_stream`]. A helper task polls the stream, never for more
@@ -122,8 +139,7 @@ pub struct StreamSource<S: Stream> {
     stream: Option<S>,
     shared: Arc<PumpShared>,
     pump: Option<JoinHandle<()>>,
-    stop_on_last_cancel: bool,
-    consumers: usize,
+    consumers: ConsumerCount,
 }
 
 /// A producer of the items of `stream`.
@@ -135,8 +151,7 @@ pub fn from_stream<S: Stream>(stream: S) -> StreamSource<S> {
             notify: Notify::new(),
         }),
         pump: None,
-        stop_on_last_cancel: false,
-        consumers: 0,
+        consumers: ConsumerCount::default(),
     }
 }
 
@@ -144,7 +159,7 @@ impl<S: Stream> StreamSource<S> {
     /// Stops the producer (normally) when its last consumer cancels.
     #[must_use]
     pub fn stop_on_last_cancel(mut self, stop: bool) -> Self {
-        self.stop_on_last_cancel = stop;
+        self.consumers.stop_on_last_cancel = stop;
         self
     }
 }
@@ -233,7 +248,7 @@ where
     }
 
     async fn handle_subscribe(&mut self, _: SubscriptionId, _: &mut Context<S::Item>) {
-        self.consumers += 1;
+        self.consumers.subscribed();
     }
 
     async fn handle_cancel(
@@ -242,10 +257,7 @@ where
         _: &CancelReason,
         ctx: &mut Context<S::Item>,
     ) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_last_cancel && self.consumers == 0 {
-            ctx.stop(Reason::Normal);
-        }
+        self.consumers.cancelled(ctx);
     }
 
     async fn terminate(&mut self, _: &Reason) {
@@ -303,18 +315,19 @@ pub struct Pusher<T> {
 
 /// A producer fed from outside, and the first handle to feed it.
 ///
-/// `capacity` (at least 1) bounds the events waiting for demand, so memory stays
+/// `capacity` bounds the events waiting for demand, so memory stays
 /// bounded however fast the outside pushes.
 ///
 /// # Examples
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use demandflow_runtime::{producer, push, SubscribeOptions};
 /// use futures_core::Stream;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (source, pusher) = push::<u32>(2);
+/// let (source, pusher) = push::<u32>(NonZeroUsize::new(2).unwrap());
 /// let events = producer(source).start().unwrap();
 /// let mut stream = events.stream(SubscribeOptions::new().max_demand(10)).unwrap();
 /// tokio::spawn(async move {
@@ -330,8 +343,8 @@ pub struct Pusher<T> {
 /// assert_eq!(seen, vec![0, 1, 2, 3, 4]);
 /// # }
 /// ```
-pub fn push<T: Send + 'static>(capacity: usize) -> (PushSource<T>, Pusher<T>) {
-    let permits = Arc::new(Semaphore::new(capacity.max(1)));
+pub fn push<T: Send + 'static>(capacity: NonZeroUsize) -> (PushSource<T>, Pusher<T>) {
+    let permits = Arc::new(Semaphore::new(capacity.get()));
     let shared = Arc::new(PushShared {
         queue: Mutex::new(VecDeque::new()),
         permits: permits.clone(),

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
+use demandflow_core::{CancelReason, ConfigError, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
 use demandflow_runtime::{
     Consumer, ConsumerContext, DemandMode, Info, InfoSender, catch_call, catch_panic,
 };
@@ -139,11 +139,18 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::PermanentWorkers`] for [`Restart::Permanent`] and
-    /// [`BuildError::ZeroMaxSeconds`] when `max_seconds` is zero.
+    /// [`BuildError::Start`] with a [`ConfigError::Invalid`] for option
+    /// `"restart"` when it is [`Restart::Permanent`], and with a
+    /// [`ConfigError::Zero`] for option `"max_seconds"` when that is zero.
     pub fn build(self) -> Result<ConsumerSupervisor<T, W>, BuildError> {
         if self.restart == Restart::Permanent {
-            return Err(BuildError::PermanentWorkers);
+            return Err(ConfigError::Invalid {
+                option: "restart",
+                message: "consumer supervisor workers cannot be permanent: a worker that \
+                          finished its event has nothing left to do"
+                    .into(),
+            }
+            .into());
         }
         self.intensity.check()?;
         Ok(self.assemble())

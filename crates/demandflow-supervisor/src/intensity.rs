@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::BuildError;
+use demandflow_core::ConfigError;
 
 /// How many restarts a supervisor allows (`max_restarts`) within a sliding
 /// window (`max_seconds`): Erlang's restart intensity. The defaults are 3
@@ -35,9 +35,11 @@ impl Default for IntensityLimit {
 impl IntensityLimit {
     /// Refuses a zero window: no restart could ever be counted against the
     /// limit, so a crash-looping child would be restarted forever.
-    pub(crate) fn check(&self) -> Result<(), BuildError> {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.max_seconds.is_zero() {
-            return Err(BuildError::ZeroMaxSeconds);
+            return Err(ConfigError::Zero {
+                option: "max_seconds",
+            });
         }
         Ok(())
     }
@@ -80,7 +82,8 @@ macro_rules! intensity_setters {
         /// Sets the sliding window in which restarts are counted (GenStage's
         /// `max_seconds`, as a [`Duration`](std::time::Duration)). The default
         /// is 5 s. Zero is refused when the supervisor is built or started
-        /// ([`BuildError::ZeroMaxSeconds`](crate::BuildError::ZeroMaxSeconds)).
+        /// ([`ConfigError::Zero`](demandflow_core::ConfigError::Zero) inside
+        /// [`BuildError::Start`](crate::BuildError::Start)).
         pub fn max_seconds(mut self, window: std::time::Duration) -> Self {
             self.intensity.max_seconds = window;
             self
@@ -169,7 +172,12 @@ mod tests {
             max_restarts: 3,
             max_seconds: Duration::ZERO,
         };
-        assert_eq!(zero.check(), Err(BuildError::ZeroMaxSeconds));
+        assert_eq!(
+            zero.check(),
+            Err(ConfigError::Zero {
+                option: "max_seconds"
+            })
+        );
         let default = IntensityLimit::default();
         assert_eq!(default.check(), Ok(()));
         assert_eq!(default.to_string(), "more than 3 restarts within 5s");

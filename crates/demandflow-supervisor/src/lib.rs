@@ -28,14 +28,9 @@ mod stage_supervisor;
 mod worker_monitor;
 
 pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
-pub use error::BuildError;
-pub use partition::{
-    CallError, CastError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker,
-    TryCastError,
-};
-pub use stage_supervisor::{
-    Children, Restart, StartChildError, Strategy, Supervisor, SupervisorBuilder,
-};
+pub use error::{BuildError, StartChildError};
+pub use partition::{CallError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker};
+pub use stage_supervisor::{Children, Restart, Strategy, Supervisor, SupervisorBuilder};
 pub use worker_monitor::{
     WorkerCounts, WorkerId, WorkerInfo, WorkerMonitor, WorkerState, WorkerStats,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use demandflow_core::{Key, Reason};
-use demandflow_runtime::{catch_call, catch_panic};
+use demandflow_runtime::{SendError, StartError, TrySendError, catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -61,70 +61,15 @@ pub trait PartitionWorker: Send + 'static {
     fn handle(&mut self, message: Self::Message) -> impl Future<Output = Self::Reply> + Send;
 }
 
-/// [`PartitionSupervisor::cast`] found the supervisor stopped; the message is
-/// handed back.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CastError<M>(pub M);
-
-impl<M> fmt::Debug for CastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CastError(..)")
-    }
-}
-
-impl<M> fmt::Display for CastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("partition supervisor is not running")
-    }
-}
-
-impl<M> std::error::Error for CastError<M> {}
-
-/// Why [`PartitionSupervisor::try_cast`] did not queue; the message is handed back.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TryCastError<M> {
-    /// The partition's mailbox is full.
-    Full(M),
-    /// The supervisor has stopped.
-    NotRunning(M),
-}
-
-impl<M> TryCastError<M> {
-    /// The message that was not queued.
-    pub fn into_inner(self) -> M {
-        match self {
-            TryCastError::Full(m) | TryCastError::NotRunning(m) => m,
-        }
-    }
-}
-
-impl<M> fmt::Debug for TryCastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryCastError::Full(_) => f.write_str("Full(..)"),
-            TryCastError::NotRunning(_) => f.write_str("NotRunning(..)"),
-        }
-    }
-}
-
-impl<M> fmt::Display for TryCastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryCastError::Full(_) => f.write_str("partition mailbox is full"),
-            TryCastError::NotRunning(_) => f.write_str("partition supervisor is not running"),
-        }
-    }
-}
-
-impl<M> std::error::Error for TryCastError<M> {}
-
 /// Why [`PartitionSupervisor::call`] got no reply.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError<M> {
     /// The supervisor had stopped; the message is handed back.
+    #[error("partition supervisor is not running")]
     NotRunning(M),
     /// The message was queued but never answered: the worker panicked while
     /// handling it, or the supervisor stopped before reaching it.
+    #[error("partition worker did not reply")]
     NoReply,
 }
 
@@ -136,17 +81,6 @@ impl<M> fmt::Debug for CallError<M> {
         }
     }
 }
-
-impl<M> fmt::Display for CallError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::NotRunning(_) => f.write_str("partition supervisor is not running"),
-            CallError::NoReply => f.write_str("partition worker did not reply"),
-        }
-    }
-}
-
-impl<M> std::error::Error for CallError<M> {}
 
 /// A message in a partition's mailbox, with where to send the reply of a call.
 struct Envelope<M, R> {
@@ -235,15 +169,16 @@ impl<F> PartitionSupervisorBuilder<F> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroMaxSeconds`], and
-    /// [`BuildError::NoRuntime`] outside a tokio runtime.
+    /// [`StartError::Config`] for option `"max_seconds"`, and
+    /// [`StartError::NoRuntime`] outside a tokio runtime, both inside
+    /// [`BuildError::Start`].
     pub fn start<W>(self) -> Result<PartitionSupervisor<W::Message, W::Reply>, BuildError>
     where
         W: PartitionWorker,
         F: Fn(usize) -> W + Send + Sync + 'static,
     {
         self.intensity.check()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let (command, _) = watch::channel(Command::Run);
         let (exit, _) = watch::channel(None);
         let core = Arc::new(Core {
@@ -370,7 +305,7 @@ struct Inner<M, R> {
 ///   its messages one at a time, in the order they were queued.
 /// - **Back-pressure**: each mailbox holds `mailbox_capacity` messages; `cast`
 ///   and `call` wait while it is full, [`try_cast`](Self::try_cast) returns
-///   [`TryCastError::Full`] instead.
+///   [`TrySendError::Full`] instead.
 /// - **Restarts**: a worker that panics is replaced by a new one from the
 ///   factory, with the same partition index. Its mailbox is kept, so the
 ///   messages queued behind the failed one are handled by the new worker;
@@ -472,15 +407,15 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
     ///
     /// # Errors
     ///
-    /// [`CastError`] with the message when the supervisor has stopped.
+    /// [`SendError`] with the message when the supervisor has stopped.
     ///
     /// # Cancel safety
     ///
     /// If the future is dropped before the message was queued, the message is
     /// dropped with it and nothing was queued.
-    pub async fn cast<K: Key>(&self, key: K, message: M) -> Result<(), CastError<M>> {
+    pub async fn cast<K: Key>(&self, key: K, message: M) -> Result<(), SendError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
-            return Err(CastError(message));
+            return Err(SendError(message));
         };
         mailbox
             .send(Envelope {
@@ -488,19 +423,19 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
                 reply: None,
             })
             .await
-            .map_err(|e| CastError(e.0.message))
+            .map_err(|e| SendError(e.0.message))
     }
 
     /// Queues `message` for the partition of `key` if its mailbox has room.
     ///
     /// # Errors
     ///
-    /// [`TryCastError::Full`] when the mailbox is full and
-    /// [`TryCastError::NotRunning`] when the supervisor has stopped; both hand
+    /// [`TrySendError::Full`] when the mailbox is full and
+    /// [`TrySendError::Closed`] when the supervisor has stopped; both hand
     /// the message back.
-    pub fn try_cast<K: Key>(&self, key: K, message: M) -> Result<(), TryCastError<M>> {
+    pub fn try_cast<K: Key>(&self, key: K, message: M) -> Result<(), TrySendError<M>> {
         let Some(mailbox) = self.mailbox(&key) else {
-            return Err(TryCastError::NotRunning(message));
+            return Err(TrySendError::Closed(message));
         };
         mailbox
             .try_send(Envelope {
@@ -508,8 +443,8 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
                 reply: None,
             })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(e) => TryCastError::Full(e.message),
-                mpsc::error::TrySendError::Closed(e) => TryCastError::NotRunning(e.message),
+                mpsc::error::TrySendError::Full(e) => TrySendError::Full(e.message),
+                mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e.message),
             })
     }
 

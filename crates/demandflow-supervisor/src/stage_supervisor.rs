@@ -14,8 +14,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::BuildError;
+use crate::error::error_chain;
 use crate::intensity::{Intensity, IntensityLimit, intensity_setters};
+use crate::{BuildError, StartChildError};
 
 /// Which children restart when one fails (OTP's strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,23 +86,13 @@ impl fmt::Debug for Children {
     }
 }
 
-/// A child could not be started (its factory returned an error or panicked),
-/// or it has the name of another child; inside [`BuildError::Child`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("child {child:?} failed to start: {message}")]
-pub struct StartChildError {
-    /// The child's name.
-    pub child: String,
-    /// What its factory reported.
-    pub message: String,
-}
-
 struct Started {
     handle: StageHandle,
     typed: Arc<dyn Any + Send + Sync>,
 }
 
-type StartFuture = Pin<Box<dyn Future<Output = Result<Started, String>> + Send>>;
+type StartFuture = Pin<Box<dyn Future<Output = Result<Started, BoxError>> + Send>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Factory = Box<dyn Fn(Children) -> StartFuture + Send + Sync>;
 
 struct Spec {
@@ -146,7 +137,7 @@ impl SupervisorBuilder {
         F: Fn(Children) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<H, E>> + Send + 'static,
         H: Clone + Into<StageHandle> + Send + Sync + 'static,
-        E: fmt::Display,
+        E: Into<BoxError>,
     {
         let factory: Factory = Box::new(move |children| {
             let started = factory(children);
@@ -156,7 +147,7 @@ impl SupervisorBuilder {
                         typed: Arc::new(handle.clone()),
                         handle: handle.into(),
                     }),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e.into()),
                 }
             })
         });
@@ -172,16 +163,16 @@ impl SupervisorBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroMaxSeconds`] when `max_seconds` is zero, and
+    /// [`BuildError::Start`] with a [`ConfigError::Zero`](demandflow_core::ConfigError::Zero)
+    /// when `max_seconds` is zero, and
     /// [`BuildError::Child`] when two children share a name or a factory fails
     /// (returns an error or panics; the children already started are stopped).
     pub async fn start(self) -> Result<Supervisor, BuildError> {
         self.intensity.check()?;
         for (i, spec) in self.specs.iter().enumerate() {
             if self.specs[..i].iter().any(|s| s.name == spec.name) {
-                return Err(BuildError::Child(StartChildError {
+                return Err(BuildError::Child(StartChildError::DuplicateName {
                     child: spec.name.to_string(),
-                    message: "another child has the same name".into(),
                 }));
             }
         }
@@ -363,21 +354,21 @@ struct Slot {
 
 /// Why a child could not be started.
 enum ChildFailure {
-    /// Its factory returned an error, with this message.
-    Failed(String),
+    /// Its factory returned this error.
+    Failed(BoxError),
     /// Its factory panicked, with this message.
     Panicked(String),
 }
 
 impl ChildFailure {
     fn into_error(self, child: &str) -> StartChildError {
-        let message = match self {
-            ChildFailure::Failed(message) => message,
-            ChildFailure::Panicked(message) => format!("its factory panicked: {message}"),
-        };
-        StartChildError {
-            child: child.to_owned(),
-            message,
+        let child = child.to_owned();
+        match self {
+            ChildFailure::Failed(source) => StartChildError::Failed {
+                child,
+                source: source.into(),
+            },
+            ChildFailure::Panicked(message) => StartChildError::Panicked { child, message },
         }
     }
 }
@@ -464,7 +455,7 @@ impl SupervisorTask {
                 tracing::error!(child, "child could not be restarted; supervisor stops");
                 return Err(match failure {
                     ChildFailure::Panicked(message) => Reason::Panic(message.into()),
-                    failed => Reason::error(failed.into_error(child).to_string()),
+                    failed => Reason::error(error_chain(&failed.into_error(child))),
                 });
             }
         }
@@ -478,7 +469,7 @@ impl SupervisorTask {
         let factory = &self.slots[i].spec.factory;
         let started = match catch_panic(async { factory(children).await }).await {
             Ok(Ok(started)) => started,
-            Ok(Err(message)) => return Err(ChildFailure::Failed(message)),
+            Ok(Err(error)) => return Err(ChildFailure::Failed(error)),
             Err(message) => return Err(ChildFailure::Panicked(message)),
         };
         let slot = &mut self.slots[i];

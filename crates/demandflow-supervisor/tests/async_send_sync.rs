@@ -41,10 +41,6 @@ fn partition_supervisor_types_are_send_and_sync() {
     sync::<PartitionSupervisor<String, u64>>();
     send::<PartitionSupervisorBuilder<fn(usize) -> ()>>();
     sync::<PartitionSupervisorBuilder<fn(usize) -> ()>>();
-    send::<CastError<String>>();
-    sync::<CastError<String>>();
-    send::<TryCastError<String>>();
-    sync::<TryCastError<String>>();
     send::<CallError<String>>();
     sync::<CallError<String>>();
     send::<Hashed<String>>();

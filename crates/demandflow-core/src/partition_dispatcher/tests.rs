@@ -4,12 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::AutoDemand;
-
-type Out = Vec<(SubscriptionId, Vec<u32>)>;
-
-fn sub(n: u64) -> SubscriptionId {
-    SubscriptionId::from_raw(n)
-}
+use crate::test_support::{Out, ask_each, sub};
 
 fn subscribe(d: &mut PartitionDispatcher<u32>, n: u64, partition: impl Into<Partition>) {
     let opts = SubscribeOptions::new().partition(partition);
@@ -31,8 +26,8 @@ fn even_odd() -> PartitionDispatcher<u32> {
 
 /// Two numbered partitions by parity, with a queue capacity.
 fn parity(capacity: usize) -> PartitionDispatcher<u32> {
-    PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
-        .queue_capacity(capacity)
+    PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
+        .queue_capacity(nz(capacity))
         .build()
         .unwrap()
 }
@@ -67,9 +62,7 @@ fn the_worked_example_of_the_spec_is_exact() {
 #[test]
 fn a_producer_sending_exactly_what_was_asked_gets_discards_replaced() {
     let mut d = even_odd();
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 4, &mut out);
-    d.ask(sub(2), 4, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 4), (2, 4)]);
     // 3 and 6 are discarded: 2 replacements.
     let got = d.dispatch((1..=8).collect(), &mut out);
     assert_eq!(
@@ -107,7 +100,7 @@ fn a_producer_sending_exactly_what_was_asked_gets_discards_replaced() {
 fn discarded_events_never_stall_a_max_2_min_0_consumer() {
     // GenStage delivers [0] and then nothing: 1 is discarded but used up the
     // demand, the consumer waits for a second event that is never asked for.
-    let mut d = PartitionDispatcher::numbered(1, |e: u32| (e % 2 == 0).then_some((0, e)))
+    let mut d = PartitionDispatcher::numbered(nz(1), |e: u32| (e % 2 == 0).then_some((0, e)))
         .build()
         .unwrap();
     subscribe(&mut d, 1, 0);
@@ -183,7 +176,7 @@ fn a_partition_without_demand_does_not_starve_the_others() {
 fn events_beyond_the_demand_asked_upstream_are_not_hashed() {
     let calls = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let mut d = PartitionDispatcher::numbered(1, move |e: u32| {
+    let mut d = PartitionDispatcher::numbered(nz(1), move |e: u32| {
         counted.fetch_add(1, Ordering::Relaxed);
         Some((0, e))
     })
@@ -245,9 +238,7 @@ fn cancel_frees_the_partition_and_keeps_its_queue_for_the_next_subscriber() {
     let mut d = parity(10);
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 1, &mut out);
-    d.ask(sub(2), 1, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 1), (2, 1)]);
     let got = d.dispatch(vec![0, 2, 4, 1], &mut out);
     assert_eq!(got, Dispatched::leftover(vec![]));
     assert_eq!(d.buffered(), 2);
@@ -290,9 +281,7 @@ fn undelivered_events_first_use_up_pending_demand() {
     let mut d = parity(10);
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
-    d.ask(sub(2), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2), (2, 2)]);
     Dispatcher::<u32>::cancel(&mut d, sub(1));
     // The cancelled subscription's 2 were already asked for: the two events
     // for the free partition 0 use them up, no replacement is asked.
@@ -392,12 +381,11 @@ fn a_subscription_id_is_accepted_once() {
 
 #[test]
 fn an_index_out_of_range_is_discarded_and_replaced() {
-    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some((e as usize, e)))
+    let mut d = PartitionDispatcher::numbered(nz(2), |e: u32| Some((e as usize, e)))
         .build()
         .unwrap();
     subscribe(&mut d, 1, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2)]);
     let got = d.dispatch(vec![7, 1], &mut out);
     assert_eq!(
         got,
@@ -412,38 +400,28 @@ fn an_index_out_of_range_is_discarded_and_replaced() {
 
 #[test]
 fn the_hash_may_transform_events() {
-    let mut d = PartitionDispatcher::numbered(1, |e: u32| Some((0, e * 10)))
+    let mut d = PartitionDispatcher::numbered(nz(1), |e: u32| Some((0, e * 10)))
         .build()
         .unwrap();
     subscribe(&mut d, 1, 0);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 2, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 2)]);
     d.dispatch(vec![1, 2], &mut out);
     assert_eq!(out, vec![(sub(1), vec![10, 20])]);
 }
 
 #[test]
 fn build_rejects_bad_configurations() {
+    // Zero partitions and a zero queue capacity cannot be written: both
+    // counts are `NonZeroUsize`. What is left to refuse is a list of names.
     let hash = |e: u32| Some((0, e));
-    let zero = ConfigError::Zero {
-        option: "partitions",
-    };
-    assert_eq!(
-        PartitionDispatcher::numbered(0, hash).build().unwrap_err(),
-        zero
-    );
     let no_names: [&str; 0] = [];
     assert_eq!(
         PartitionDispatcher::named(no_names, hash)
             .build()
             .unwrap_err(),
-        zero
-    );
-    assert_eq!(
-        PartitionDispatcher::by_key(0, |e: &u32| *e)
-            .build()
-            .unwrap_err(),
-        zero
+        ConfigError::Zero {
+            option: "partitions",
+        }
     );
     assert_eq!(
         PartitionDispatcher::named(["a", "b", "a"], hash)
@@ -452,17 +430,8 @@ fn build_rejects_bad_configurations() {
             .to_string(),
         r#"invalid option partitions: the partition name "a" appears twice; names must be unique"#
     );
-    assert_eq!(
-        PartitionDispatcher::numbered(1, hash)
-            .queue_capacity(0)
-            .build()
-            .unwrap_err(),
-        ConfigError::Zero {
-            option: "queue_capacity"
-        }
-    );
-    let d = PartitionDispatcher::numbered(3, hash).build().unwrap();
-    assert_eq!(d.capacity, DEFAULT_PARTITION_QUEUE_CAPACITY);
+    let d = PartitionDispatcher::numbered(nz(3), hash).build().unwrap();
+    assert_eq!(d.capacity, DEFAULT_PARTITION_QUEUE_CAPACITY.get());
     assert_eq!(d.partitions(), 3);
 }
 
@@ -478,7 +447,7 @@ fn unknown_subscriptions_are_ignored() {
 
 #[test]
 fn by_key_sends_equal_keys_to_one_partition_in_order() {
-    let mut d = PartitionDispatcher::by_key(3, |e: &(u32, u32)| e.0)
+    let mut d = PartitionDispatcher::by_key(nz(3), |e: &(u32, u32)| e.0)
         .build()
         .unwrap();
     let mut out = Vec::new();
@@ -510,7 +479,7 @@ fn the_dispatcher_and_its_builder_are_send() {
 #[test]
 fn debug_needs_no_bound_on_the_event_type() {
     struct Opaque;
-    let d = PartitionDispatcher::numbered(1, |e: Opaque| Some((0, e)))
+    let d = PartitionDispatcher::numbered(nz(1), |e: Opaque| Some((0, e)))
         .build()
         .unwrap();
     assert!(format!("{d:?}").starts_with("PartitionDispatcher"));
@@ -518,7 +487,7 @@ fn debug_needs_no_bound_on_the_event_type() {
 
 #[test]
 fn an_info_waits_for_the_events_queued_before_it_in_every_partition() {
-    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+    let mut d = PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
         .build()
         .unwrap();
     subscribe(&mut d, 1, 0);
@@ -551,14 +520,12 @@ fn an_info_waits_for_the_events_queued_before_it_in_every_partition() {
 
 #[test]
 fn misrouted_events_are_reported_through_the_dispatcher_trait() {
-    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 3) as usize, e)))
+    let mut d = PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 3) as usize, e)))
         .build()
         .unwrap();
     subscribe(&mut d, 1, 0);
     subscribe(&mut d, 2, 1);
-    let mut out: Out = Vec::new();
-    d.ask(sub(1), 10, &mut out);
-    d.ask(sub(2), 10, &mut out);
+    let mut out = ask_each(&mut d, &[(1, 10), (2, 10)]);
     d.dispatch((0..=8).collect(), &mut out);
     assert_eq!(Dispatcher::<u32>::misrouted(&d), 3);
     assert_eq!(out, vec![(sub(1), vec![0, 3, 6]), (sub(2), vec![1, 4, 7])]);
@@ -566,7 +533,7 @@ fn misrouted_events_are_reported_through_the_dispatcher_trait() {
 
 #[test]
 fn subscribe_refuses_a_selector_option() {
-    let mut d = PartitionDispatcher::numbered(2, |e: u32| Some(((e % 2) as usize, e)))
+    let mut d = PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
         .build()
         .unwrap();
     let opts = SubscribeOptions::new()
@@ -581,4 +548,9 @@ fn subscribe_refuses_a_selector_option() {
     );
     // The partition is still free.
     subscribe(&mut d, 1, 0);
+}
+
+/// A count that is not zero, for the APIs that take `NonZeroUsize`.
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }
