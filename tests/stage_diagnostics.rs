@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,9 +216,11 @@ async fn an_unsubscribed_consumer_is_reported_once_naming_it() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_partition_without_a_consumer_is_reported_once_naming_the_stage_and_partition() {
     let (logs, _guard) = capture();
-    let halves = PartitionDispatcher::numbered(2, |e: u64| Some(((e % 2) as usize, e)))
-        .build()
-        .unwrap();
+    let halves = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: u64| {
+        Some(((e % 2) as usize, e))
+    })
+    .build()
+    .unwrap();
     let p = producer(from_iter(0..1000_u64))
         .name("halves")
         .dispatcher(halves)

@@ -2,6 +2,7 @@
 //! batch handlers, as children of one rest-for-one supervisor.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
@@ -190,7 +191,7 @@ impl<T> fmt::Debug for Batcher<T> {
 }
 
 /// A topology could not be started.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartTopologyError {
     /// The configuration is invalid.
@@ -272,11 +273,13 @@ where
             match partition {
                 None => stage.start().map_err(|e| e.to_string()),
                 Some((n, key)) => {
-                    let dispatcher = PartitionDispatcher::numbered(n, move |m: Message<T>| {
-                        Some((key_partition(&key(&m), n), m))
-                    })
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                    let partitions = NonZeroUsize::new(n).ok_or("a source partitioned into 0")?;
+                    let dispatcher =
+                        PartitionDispatcher::numbered(partitions, move |m: Message<T>| {
+                            Some((key_partition(&key(&m), n), m))
+                        })
+                        .build()
+                        .map_err(|e| e.to_string())?;
                     stage
                         .dispatcher(dispatcher)
                         .start()
@@ -466,7 +469,7 @@ where
                         stage.start()
                     } else {
                         let dispatcher =
-                            PartitionDispatcher::numbered(n_batchers, |m: Message<T>| {
+                            PartitionDispatcher::numbered(nonzero(n_batchers), |m: Message<T>| {
                                 Some((m.slot as usize, m))
                             })
                             .build()
@@ -524,7 +527,7 @@ where
                 let stage = producer_consumer(stage).name(stage_name.clone());
                 let stage = if by_key && concurrency > 1 {
                     let dispatcher =
-                        PartitionDispatcher::numbered(concurrency, move |b: Batch<T>| {
+                        PartitionDispatcher::numbered(nonzero(concurrency), move |b: Batch<T>| {
                             Some((key_partition(&b.info.batch_key, concurrency), b))
                         })
                         .build()
@@ -613,4 +616,10 @@ fn get_child<H: Clone + 'static>(children: &Children, name: &str) -> Result<H, S
     children
         .get::<H>(name)
         .ok_or_else(|| format!("stage {name:?} is not running"))
+}
+
+/// A count the builder has already checked to be at least 1 (here: more than
+/// one batcher, or a concurrency above 1).
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("checked by the builder to be at least 1")
 }
