@@ -514,6 +514,46 @@ async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
 }
 
 #[tokio::test]
+async fn several_infos_waiting_for_a_partition_are_all_delivered_in_order() {
+    // Evens go to partition 0, odds to partition 1.
+    let parity = demandflow::dispatcher::PartitionDispatcher::numbered(nz(2), |e: u64| {
+        Some(((e % 2) as usize, e))
+    })
+    .build()
+    .unwrap();
+    let (p, plog) = probe();
+    let p = producer(p).dispatcher(parity).start().unwrap();
+    let (even, even_log) = Recorder::manual();
+    let (odd, _odd_log) = Recorder::manual();
+    let even = consumer(even).start().unwrap();
+    let odd = consumer(odd).start().unwrap();
+    let es = even
+        .subscribe_to(&p, SubscribeOptions::new().partition(0))
+        .await
+        .unwrap();
+    let os = odd
+        .subscribe_to(&p, SubscribeOptions::new().partition(1))
+        .await
+        .unwrap();
+    odd.ask(os, 10).unwrap();
+    odd.stats().await.unwrap();
+    // Partition 0 has no demand: its events wait in its queue, and every info
+    // sent meanwhile waits behind them.
+    p.send_info(vec![0_u64, 2]).unwrap();
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 2);
+    p.send_info("first").unwrap();
+    p.send_info("second").unwrap();
+    p.send_info("third").unwrap();
+    p.stats().await.unwrap();
+    assert!(plog.lock().is_empty());
+    even.ask(es, 2).unwrap();
+    eventually(|| plog.lock().len() == 3).await;
+    assert_eq!(*plog.lock(), vec!["first", "second", "third"]);
+    assert_eq!(batches(&even_log), vec![vec![0, 2]]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn events_held_while_accumulating_meet_demand_asked_before_it_began() {
     let (p, _) = probe();
     let p = producer(p).start().unwrap();

@@ -11,9 +11,9 @@ use demandflow::supervisor::{
     Supervisor,
 };
 use demandflow::{
-    CancelMode, ConfigError, Consumer, ConsumerContext, ConsumerRef, Context, ProducerConsumer,
-    ProducerConsumerRef, ProducerRef, Reason, StartError, SubscribeOptions, SubscriptionId,
-    consumer, from_iter, producer, producer_consumer,
+    CancelMode, ConfigError, Consumer, ConsumerContext, ConsumerRef, Context, Producer,
+    ProducerConsumer, ProducerConsumerRef, ProducerRef, Reason, StartError, SubscribeOptions,
+    SubscriptionId, consumer, from_iter, producer, producer_consumer,
 };
 use support::{Counter, Recorder, batches, eventually};
 
@@ -258,6 +258,72 @@ async fn a_transient_child_that_ends_normally_is_not_restarted() {
     finite.stop(Reason::Normal).await.unwrap();
     eventually(|| sup.child::<ProducerRef<u64>>("finite").is_none()).await;
     assert_eq!(sup.restarts(), 0);
+    assert!(sup.exit_reason().is_none());
+}
+
+/// Emits 0..200, ending normally; the first instance panics at 50 (the flag
+/// is shared across restarts).
+struct CrashOnce {
+    next: u64,
+    crashed: Arc<AtomicBool>,
+}
+
+impl Producer for CrashOnce {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, demand: u64, ctx: &mut Context<u64>) {
+        if self.next >= 50 && !self.crashed.swap(true, Ordering::SeqCst) {
+            panic!("source crashed");
+        }
+        let end = (self.next + demand).min(200);
+        ctx.emit_all(self.next..end);
+        self.next = end;
+        if end == 200 {
+            ctx.stop(Reason::Normal);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_children_waits_through_a_restart_until_every_child_has_ended() {
+    let crashed = Arc::new(AtomicBool::new(false));
+    let flag = crashed.clone();
+    let (_, log) = Recorder::<u64>::new();
+    let log_for_restarts = log.clone();
+    let sup = Supervisor::builder(Strategy::RestForOne)
+        .child("source", Restart::Transient, move |_| {
+            let crashed = flag.clone();
+            async move {
+                if crashed.load(Ordering::SeqCst) {
+                    // A slow restart: until it ends, no child of either
+                    // generation runs.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                producer(CrashOnce { next: 0, crashed }).start()
+            }
+        })
+        .child("sink", Restart::Transient, move |children| {
+            let mut rec = Recorder::new().0;
+            rec.log = log_for_restarts.clone();
+            async move {
+                let source: ProducerRef<u64> = children.get("source").ok_or("no source")?;
+                let c = consumer(rec).start().map_err(|e| e.to_string())?;
+                c.subscribe_to(&source, SubscribeOptions::new().max_demand(10))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(c)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    sup.wait_children().await;
+    // Every child ended normally after the restart: the source ran out and
+    // its end flowed down.
+    assert!(crashed.load(Ordering::SeqCst));
+    assert!(sup.restarts() >= 1);
+    assert_eq!(batches(&log).concat().last(), Some(&199));
+    assert_eq!(sup.children().names().count(), 0);
     assert!(sup.exit_reason().is_none());
 }
 

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use demandflow_runtime::{
-    ConsumerRef, DrainOutcome, DrainReport, ProducerConsumerRef, ProducerRef, StageHandle,
-};
-use demandflow_supervisor::{Children, Supervisor};
+use demandflow_runtime::{DrainOutcome, DrainReport, ProducerRef};
+use demandflow_supervisor::Supervisor;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckRef, ChannelAcknowledger};
 use crate::builder::TopologyBuilder;
-use crate::handler::{Batch, MessageHandler};
+use crate::handler::MessageHandler;
 use crate::message::Message;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::rate::RateLimiter;
@@ -229,49 +227,14 @@ impl<T: Send + 'static> Topology<T> {
     }
 
     /// Waits until every stage has stopped on its own: the sources ran out and
-    /// everything after them finished.
+    /// everything after them finished. A stage that crashes is restarted (with
+    /// the stages after it) and waited for too.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn wait(&self) {
-        loop {
-            let children = self.inner.supervisor.children();
-            let handles: Vec<StageHandle> = children
-                .names()
-                .filter_map(|name| self.stage(&children, name))
-                .collect();
-            if handles.is_empty() {
-                return;
-            }
-            for handle in handles {
-                handle.wait().await;
-            }
-            // Let the supervisor see the exits before looking again.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    fn stage(&self, children: &Children, name: &str) -> Option<StageHandle> {
-        children
-            .get::<ProducerRef<Message<T>>>(name)
-            .map(Into::into)
-            .or_else(|| {
-                children
-                    .get::<ProducerConsumerRef<Message<T>, Message<T>>>(name)
-                    .map(Into::into)
-            })
-            .or_else(|| {
-                children
-                    .get::<ConsumerRef<Message<T>>>(name)
-                    .map(Into::into)
-            })
-            .or_else(|| {
-                children
-                    .get::<ProducerConsumerRef<Message<T>, Batch<T>>>(name)
-                    .map(Into::into)
-            })
-            .or_else(|| children.get::<ConsumerRef<Batch<T>>>(name).map(Into::into))
+        self.inner.supervisor.wait_children().await;
     }
 
     /// Drains the topology: the sources stop taking input, every processor

@@ -672,8 +672,12 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     /// Handles an info whose buffered events have gone, or holds it while the
     /// dispatcher still queues events from before it.
+    ///
+    /// Every held info gets a marker of its own in the dispatcher, even behind
+    /// another held info: `release_markers` releases one info per marker, so an
+    /// info held without one would wait forever.
     async fn info_after_dispatcher(&mut self, info: Info) {
-        if !self.held_infos.is_empty() || self.dispatcher.hold_info() {
+        if self.dispatcher.hold_info() || !self.held_infos.is_empty() {
             self.held_infos.push_back(info);
         } else {
             self.behaviour.info(info, &mut self.ctx).await;

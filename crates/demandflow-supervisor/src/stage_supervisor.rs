@@ -182,6 +182,7 @@ impl SupervisorBuilder {
         let shared = Arc::new(Shared {
             children: Mutex::new(Children::default()),
             restarts: AtomicU64::new(0),
+            idle: watch::Sender::new(self.specs.is_empty()),
         });
         let mut task = SupervisorTask {
             strategy: self.strategy,
@@ -195,6 +196,7 @@ impl SupervisorBuilder {
                 })
                 .collect(),
             intensity: self.intensity.window(),
+            restarting: false,
             exits_tx,
             exits,
             cmds,
@@ -236,6 +238,8 @@ impl SupervisorBuilder {
 struct Shared {
     children: Mutex<Children>,
     restarts: AtomicU64,
+    /// `true` when no child is running and none is being restarted.
+    idle: watch::Sender<bool>,
 }
 
 struct Handle {
@@ -323,6 +327,25 @@ impl Supervisor {
         rx.await.ok()
     }
 
+    /// Waits until no child is running and none is being restarted: every
+    /// child has stopped and its restart policy did not apply (a transient
+    /// child that ended normally, say), or the supervisor has stopped.
+    ///
+    /// Unlike watching [`children`](Self::children), this does not return in
+    /// the middle of a restart, when the old children have stopped and the
+    /// new ones are not started yet. The supervisor itself keeps running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_children(&self) {
+        let mut idle = self.handle.shared.idle.subscribe();
+        tokio::select! {
+            _ = idle.wait_for(|idle| *idle) => {}
+            _ = self.wait() => {}
+        }
+    }
+
     /// Waits until the supervisor stops and returns why.
     ///
     /// The reason is abnormal when the supervisor failed: it gave up after too
@@ -376,6 +399,9 @@ impl ChildFailure {
 struct SupervisorTask {
     strategy: Strategy,
     slots: Vec<Slot>,
+    /// Between the stop of the children a restart replaces and the start of
+    /// the last new one.
+    restarting: bool,
     intensity: Intensity,
     exits_tx: mpsc::UnboundedSender<(usize, u64, Reason)>,
     exits: mpsc::UnboundedReceiver<(usize, u64, Reason)>,
@@ -426,13 +452,14 @@ impl SupervisorTask {
             return Ok(());
         }
         slot.running = None;
-        self.publish();
         let name = self.slots[i].spec.name.clone();
         if !self.slots[i].spec.restart.applies(&reason) {
+            self.publish();
             tracing::debug!(child = &*name, %reason, "child stopped; not restarted");
             return Ok(());
         }
         if !self.intensity.add(Instant::now()) {
+            self.publish();
             tracing::error!(child = &*name, %reason, "restart intensity exceeded; supervisor stops");
             return Err(Reason::error(format!(
                 "child {name:?} needed {} (last exit: {reason})",
@@ -440,6 +467,10 @@ impl SupervisorTask {
             )));
         }
         tracing::warn!(child = &*name, %reason, strategy = ?self.strategy, "restarting");
+        // Published with the crashed child gone, so that nobody watching the
+        // children takes the gap before the new ones start for the end.
+        self.restarting = true;
+        self.publish();
         let range = match self.strategy {
             Strategy::OneForOne => i..i + 1,
             Strategy::RestForOne => i..self.slots.len(),
@@ -451,6 +482,7 @@ impl SupervisorTask {
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         for j in range {
             if let Err(failure) = self.start_child(j).await {
+                self.restarting = false;
                 let child = &*self.slots[j].spec.name;
                 tracing::error!(child, "child could not be restarted; supervisor stops");
                 return Err(match failure {
@@ -459,6 +491,8 @@ impl SupervisorTask {
                 });
             }
         }
+        self.restarting = false;
+        self.publish();
         Ok(())
     }
 
@@ -513,5 +547,7 @@ impl SupervisorTask {
         *self.shared.children.lock() = Children {
             entries: Arc::new(entries),
         };
+        let idle = !self.restarting && self.slots.iter().all(|s| s.running.is_none());
+        self.shared.idle.send_replace(idle);
     }
 }
