@@ -17,6 +17,7 @@
 //! - [Dispatchers](#dispatchers) and [choosing one](#choosing-a-dispatcher)
 //! - [Supervisors](#supervisors) and [the keyed scheduler](#the-keyed-scheduler)
 //! - [Where things are](#where-things-are): the facade's modules
+//! - [The guide](#the-guide): the book that teaches demandflow chapter by chapter
 //!
 //! # Stages
 //!
@@ -1001,6 +1002,17 @@
 //! accounting, the buffer, keys, the dispatcher trait and dispatchers) and
 //! `demandflow-runtime` the tokio runtime (stage tasks, handles, sources,
 //! streams, draining). Depend on this crate rather than on them.
+//!
+//! # The guide
+//!
+//! The guide is a book under `docs/guide/` in the repository, one concept a
+//! chapter, each ending in a program that runs as a test. Open it with
+//! `mdbook build docs/guide --open` from the repository root, or read the
+//! markdown files directly:
+//!
+//! - Introduction, a map of the book — `docs/guide/introduction.md`
+//! - Your first pipeline — `docs/guide/01-first-pipeline.md`
+//! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
 //!
 //! [tokio]: https://docs.rs/tokio
 

@@ -9,13 +9,23 @@
 //! cargo test -p demandflow-docs --doc
 //! ```
 //!
-//! (`cargo test --workspace` runs them too). Read the chapters on GitHub, or here
-//! with `cargo doc -p demandflow-docs --open`, where hidden setup lines are hidden.
+//! (`cargo test --workspace` runs them too). Read the guide as a book with
+//! `mdbook build docs/guide --open`, or here with
+//! `cargo doc -p demandflow-docs --open`, where hidden setup lines are hidden.
 //!
-//! To add a chapter, write `docs/guide/NN-name.md` and include it below.
+//! To add a chapter, write `docs/guide/NN-name.md`, list it in
+//! `docs/guide/SUMMARY.md`, include it below and link it from the facade's
+//! "The guide" section (`src/lib.rs`); `tests/book.rs` checks all four and
+//! every link between chapters.
+
+#[doc = include_str!("../guide/introduction.md")]
+pub mod introduction {}
 
 #[doc = include_str!("../guide/01-first-pipeline.md")]
 pub mod first_pipeline {}
+
+#[doc = include_str!("../guide/07-messages.md")]
+pub mod messages {}
 
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
