@@ -1012,6 +1012,8 @@
 //!
 //! - Introduction, a map of the book — `docs/guide/introduction.md`
 //! - Your first pipeline — `docs/guide/01-first-pipeline.md`
+//! - Demand by numbers — `docs/guide/02-demand.md`
+//! - Producers that wait for input — `docs/guide/03-waiting-producers.md`
 //! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
 //!
 //! [tokio]: https://docs.rs/tokio

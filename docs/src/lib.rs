@@ -24,6 +24,12 @@ pub mod introduction {}
 #[doc = include_str!("../guide/01-first-pipeline.md")]
 pub mod first_pipeline {}
 
+#[doc = include_str!("../guide/02-demand.md")]
+pub mod demand {}
+
+#[doc = include_str!("../guide/03-waiting-producers.md")]
+pub mod waiting_producers {}
+
 #[doc = include_str!("../guide/07-messages.md")]
 pub mod messages {}
 
