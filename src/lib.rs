@@ -1014,6 +1014,9 @@
 //! - Your first pipeline — `docs/guide/01-first-pipeline.md`
 //! - Demand by numbers — `docs/guide/02-demand.md`
 //! - Producers that wait for input — `docs/guide/03-waiting-producers.md`
+//! - Dispatchers: who gets which events — `docs/guide/04-dispatchers.md`
+//! - Failure and restarts — `docs/guide/05-failure.md`
+//! - One task per event — `docs/guide/06-one-task-per-event.md`
 //! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
 //!
 //! [tokio]: https://docs.rs/tokio

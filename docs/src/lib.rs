@@ -30,6 +30,15 @@ pub mod demand {}
 #[doc = include_str!("../guide/03-waiting-producers.md")]
 pub mod waiting_producers {}
 
+#[doc = include_str!("../guide/04-dispatchers.md")]
+pub mod dispatchers {}
+
+#[doc = include_str!("../guide/05-failure.md")]
+pub mod failure {}
+
+#[doc = include_str!("../guide/06-one-task-per-event.md")]
+pub mod one_task_per_event {}
+
 #[doc = include_str!("../guide/07-messages.md")]
 pub mod messages {}
 
