@@ -1018,6 +1018,7 @@
 //! - Failure and restarts — `docs/guide/05-failure.md`
 //! - One task per event — `docs/guide/06-one-task-per-event.md`
 //! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
+//! - Keyed workers and per-key order — `docs/guide/08-keyed-workers.md`
 //!
 //! [tokio]: https://docs.rs/tokio
 

@@ -42,5 +42,8 @@ pub mod one_task_per_event {}
 #[doc = include_str!("../guide/07-messages.md")]
 pub mod messages {}
 
+#[doc = include_str!("../guide/08-keyed-workers.md")]
+pub mod keyed_workers {}
+
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
