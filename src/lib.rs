@@ -1019,6 +1019,9 @@
 //! - One task per event — `docs/guide/06-one-task-per-event.md`
 //! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
 //! - Keyed workers and per-key order — `docs/guide/08-keyed-workers.md`
+//! - Shutting down cleanly — `docs/guide/09-shutting-down.md`
+//! - Testing pipelines — `docs/guide/10-testing.md`
+//! - Performance — `docs/guide/11-performance.md`
 //!
 //! [tokio]: https://docs.rs/tokio
 

@@ -45,5 +45,14 @@ pub mod messages {}
 #[doc = include_str!("../guide/08-keyed-workers.md")]
 pub mod keyed_workers {}
 
+#[doc = include_str!("../guide/09-shutting-down.md")]
+pub mod shutting_down {}
+
+#[doc = include_str!("../guide/10-testing.md")]
+pub mod testing {}
+
+#[doc = include_str!("../guide/11-performance.md")]
+pub mod performance {}
+
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
