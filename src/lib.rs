@@ -1022,6 +1022,7 @@
 //! - Shutting down cleanly — `docs/guide/09-shutting-down.md`
 //! - Testing pipelines — `docs/guide/10-testing.md`
 //! - Performance — `docs/guide/11-performance.md`
+//! - Coming from GenStage — `docs/guide/20-coming-from-genstage.md`
 //!
 //! [tokio]: https://docs.rs/tokio
 

@@ -54,5 +54,8 @@ pub mod testing {}
 #[doc = include_str!("../guide/11-performance.md")]
 pub mod performance {}
 
+#[doc = include_str!("../guide/20-coming-from-genstage.md")]
+pub mod coming_from_genstage {}
+
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
