@@ -995,6 +995,8 @@
 //! - [`supervisor`]: restartable stages, the consumer supervisor and the
 //!   partition supervisor (the `demandflow-supervisor` crate);
 //! - [`keyed`]: per-key ordered scheduling (the `demandflow-keyed` crate);
+//! - [`messages`]: acknowledged messages, batchers and rate limits for
+//!   services in front of a queue or broker (the `demandflow-messages` crate);
 //! - [`low_level`]: the pure state machines the runtime drives, for checking
 //!   numbers by hand.
 //!

@@ -224,7 +224,10 @@ fn every_internal_link_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked > 0, "no internal link found: the link scanner is broken");
+    assert!(
+        checked > 0,
+        "no internal link found: the link scanner is broken"
+    );
 }
 
 #[test]

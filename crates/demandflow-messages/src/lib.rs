@@ -202,4 +202,3 @@ pub use rate::{RateLimit, RateLimiter};
 pub use source::DummySource;
 pub use testing::{TestAcks, TestOutcome};
 pub use topology::{PushError, Topology, TopologyDrain};
-
