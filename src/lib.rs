@@ -17,6 +17,7 @@
 //! - [Dispatchers](#dispatchers) and [choosing one](#choosing-a-dispatcher)
 //! - [Supervisors](#supervisors) and [the keyed scheduler](#the-keyed-scheduler)
 //! - [Where things are](#where-things-are): the facade's modules
+//! - [The guide](#the-guide): the book that teaches demandflow chapter by chapter
 //!
 //! # Stages
 //!
@@ -994,6 +995,8 @@
 //! - [`supervisor`]: restartable stages, the consumer supervisor and the
 //!   partition supervisor (the `demandflow-supervisor` crate);
 //! - [`keyed`]: per-key ordered scheduling (the `demandflow-keyed` crate);
+//! - [`messages`]: acknowledged messages, batchers and rate limits for
+//!   services in front of a queue or broker (the `demandflow-messages` crate);
 //! - [`low_level`]: the pure state machines the runtime drives, for checking
 //!   numbers by hand.
 //!
@@ -1001,6 +1004,27 @@
 //! accounting, the buffer, keys, the dispatcher trait and dispatchers) and
 //! `demandflow-runtime` the tokio runtime (stage tasks, handles, sources,
 //! streams, draining). Depend on this crate rather than on them.
+//!
+//! # The guide
+//!
+//! The guide is a book under `docs/guide/` in the repository, one concept a
+//! chapter, each ending in a program that runs as a test. Open it with
+//! `mdbook build docs/guide --open` from the repository root, or read the
+//! markdown files directly:
+//!
+//! - Introduction, a map of the book — `docs/guide/introduction.md`
+//! - Your first pipeline — `docs/guide/01-first-pipeline.md`
+//! - Demand by numbers — `docs/guide/02-demand.md`
+//! - Producers that wait for input — `docs/guide/03-waiting-producers.md`
+//! - Dispatchers: who gets which events — `docs/guide/04-dispatchers.md`
+//! - Failure and restarts — `docs/guide/05-failure.md`
+//! - One task per event — `docs/guide/06-one-task-per-event.md`
+//! - Messages: acknowledgements, batches, rate limits — `docs/guide/07-messages.md`
+//! - Keyed workers and per-key order — `docs/guide/08-keyed-workers.md`
+//! - Shutting down cleanly — `docs/guide/09-shutting-down.md`
+//! - Testing pipelines — `docs/guide/10-testing.md`
+//! - Performance — `docs/guide/11-performance.md`
+//! - Coming from GenStage — `docs/guide/20-coming-from-genstage.md`
 //!
 //! [tokio]: https://docs.rs/tokio
 

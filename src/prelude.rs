@@ -12,7 +12,8 @@
 //! and reasons a pipeline is wired and stopped with ([`SubscribeOptions`],
 //! [`CancelMode`], [`DemandMode`], [`Reason`]).
 //!
-//! Everything else is imported when it is needed: handles, buffer options,
+//! Import it in every module that writes or starts stages. Everything else is
+//! imported by name when it is needed: handles, buffer options,
 //! statistics and errors from the crate root, and the specialised parts from
 //! their modules ([`dispatcher`](crate::dispatcher),
 //! [`supervisor`](crate::supervisor), [`keyed`](crate::keyed),

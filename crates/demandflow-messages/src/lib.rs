@@ -174,7 +174,9 @@
 //! If nobody needs to hear when an item is done, and you need neither batches
 //! nor a rate limit, plain stages are lighter: a message is 112 bytes of
 //! bookkeeping around its data and costs a handler call and a share of an
-//! acknowledgement. The guide chapter, [`guide`], walks through a service.
+//! acknowledgement. The guide's chapter on messages
+//! (`docs/guide/07-messages.md` in the repository, part of the book built from
+//! `docs/guide/`) walks through a service.
 
 mod ack;
 mod batch_handler;
@@ -200,6 +202,3 @@ pub use rate::{RateLimit, RateLimiter};
 pub use source::DummySource;
 pub use testing::{TestAcks, TestOutcome};
 pub use topology::{PushError, Topology, TopologyDrain};
-
-#[doc = include_str!("../guide.md")]
-pub mod guide {}

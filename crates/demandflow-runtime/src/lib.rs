@@ -1,7 +1,10 @@
 //! The tokio runtime of demandflow: stage tasks, handles and subscriptions.
 //!
 //! Most users depend on the `demandflow` facade, which re-exports this crate and
-//! teaches it in its documentation.
+//! teaches it in its documentation. Depend on this crate directly only to build
+//! on the runtime alone — a library of stages that should not pull in
+//! supervision, the keyed scheduler or the messages layer; its stage traits,
+//! builders and handles are the very types the facade re-exports.
 //!
 //! # Stage lifetime
 //!
