@@ -937,7 +937,9 @@
 //!   [`SubscribeOptions::selector`].
 //! - **All the events of one key, in order** (per account, per device):
 //!   [`PartitionDispatcher`](dispatcher::PartitionDispatcher), each consumer
-//!   subscribing to one partition with [`SubscribeOptions::partition`]. With
+//!   subscribing to one partition with [`SubscribeOptions::partition`] (a
+//!   partition may have several consumers sharing its events by demand, at the
+//!   cost of per-key order across them). With
 //!   [`by_key`](dispatcher::PartitionDispatcher::by_key), a key goes to
 //!   [`key_partition`]`(key, n)`: integers to `key mod n`, strings and other
 //!   keys by the crate's stable [`Key`] hash, the same partition the partition
