@@ -298,3 +298,46 @@ async fn a_producer_consumer_answers_after_its_buffered_events_were_dispatched()
     c.stats().await.unwrap();
     assert_eq!(batches(&log), vec![vec![1, 2], vec![3, 4]]);
 }
+
+/// Casts itself a message every second from a timer task, three times.
+struct Ticker;
+
+impl Producer for Ticker {
+    type Event = u64;
+
+    async fn init(&mut self, ctx: &mut Context<u64>) {
+        let me = ctx.info_sender();
+        tokio::spawn(async move {
+            for tick in 0..3 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if me.cast(Emit(vec![tick])).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+}
+
+impl HandleCall<Emit, u64> for Ticker {
+    async fn handle_call(&mut self, Emit(events): Emit, ctx: &mut Context<u64>) {
+        ctx.emit_vec(events);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_s_timer_casts_typed_messages_to_it() {
+    let p = producer(Ticker).answers::<Emit>().start().unwrap();
+    let (rec, log) = Recorder::new();
+    let c = consumer(rec).start().unwrap();
+    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    // The clock is paused: it moves only when every task waits, so each tick
+    // has been emitted and delivered before the next one fires.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.stats().await.unwrap();
+    assert_eq!(batches(&log), vec![vec![0]]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.stats().await.unwrap();
+    assert_eq!(batches(&log), vec![vec![0], vec![1], vec![2]]);
+}
