@@ -12,12 +12,14 @@
 //!   ([`SubscribeOptions::selector`](crate::SubscribeOptions::selector)). Use
 //!   it when several consumers each need the whole stream (a writer and an
 //!   indexer, say).
-//! - [`PartitionDispatcher`]: **each event to the one consumer of its
+//! - [`PartitionDispatcher`]: **each event to the consumer of its
 //!   partition**, chosen by a hash function or by key
 //!   ([`by_key`](PartitionDispatcher::by_key), using the crate's stable
 //!   [`Key`](crate::Key) hash). Use it when all events of one key must reach
 //!   the same consumer, in order. Each consumer subscribes with
-//!   [`SubscribeOptions::partition`](crate::SubscribeOptions::partition).
+//!   [`SubscribeOptions::partition`](crate::SubscribeOptions::partition); a
+//!   partition may have several consumers, which then share its events by
+//!   demand (and per-key order holds only within each of them).
 //!
 //! [`Dispatcher`] is a public trait, a pure state machine with four operations
 //! (subscribe, ask, cancel, dispatch): its documentation lists what the runtime

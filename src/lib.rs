@@ -14,6 +14,7 @@
 //! - [Demand](#demand), [manual demand](#manual-demand) and [buffering](#buffering)
 //! - [How pipelines stop](#how-pipelines-stop): cancel modes, finite sources, handles
 //! - [Streams and push handles](#streams-and-push-handles)
+//! - [Calls and messages](#calls-and-messages): asking a stage a typed question
 //! - [Dispatchers](#dispatchers) and [choosing one](#choosing-a-dispatcher)
 //! - [Supervisors](#supervisors) and [the keyed scheduler](#the-keyed-scheduler)
 //! - [Where things are](#where-things-are): the facade's modules
@@ -753,6 +754,115 @@
 //! # }
 //! ```
 //!
+//! # Calls and messages
+//!
+//! Besides events, a stage can be sent messages and asked questions, as a
+//! GenStage process answers `call`s and `info`s. A question is a type that
+//! implements [`Request`], naming its reply type; a stage answers it by
+//! implementing [`HandleCall`] for that type and registering it on its builder
+//! with `answers::<R>()`. Then any handle can:
+//!
+//! - [`call`](ProducerRef::call) it: send the request and wait for the reply,
+//!   up to a timeout. The result is `Result<R::Reply, CallError>`:
+//!   [`CallError::Timeout`] when the reply did not come in time (the stage keeps
+//!   running and still handles the request in its turn; the late reply is
+//!   dropped), [`CallError::Stopped`] when the stage had stopped or stopped
+//!   before answering, [`CallError::Unhandled`] when it never registered the type.
+//! - [`cast`](ProducerRef::cast) it: send it without waiting; the reply, if any,
+//!   is dropped. A message is simply a request whose reply is `()`. A stage's
+//!   timers and spawned tasks cast to it through [`Context::info_sender`].
+//!
+//! The stage gets the request as its own type, with `&mut self` and its
+//! [`Context`] (so it may emit events, ask, cancel or stop while answering), and
+//! a reply type the compiler checks: nothing is downcast by hand. A stage answers
+//! as many request types as it implements and registers.
+//!
+//! **Ordering.** A request is handled in its place, exactly like an info
+//! message: on a producer or producer-consumer, after every event emitted before
+//! the request arrived has been dispatched to consumers; on a consumer, between
+//! two batches. So a call sent after events were emitted is answered after those
+//! events went out, and a reply describes the stage as of that point. (GenStage
+//! answers a `call` at once, without waiting for buffered events; demandflow
+//! orders calls like infos so that "everything before this call has left the
+//! stage" holds for every kind of stage. When the buffer cannot drain — no
+//! consumer, no demand — the call waits, which is what its timeout is for.)
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use demandflow::prelude::*;
+//! use demandflow::CallError;
+//!
+//! /// Emits what it is told to, and counts what it emitted.
+//! struct Announcer {
+//!     emitted: u64,
+//! }
+//!
+//! impl Producer for Announcer {
+//!     type Event = String;
+//!
+//!     async fn handle_demand(&mut self, _demand: u64, _ctx: &mut Context<String>) {}
+//! }
+//!
+//! /// A message: emit this text.
+//! struct Say(String);
+//!
+//! impl Request for Say {
+//!     type Reply = ();
+//! }
+//!
+//! /// A question: how many events have you emitted?
+//! struct HowMany;
+//!
+//! impl Request for HowMany {
+//!     type Reply = u64;
+//! }
+//!
+//! impl HandleCall<Say, String> for Announcer {
+//!     async fn handle_call(&mut self, Say(text): Say, ctx: &mut Context<String>) {
+//!         self.emitted += 1;
+//!         ctx.emit(text);
+//!     }
+//! }
+//!
+//! impl HandleCall<HowMany, String> for Announcer {
+//!     async fn handle_call(&mut self, _: HowMany, _: &mut Context<String>) -> u64 {
+//!         self.emitted
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let announcer = producer(Announcer { emitted: 0 })
+//!     .answers::<Say>()
+//!     .answers::<HowMany>()
+//!     .start()?;
+//! let second = Duration::from_secs(1);
+//!
+//! announcer.cast(Say("hello".into()))?;
+//! // No consumer takes "hello": the question waits behind it, and times out.
+//! assert_eq!(announcer.call(HowMany, second).await, Err(CallError::Timeout));
+//!
+//! let mut said = announcer.stream(SubscribeOptions::new())?;
+//! # use std::pin::Pin;
+//! # use futures_core::Stream;
+//! # async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+//! #     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+//! # }
+//! assert_eq!(next(&mut said).await.as_deref(), Some("hello"));
+//! // "hello" has gone out: now the stage answers, and it is still running.
+//! assert_eq!(announcer.call(HowMany, second).await, Ok(1));
+//!
+//! announcer.stop(Reason::Shutdown).await?;
+//! assert_eq!(announcer.call(HowMany, second).await, Err(CallError::Stopped));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Info messages ([`send_info`](ProducerRef::send_info), handled by
+//! `handle_info`) remain for values of any type a stage sorts out itself; they
+//! are ordered the same way.
+//!
 //! # Dispatchers
 //!
 //! Every producer (and producer-consumer) owns one dispatcher, which decides which
@@ -828,7 +938,9 @@
 //!   [`SubscribeOptions::selector`].
 //! - **All the events of one key, in order** (per account, per device):
 //!   [`PartitionDispatcher`](dispatcher::PartitionDispatcher), each consumer
-//!   subscribing to one partition with [`SubscribeOptions::partition`]. With
+//!   subscribing to one partition with [`SubscribeOptions::partition`] (a
+//!   partition may have several consumers sharing its events by demand, at the
+//!   cost of per-key order across them). With
 //!   [`by_key`](dispatcher::PartitionDispatcher::by_key), a key goes to
 //!   [`key_partition`]`(key, n)`: integers to `key mod n`, strings and other
 //!   keys by the crate's stable [`Key`] hash, the same partition the partition
@@ -1039,13 +1151,13 @@ pub use demandflow_core::{
     Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use demandflow_runtime::{
-    AsProducer, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context, DemandFlow,
-    DemandMode, DrainOutcome, DrainReport, EventStream, Info, InfoSender, IterSource, NotRunning,
-    Peer, Pipeline, Producer, ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder,
-    ProducerConsumerRef, ProducerRef, PushSource, Pusher, SendError, StageDrain, StageHandle,
-    StageKind, StageMonitor, StageStats, Stall, StartError, StreamSource, SubscribeError,
-    SubscriptionStats, TrySendError, consumer, from_iter, from_stream, producer, producer_consumer,
-    push,
+    AsProducer, CallError, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context,
+    DemandFlow, DemandMode, DrainOutcome, DrainReport, EventStream, HandleCall, Info, InfoSender,
+    IterSource, NotRunning, Peer, Pipeline, Producer, ProducerBuilder, ProducerConsumer,
+    ProducerConsumerBuilder, ProducerConsumerRef, ProducerRef, PushSource, Pusher, Request,
+    SendError, StageDrain, StageHandle, StageKind, StageMonitor, StageStats, Stall, StartError,
+    StreamSource, SubscribeError, SubscriptionStats, TrySendError, consumer, from_iter,
+    from_stream, producer, producer_consumer, push,
 };
 // Stages made from a closure.
 pub use demandflow_runtime::{

@@ -6,7 +6,8 @@
 //!
 //! brings in the three stage traits and the types their callbacks take
 //! ([`Context`], [`ConsumerContext`], [`SubscriptionId`], [`CancelReason`],
-//! [`Info`], [`Peer`]), the builders that
+//! [`Info`], [`Peer`]), the traits of typed calls ([`Request`], [`HandleCall`]),
+//! the builders that
 //! start stages ([`producer`], [`producer_consumer`], [`consumer`]), the
 //! ready-made sources ([`from_iter`], [`from_stream`], [`push`]) and the options
 //! and reasons a pipeline is wired and stopped with ([`SubscribeOptions`],
@@ -43,7 +44,7 @@
 //! ```
 
 pub use crate::{
-    CancelMode, CancelReason, Consumer, ConsumerContext, Context, DemandMode, Info, Peer, Producer,
-    ProducerConsumer, Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, from_stream,
-    producer, producer_consumer, push,
+    CancelMode, CancelReason, Consumer, ConsumerContext, Context, DemandMode, HandleCall, Info,
+    Peer, Producer, ProducerConsumer, Reason, Request, SubscribeOptions, SubscriptionId, consumer,
+    from_iter, from_stream, producer, producer_consumer, push,
 };

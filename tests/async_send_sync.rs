@@ -38,6 +38,8 @@ fn values_are_send_and_sync() {
     sync::<SubscribeError>();
     send::<StartError>();
     sync::<StartError>();
+    send::<CallError>();
+    sync::<CallError>();
     send::<SendError<u64>>();
     send::<TrySendError<u64>>();
     send::<Context<u64>>();
@@ -48,4 +50,21 @@ fn sources_and_dispatchers_are_send() {
     send::<IterSource<std::ops::Range<u64>>>();
     send::<PushSource<u64>>();
     send::<DemandDispatcher>();
+}
+
+#[test]
+fn call_futures_are_send() {
+    struct Question;
+    impl Request for Question {
+        type Reply = u64;
+    }
+    fn send_value<T: Send>(_: T) {}
+    // Checked by the compiler; the stages need not run.
+    #[expect(dead_code, reason = "only type-checked")]
+    fn check(p: &ProducerRef<u64>, c: &ConsumerRef<u64>, s: &StageHandle) {
+        let timeout = std::time::Duration::from_secs(1);
+        send_value(p.call(Question, timeout));
+        send_value(c.call(Question, timeout));
+        send_value(s.call(Question, timeout));
+    }
 }

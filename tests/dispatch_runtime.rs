@@ -4,7 +4,6 @@ mod support;
 
 use std::sync::Arc;
 
-use demandflow::dispatcher::Partition;
 use demandflow::dispatcher::{BroadcastDispatcher, PartitionDispatcher, SubscribeRefused};
 use demandflow::{
     Context, DemandFlow, Info, Producer, SubscribeError, SubscribeOptions, consumer, producer,
@@ -185,7 +184,7 @@ async fn discarded_events_never_stall_a_partition() {
 }
 
 #[tokio::test]
-async fn partition_subscriptions_must_name_a_free_existing_partition() {
+async fn partition_subscriptions_must_name_an_existing_partition() {
     let p = producer(Emitter).dispatcher(even_odd()).start().unwrap();
     let (rec, _) = Recorder::manual();
     let c = consumer(rec).start().unwrap();
@@ -208,19 +207,67 @@ async fn partition_subscriptions_must_name_a_free_existing_partition() {
     c.subscribe_to(&p, SubscribeOptions::new().partition("odd"))
         .await
         .unwrap();
+    // A partition may have several consumers.
     let (rec2, _) = Recorder::<u64>::manual();
     let c2 = consumer(rec2).start().unwrap();
-    let taken = c2
-        .subscribe_to(&p, SubscribeOptions::new().partition("odd"))
+    c2.subscribe_to(&p, SubscribeOptions::new().partition("odd"))
         .await
-        .unwrap_err();
-    assert_eq!(
-        taken,
-        SubscribeError::Refused(SubscribeRefused::PartitionTaken(Partition::Name(
-            "odd".into()
-        )))
-    );
+        .unwrap();
     assert!(c.is_running() && c2.is_running());
+}
+
+#[tokio::test]
+async fn consumers_of_one_partition_share_its_events_and_one_may_leave() {
+    // Even events to partition 0, consumed by `a` and `b`; odd ones to `c`.
+    let dispatcher = PartitionDispatcher::numbered(nz(2), |e: u64| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let p = producer(demandflow::from_iter(0..12_u64))
+        .dispatcher(dispatcher)
+        .start()
+        .unwrap();
+    let monitor = p.monitor();
+    let mut logs = Vec::new();
+    let mut subs = Vec::new();
+    let mut stages = Vec::new();
+    for partition in [0, 0, 1] {
+        let (rec, log) = Recorder::manual();
+        let stage = consumer(rec).start().unwrap();
+        let sub = stage
+            .subscribe_to(&p, SubscribeOptions::new().partition(partition))
+            .await
+            .unwrap();
+        logs.push(log);
+        subs.push(sub);
+        stages.push(stage);
+    }
+    drop(p);
+    let got = |i: usize| batches(&logs[i]).concat();
+
+    // Each ask of a partition-0 consumer is served with even events, in order;
+    // the odd events pulled meanwhile wait in partition 1's queue.
+    stages[0].ask(subs[0], 2).unwrap();
+    eventually(|| got(0) == [0, 2]).await;
+    stages[1].ask(subs[1], 2).unwrap();
+    eventually(|| got(1) == [4, 6]).await;
+    // `c` gets the queued 1, 3, 5 first; 8 is pulled meanwhile and queued for
+    // partition 0.
+    stages[2].ask(subs[2], 5).unwrap();
+    eventually(|| got(2) == [1, 3, 5, 7, 9]).await;
+
+    // `a` leaves: `b` still receives, starting with the queued 8.
+    stages[0].stop(demandflow::Reason::Shutdown).await.unwrap();
+    stages[1].ask(subs[1], 3).unwrap();
+    eventually(|| got(1) == [4, 6, 8, 10]).await;
+    stages[2].ask(subs[2], 1).unwrap();
+    eventually(|| got(2) == [1, 3, 5, 7, 9, 11]).await;
+
+    // The source ran dry and everything was delivered, once.
+    assert_eq!(monitor.wait().await, demandflow::Reason::Normal);
+    assert_eq!(got(0), [0, 2]);
+    let mut all: Vec<u64> = (0..3).flat_map(got).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..12).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -257,7 +257,9 @@ impl World {
             }
         }
         // Per key, through a partition dispatcher, events arrive in emission
-        // order, across the successive subscriptions of a partition too.
+        // order, across the successive subscriptions of a partition too. A
+        // partition that had several subscriptions at once shares its events
+        // among them: there, each subscription gets its events in order.
         for (j, log) in logs.iter().enumerate() {
             let Some(parts) = self.stages[j].parts else {
                 continue;
@@ -269,12 +271,31 @@ impl World {
                     _ => None,
                 })
                 .collect();
+            let mut shared: HashSet<usize> = HashSet::new();
+            let mut live: Vec<&SubRec> = Vec::new();
+            for entry in log.iter() {
+                match entry {
+                    Entry::Accepted(sub) => {
+                        if let Some(r) = by_sub.get(sub) {
+                            if live.iter().any(|l| l.partition == r.partition) {
+                                shared.extend(r.partition);
+                            }
+                            live.push(r);
+                        }
+                    }
+                    Entry::Released(sub) => live.retain(|l| l.sub != *sub),
+                    _ => {}
+                }
+            }
             for partition in 0..parts.n {
                 let mut last: HashMap<u64, u64> = HashMap::new();
                 for r in accepted_in_order
                     .iter()
                     .filter(|r| r.partition == Some(partition))
                 {
+                    if shared.contains(&partition) {
+                        last.clear();
+                    }
                     for &seq in delivered.get(&r.sub).into_iter().flatten() {
                         let key = seq % KEYS;
                         if let Some(&before) = last.get(&key) {

@@ -21,7 +21,8 @@
 //!   automatic ones replayed with the arithmetic of §2), no empty batch, no chunk
 //!   over `max - min`, events in emission order, nothing before it began or after
 //!   it ended, one cancel callback at most; through a partition dispatcher, every
-//!   event in its partition and each key in order across successive consumers;
+//!   event in its partition and each key in order across successive consumers
+//!   (within each consumer, when a partition had several at once);
 //! - no event delivered twice or never emitted; for every running producing
 //!   stage, emitted = delivered + buffered + dropped (+ discarded by a partition
 //!   dispatcher), every drop reported, buffers within their bounds, and what it

@@ -236,8 +236,7 @@ impl World {
                     Err(SubscribeError::ConsumerNotRunning) => {
                         self.expect_stopped(c, "ConsumerNotRunning").await;
                     }
-                    // A partition dispatcher refuses partitions that do not exist
-                    // or are taken.
+                    // A partition dispatcher refuses partitions that do not exist.
                     Err(SubscribeError::Refused(_)) if partition.is_some() => {}
                     Err(other) => {
                         check!(self, false, "subscribe {c} -> {p} failed: {other}");

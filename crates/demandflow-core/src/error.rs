@@ -55,9 +55,6 @@ pub enum SubscribeRefused {
         /// The partitions that exist, for the message.
         available: String,
     },
-    /// Another consumer already holds this partition.
-    #[error("partition {0} already has a consumer")]
-    PartitionTaken(Partition),
     /// The subscription set an option this dispatcher does not understand (a
     /// `partition` or a `selector` on a demand dispatcher, say): refused rather
     /// than silently ignored.

@@ -1,6 +1,6 @@
-//! The partition dispatcher: each event to the one subscription of its
-//! partition, chosen by a hash function or by key. Use it when all events of a
-//! key must reach the same consumer, in order.
+//! The partition dispatcher: each event to its partition, chosen by a hash
+//! function or by key, and there to one of the partition's subscriptions. Use it
+//! when all events of a key must reach the same consumer, in order.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,8 +20,8 @@ pub const DEFAULT_PARTITION_QUEUE_CAPACITY: NonZeroUsize =
 /// and the event to send (possibly transformed), or `None` to discard it.
 type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 
-/// Sends each event to exactly one partition, chosen by a hash function, with one
-/// consumer per partition (SEMANTICS.md §4).
+/// Sends each event to exactly one partition, chosen by a hash function, and
+/// there to one of the partition's consumers (SEMANTICS.md §4).
 ///
 /// Choose it when events with the same key must be handled by the same consumer,
 /// in order (per-user state, per-account balances, per-file writers). When any
@@ -40,10 +40,24 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 /// [`misrouted`](Self::misrouted) and logged with `tracing::error!`; the producer
 /// keeps running.
 ///
-/// Each partition has at most one subscription, which names it with
-/// [`SubscribeOptions::partition`]: a [`Partition::Index`] for numbered partitions,
-/// a [`Partition::Name`] or a [`Partition::Index`] (its position in the list) for
-/// named ones.
+/// A subscription names its partition with [`SubscribeOptions::partition`]: a
+/// [`Partition::Index`] for numbered partitions, a [`Partition::Name`] or a
+/// [`Partition::Index`] (its position in the list) for named ones.
+///
+/// # Several consumers of one partition
+///
+/// A partition usually has one consumer, and then all events of a key reach it in
+/// order. It may have several (as in GenStage): the partition's events are then
+/// shared among them by demand, as the [`DemandDispatcher`](crate::DemandDispatcher)
+/// shares a producer's: each batch goes to the partition's subscription with the
+/// largest demand (on a tie, the one that subscribed first), up to that demand.
+/// The partition's demand is the sum of its subscriptions'; each consumer
+/// receives the partition's events in order, but the events of one key may then
+/// be split between consumers, so per-key order across them is no longer kept.
+/// Use it to spread a heavy partition over several workers when order does not
+/// matter, or to replace a consumer without a gap (subscribe the new one, then
+/// cancel the old). When one of them cancels, the others keep receiving; events
+/// queued for the partition stay queued for them.
 ///
 /// # Demand
 ///
@@ -94,9 +108,9 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 ///
 /// # Cancel
 ///
-/// When a subscription is cancelled its partition becomes free again. Events
-/// already queued for it stay queued, in order, for the next subscriber (GenStage
-/// drops them). Its unmet demand was already forwarded upstream, so it becomes
+/// When a subscription is cancelled, the partition's other subscriptions carry on.
+/// Events already queued for the partition stay queued, in order, for them or, if
+/// it was the last, for the next subscriber (GenStage drops them). Its unmet demand was already forwarded upstream, so it becomes
 /// *pending*: asked-for events that arrive and meet no demand use it up, and later
 /// asks of any partition are served from it instead of being forwarded again, as
 /// with the [`DemandDispatcher`](crate::DemandDispatcher).
@@ -105,8 +119,7 @@ type HashFn<T> = Box<dyn Fn(T) -> Option<(usize, T)> + Send>;
 ///
 /// [`subscribe`](Dispatcher::subscribe) refuses a subscription without a partition
 /// option ([`SubscribeRefused::MissingPartition`]), naming a partition that does
-/// not exist ([`SubscribeRefused::UnknownPartition`]) or one that already has a
-/// subscription ([`SubscribeRefused::PartitionTaken`]), a reused
+/// not exist ([`SubscribeRefused::UnknownPartition`]), a reused
 /// [`SubscriptionId`] ([`SubscribeRefused::AlreadySubscribed`]), and one with a
 /// `selector` option, which only the broadcast dispatcher understands
 /// ([`SubscribeRefused::UnsupportedOption`]).
@@ -182,8 +195,10 @@ pub struct PartitionDispatcher<T> {
 }
 
 struct Slot<T> {
-    sub: Option<SubscriptionId>,
-    /// Asked for and not yet delivered. Positive only while `queue` is empty.
+    /// The partition's subscriptions in the order they subscribed, each with its
+    /// demand: asked for and not yet delivered.
+    subs: Vec<(SubscriptionId, u64)>,
+    /// The sum of the subscriptions' demands. Positive only while `queue` is empty.
     demand: u64,
     queue: VecDeque<T>,
     /// Events ever taken from `queue`: where info markers wait.
@@ -191,6 +206,46 @@ struct Slot<T> {
     /// Demand held back while events of this partition that overflowed its full
     /// queue block the producer's buffer; forwarded again on this partition's next ask.
     withheld: u64,
+}
+
+impl<T> Slot<T> {
+    /// Shares `batch`, routed to this partition within its demand, among the
+    /// partition's subscriptions like the demand dispatcher does: each part goes
+    /// to the subscription with the largest demand (on a tie, the one that
+    /// subscribed first), up to that demand, until the batch is gone.
+    fn share(&mut self, mut batch: Vec<T>, out: &mut dyn Deliver<T>) {
+        if let [(sub, demand)] = &mut self.subs[..] {
+            // One consumer, the common case: the whole batch is its own.
+            *demand -= batch.len() as u64;
+            out.deliver(*sub, batch);
+            return;
+        }
+        while !batch.is_empty() {
+            // The largest demand, the first subscribed on a tie. The batch fits
+            // in the sum of the demands, so that largest one is positive.
+            let Some(member) = (0..self.subs.len()).reduce(|best, m| {
+                if self.subs[m].1 > self.subs[best].1 {
+                    m
+                } else {
+                    best
+                }
+            }) else {
+                return;
+            };
+            let (sub, demand) = &mut self.subs[member];
+            let mut take = usize::try_from(*demand)
+                .unwrap_or(usize::MAX)
+                .min(batch.len());
+            if take == 0 {
+                // Cannot happen (see above); were it to, the events go to a
+                // consumer rather than being lost or looping.
+                take = batch.len();
+            }
+            let rest = batch.split_off(take);
+            *demand = demand.saturating_sub(take as u64);
+            out.deliver(*sub, std::mem::replace(&mut batch, rest));
+        }
+    }
 }
 
 /// Builds a [`PartitionDispatcher`]; start with
@@ -308,8 +363,9 @@ impl<T> PartitionDispatcher<T> {
     /// Starts building a dispatcher with `partitions` numbered partitions, where
     /// each event goes to the partition of its key, [`key_partition`]`(&key(&event), partitions)`.
     ///
-    /// Events with equal keys always go to the same partition, so the events of one
-    /// key reach one consumer, in order. The partition is the key's own
+    /// Events with equal keys always go to the same partition, so (with one
+    /// consumer per partition) the events of one key reach one consumer, in
+    /// order. The partition is the key's own
     /// ([`Key`]: integers `key mod n`, strings and [`Hashed`](crate::Hashed)
     /// keys through the stable key hash), the same one the partition supervisor
     /// and the keyed scheduler use, so a key maps to the same partition in
@@ -473,8 +529,14 @@ impl<T> PartitionDispatcher<T> {
         }
     }
 
-    fn slot_of(&self, sub: SubscriptionId) -> Option<usize> {
-        self.slots.iter().position(|s| s.sub == Some(sub))
+    /// The partition of `sub` and its place among the partition's subscriptions.
+    fn find(&self, sub: SubscriptionId) -> Option<(usize, usize)> {
+        self.slots.iter().enumerate().find_map(|(index, slot)| {
+            slot.subs
+                .iter()
+                .position(|&(s, _)| s == sub)
+                .map(|member| (index, member))
+        })
     }
 }
 
@@ -556,7 +618,7 @@ impl<T> PartitionDispatcherBuilder<T> {
             names,
             slots: (0..count)
                 .map(|_| Slot {
-                    sub: None,
+                    subs: Vec::new(),
                     demand: 0,
                     queue: VecDeque::new(),
                     dequeued: 0,
@@ -593,10 +655,10 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
             .slots
             .iter()
             .enumerate()
-            .map(|(i, s)| (self.label(i), s.sub, s.demand, s.queue.len()))
+            .map(|(i, s)| (self.label(i), &s.subs, s.queue.len()))
             .collect();
         f.debug_struct("PartitionDispatcher")
-            .field("partitions (name, sub, demand, queued)", &partitions)
+            .field("partitions (name, [(sub, demand)], queued)", &partitions)
             .field("queue_capacity", &self.capacity)
             .field("waiting", &self.waiting)
             .field("pending", &self.pending)
@@ -624,32 +686,28 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 available: self.available(),
             });
         };
-        if self.slot_of(sub).is_some() {
+        if self.find(sub).is_some() {
             return Err(SubscribeRefused::AlreadySubscribed);
         }
-        if self.slots[index].sub.is_some() {
-            return Err(SubscribeRefused::PartitionTaken(self.label(index)));
-        }
-        self.slots[index].sub = Some(sub);
+        self.slots[index].subs.push((sub, 0));
         Ok(0)
     }
 
     fn cancel(&mut self, sub: SubscriptionId) -> u64 {
-        let Some(index) = self.slot_of(sub) else {
+        let Some((index, member)) = self.find(sub) else {
             return 0;
         };
         let slot = &mut self.slots[index];
-        slot.sub = None;
-        // Its queue stays for the next subscriber; its unmet demand was forwarded
-        // already and serves later asks.
-        self.pending = self
-            .pending
-            .saturating_add(std::mem::take(&mut slot.demand));
+        let (_, unmet) = slot.subs.remove(member);
+        slot.demand -= unmet;
+        // Its queue stays for the other subscriptions of the partition, or the
+        // next one; its unmet demand was forwarded already and serves later asks.
+        self.pending = self.pending.saturating_add(unmet);
         0
     }
 
     fn ask(&mut self, sub: SubscriptionId, demand: u64, out: &mut dyn Deliver<T>) -> u64 {
-        let Some(index) = self.slot_of(sub) else {
+        let Some((index, member)) = self.find(sub) else {
             return 0;
         };
         let slot = &mut self.slots[index];
@@ -667,6 +725,8 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         }
         let rest = demand - served as u64;
         slot.demand = slot.demand.saturating_add(rest);
+        let own = &mut slot.subs[member].1;
+        *own = own.saturating_add(rest);
         let reused = rest.min(self.pending);
         self.pending -= reused;
         let forward = (rest - reused).saturating_add(std::mem::take(&mut slot.withheld));
@@ -739,9 +799,9 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                  range; the events were discarded"
             );
         }
-        for (slot, batch) in self.slots.iter().zip(self.batches.iter_mut()) {
-            if let (Some(sub), false) = (slot.sub, batch.is_empty()) {
-                out.deliver(sub, std::mem::take(batch));
+        for (slot, batch) in self.slots.iter_mut().zip(self.batches.iter_mut()) {
+            if !batch.is_empty() {
+                slot.share(std::mem::take(batch), out);
             }
         }
 
@@ -773,14 +833,15 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     }
 
     fn pending_demand(&self, sub: SubscriptionId) -> Option<u64> {
-        self.slot_of(sub).map(|index| self.slots[index].demand)
+        self.find(sub)
+            .map(|(index, member)| self.slots[index].subs[member].1)
     }
 
     fn unserved(&self) -> Option<(Partition, usize)> {
         let index = self
             .slots
             .iter()
-            .position(|s| s.sub.is_none() && !s.queue.is_empty())?;
+            .position(|s| s.subs.is_empty() && !s.queue.is_empty())?;
         Some((self.label(index), self.slots[index].queue.len()))
     }
 

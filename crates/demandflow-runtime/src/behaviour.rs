@@ -5,6 +5,7 @@ use std::future::Future;
 
 use demandflow_core::{CancelReason, Reason, SubscriptionId};
 
+use crate::call::{Call, Calls};
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Info, Peer, Producer, ProducerConsumer,
     StageKind,
@@ -42,15 +43,23 @@ pub(crate) trait Behaviour: Send + 'static {
     ) -> impl Future<Output = ()> + Send;
     fn info(&mut self, info: Info, ctx: &mut Context<Self::Out>)
     -> impl Future<Output = ()> + Send;
+    /// `true` when the stage registered the request type of `call`.
+    fn answers(&self, call: &Call) -> bool;
+    fn call(&mut self, call: Call, ctx: &mut Context<Self::Out>)
+    -> impl Future<Output = ()> + Send;
     fn dropped(&mut self, dropped: usize);
     /// Producers only: stop taking new input (see `Producer::handle_drain`).
     fn drain(&mut self, ctx: &mut Context<Self::Out>) -> impl Future<Output = ()> + Send;
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send;
 }
 
-pub(crate) struct AsProducer<P>(pub(crate) P);
-pub(crate) struct AsConsumer<C>(pub(crate) C);
-pub(crate) struct AsProducerConsumer<S>(pub(crate) S);
+/// A stage of each kind, with the requests it answers.
+pub(crate) struct AsProducer<P: Producer>(pub(crate) P, pub(crate) Calls<P, P::Event>);
+pub(crate) struct AsConsumer<C>(pub(crate) C, pub(crate) Calls<C, Infallible>);
+pub(crate) struct AsProducerConsumer<S: ProducerConsumer>(
+    pub(crate) S,
+    pub(crate) Calls<S, S::Out>,
+);
 
 impl<P: Producer> Behaviour for AsProducer<P> {
     type In = Infallible;
@@ -101,6 +110,12 @@ impl<P: Producer> Behaviour for AsProducer<P> {
     fn info(&mut self, info: Info, ctx: &mut Context<P::Event>) -> impl Future<Output = ()> + Send {
         self.0.handle_info(info, ctx)
     }
+    fn answers(&self, call: &Call) -> bool {
+        self.1.answers(call)
+    }
+    async fn call(&mut self, call: Call, ctx: &mut Context<P::Event>) {
+        self.1.answer(&mut self.0, call, ctx).await;
+    }
     fn dropped(&mut self, dropped: usize) {
         self.0.handle_dropped(dropped);
     }
@@ -149,6 +164,12 @@ impl<C: Consumer> Behaviour for AsConsumer<C> {
     fn info(&mut self, info: Info, ctx: &mut ConsumerContext) -> impl Future<Output = ()> + Send {
         self.0.handle_info(info, ctx)
     }
+    fn answers(&self, call: &Call) -> bool {
+        self.1.answers(call)
+    }
+    async fn call(&mut self, call: Call, ctx: &mut ConsumerContext) {
+        self.1.answer(&mut self.0, call, ctx).await;
+    }
     fn dropped(&mut self, _: usize) {}
     async fn drain(&mut self, _: &mut ConsumerContext) {}
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
@@ -192,6 +213,12 @@ impl<S: ProducerConsumer> Behaviour for AsProducerConsumer<S> {
     }
     fn info(&mut self, info: Info, ctx: &mut Context<S::Out>) -> impl Future<Output = ()> + Send {
         self.0.handle_info(info, ctx)
+    }
+    fn answers(&self, call: &Call) -> bool {
+        self.1.answers(call)
+    }
+    async fn call(&mut self, call: Call, ctx: &mut Context<S::Out>) {
+        self.1.answer(&mut self.0, call, ctx).await;
     }
     fn dropped(&mut self, dropped: usize) {
         self.0.handle_dropped(dropped);

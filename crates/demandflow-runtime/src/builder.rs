@@ -7,6 +7,7 @@ use std::time::Duration;
 use demandflow_core::{BufferKeep, DEFAULT_BUFFER_SIZE, DemandDispatcher, Dispatcher};
 
 use crate::behaviour::{AsConsumer, AsProducer, AsProducerConsumer};
+use crate::call::{Calls, HandleCall, Request};
 use crate::engine::{self, DEFAULT_STALL_REPORT, EngineOptions};
 use crate::{
     Consumer, ConsumerRef, DemandFlow, Producer, ProducerConsumer, ProducerConsumerRef,
@@ -22,10 +23,11 @@ use crate::{
 /// | `demand_flow` | [`DemandFlow::Forward`] |
 /// | `dispatcher` | [`DemandDispatcher`] |
 #[must_use = "a builder does nothing until `start` is called"]
-pub struct ProducerBuilder<P, D = DemandDispatcher> {
+pub struct ProducerBuilder<P: Producer, D = DemandDispatcher> {
     stage: P,
     dispatcher: D,
     options: EngineOptions,
+    calls: Calls<P, P::Event>,
 }
 
 /// Starts configuring a producer stage.
@@ -40,6 +42,7 @@ pub fn producer<P: Producer>(stage: P) -> ProducerBuilder<P> {
             flow: DemandFlow::Forward,
             stall_report: Some(DEFAULT_STALL_REPORT),
         },
+        calls: Calls::new(),
     }
 }
 
@@ -49,6 +52,7 @@ pub fn consumer<C: Consumer>(stage: C) -> ConsumerBuilder<C> {
         stage,
         name: None,
         stall_report: Some(DEFAULT_STALL_REPORT),
+        calls: Calls::new(),
     }
 }
 
@@ -64,7 +68,26 @@ pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> ProducerConsumerBuild
             flow: DemandFlow::Forward,
             stall_report: Some(DEFAULT_STALL_REPORT),
         },
+        calls: Calls::new(),
     }
+}
+
+/// The builder option that registers a request type, on every builder.
+macro_rules! answers_option {
+    ($event:ty) => {
+        /// Registers `R` as a request the stage answers with its
+        /// [`HandleCall<R, _>`](HandleCall) implementation, so that handles can
+        /// `call` and `cast` it. Register each request type the stage answers;
+        /// other request types are refused with
+        /// [`CallError::Unhandled`](crate::CallError::Unhandled).
+        pub fn answers<R: Request>(mut self) -> Self
+        where
+            S: HandleCall<R, $event>,
+        {
+            self.calls.register::<R>();
+            self
+        }
+    };
 }
 
 macro_rules! producing_options {
@@ -110,8 +133,11 @@ macro_rules! producing_options {
                 stage: self.stage,
                 dispatcher,
                 options: self.options,
+                calls: self.calls,
             }
         }
+
+        answers_option!($event);
     };
 }
 
@@ -124,7 +150,11 @@ impl<S: Producer, D: Dispatcher<S::Event>> ProducerBuilder<S, D> {
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<ProducerRef<S::Event>, StartError> {
-        let started = engine::start(AsProducer(self.stage), self.dispatcher, self.options)?;
+        let started = engine::start(
+            AsProducer(self.stage, self.calls),
+            self.dispatcher,
+            self.options,
+        )?;
         Ok(ProducerRef {
             port: started.mailbox.clone(),
             control: started.mailbox,
@@ -139,10 +169,11 @@ impl<S: Producer, D: Dispatcher<S::Event>> ProducerBuilder<S, D> {
 /// Options as for [`ProducerBuilder`], except that the buffer is unbounded by
 /// default (as in GenStage).
 #[must_use = "a builder does nothing until `start` is called"]
-pub struct ProducerConsumerBuilder<S, D = DemandDispatcher> {
+pub struct ProducerConsumerBuilder<S: ProducerConsumer, D = DemandDispatcher> {
     stage: S,
     dispatcher: D,
     options: EngineOptions,
+    calls: Calls<S, S::Out>,
 }
 
 impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
@@ -155,7 +186,7 @@ impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<ProducerConsumerRef<S::In, S::Out>, StartError> {
         let started = engine::start(
-            AsProducerConsumer(self.stage),
+            AsProducerConsumer(self.stage, self.calls),
             self.dispatcher,
             self.options,
         )?;
@@ -170,13 +201,16 @@ impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
 
 /// Configures and starts a [`Consumer`]. Create one with [`consumer`](crate::consumer).
 #[must_use = "a builder does nothing until `start` is called"]
-pub struct ConsumerBuilder<C> {
-    stage: C,
+pub struct ConsumerBuilder<S> {
+    stage: S,
     name: Option<String>,
     stall_report: Option<Duration>,
+    calls: Calls<S, Infallible>,
 }
 
-impl<C: Consumer> ConsumerBuilder<C> {
+impl<S: Consumer> ConsumerBuilder<S> {
+    answers_option!(Infallible);
+
     /// Names the stage (in logs, traces and stats).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -196,7 +230,7 @@ impl<C: Consumer> ConsumerBuilder<C> {
     /// # Errors
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
-    pub fn start(self) -> Result<ConsumerRef<C::Event>, StartError> {
+    pub fn start(self) -> Result<ConsumerRef<S::Event>, StartError> {
         let options = EngineOptions {
             name: self.name,
             buffer_size: 0,
@@ -204,9 +238,12 @@ impl<C: Consumer> ConsumerBuilder<C> {
             flow: DemandFlow::Forward,
             stall_report: self.stall_report,
         };
-        let started =
-            engine::start::<_, NoDispatcher>(AsConsumer(self.stage), NoDispatcher, options)?;
-        let subscriber: Arc<dyn crate::port::SubscriberPort<C::Event>> = started.mailbox.clone();
+        let started = engine::start::<_, NoDispatcher>(
+            AsConsumer(self.stage, self.calls),
+            NoDispatcher,
+            options,
+        )?;
+        let subscriber: Arc<dyn crate::port::SubscriberPort<S::Event>> = started.mailbox.clone();
         Ok(ConsumerRef {
             subscriber,
             control: started.mailbox,

@@ -232,6 +232,20 @@ impl InfoSender {
         self.0.info(Info::new(message), None)
     }
 
+    /// Queues `request` for the stage's [`HandleCall<R, _>`](crate::HandleCall),
+    /// ordered like an info message, dropping the reply (a typed message, as a
+    /// handle's `cast`).
+    ///
+    /// # Errors
+    ///
+    /// [`NotRunning`](crate::NotRunning) when the stage has stopped.
+    pub fn cast<R: crate::Request>(&self, request: R) -> Result<(), crate::NotRunning> {
+        self.0
+            .control(crate::port::Control::Call(crate::call::Call::new(
+                request, None,
+            )))
+    }
+
     /// The stage's id.
     pub fn stage_id(&self) -> StageId {
         self.0.id()

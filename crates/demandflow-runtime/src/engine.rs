@@ -18,6 +18,7 @@ mod watchdog;
 pub(crate) use watchdog::DEFAULT_STALL_REPORT;
 
 use crate::behaviour::Behaviour;
+use crate::call::Message;
 use crate::catch::{CatchUnwind, panic_reason};
 use crate::context::Action;
 use crate::group::{HandleGuard, Node};
@@ -26,7 +27,7 @@ use crate::port::{
 };
 use crate::queue;
 use crate::{
-    Context, DemandFlow, DemandMode, Info, Peer, StageKind, StageStats, StartError, SubscribeError,
+    Context, DemandFlow, DemandMode, Peer, StageKind, StageStats, StartError, SubscribeError,
     SubscriptionStats,
 };
 
@@ -114,7 +115,7 @@ where
 }
 
 enum Marker {
-    Info(Info),
+    Message(Message),
     Stop(Reason),
 }
 
@@ -135,7 +136,7 @@ enum Accumulated {
 enum Input<I> {
     Events(SubscriptionId, Vec<I>),
     Cancelled(SubscriptionId, CancelReason),
-    Info(Info),
+    Message(Message),
 }
 
 type SubscribeReply = oneshot::Sender<Result<SubscriptionId, SubscribeError>>;
@@ -182,8 +183,9 @@ struct Engine<B: Behaviour, D> {
     /// Demand already asked of the stage, to serve from buffered events that
     /// wait behind a marker.
     from_buffer: u64,
-    /// Infos out of the buffer, waiting behind events queued in the dispatcher.
-    held_infos: VecDeque<Info>,
+    /// Infos and calls out of the buffer, waiting behind events queued in the
+    /// dispatcher.
+    held_infos: VecDeque<Message>,
     /// Demand from the dispatcher waiting to be served from the buffer or by the stage.
     to_serve: u64,
     /// Producer-consumers: downstream demand not yet met by emitted events.
@@ -392,7 +394,14 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
-                self.on_info(info).await;
+                self.on_message(Message::Info(info)).await;
+            }
+            Control::Call(call) => {
+                if self.behaviour.answers(&call) {
+                    self.on_message(Message::Call(call)).await;
+                } else if let Some(request) = call.refuse() {
+                    self.warnings.unanswered(request);
+                }
             }
             Control::Ask(sub, demand) => self.ask_upstream(sub, demand),
             Control::Cancel(sub, reason) => self.cancel(sub, reason).await,
@@ -654,13 +663,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     async fn release_markers(&mut self) -> bool {
         loop {
             if !self.held_infos.is_empty() && self.dispatcher.release_info() {
-                if let Some(info) = self.held_infos.pop_front() {
-                    self.behaviour.info(info, &mut self.ctx).await;
+                if let Some(message) = self.held_infos.pop_front() {
+                    self.handle_message(message).await;
                 }
                 continue;
             }
             match self.buffer.pop_ready_marker() {
-                Some(Marker::Info(info)) => self.info_after_dispatcher(info).await,
+                Some(Marker::Message(message)) => self.info_after_dispatcher(message).await,
                 Some(Marker::Stop(reason)) => {
                     self.stop_when_dispatched(reason);
                     return false;
@@ -676,11 +685,19 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Every held info gets a marker of its own in the dispatcher, even behind
     /// another held info: `release_markers` releases one info per marker, so an
     /// info held without one would wait forever.
-    async fn info_after_dispatcher(&mut self, info: Info) {
+    async fn info_after_dispatcher(&mut self, message: Message) {
         if self.dispatcher.hold_info() || !self.held_infos.is_empty() {
-            self.held_infos.push_back(info);
+            self.held_infos.push_back(message);
         } else {
-            self.behaviour.info(info, &mut self.ctx).await;
+            self.handle_message(message).await;
+        }
+    }
+
+    /// Hands an info or a call to the stage.
+    async fn handle_message(&mut self, message: Message) {
+        match message {
+            Message::Info(info) => self.behaviour.info(info, &mut self.ctx).await,
+            Message::Call(call) => self.behaviour.call(call, &mut self.ctx).await,
         }
     }
 
@@ -787,24 +804,27 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
     }
 
-    async fn on_info(&mut self, info: Info) {
+    /// An info or a call: handled at once by a consumer, behind the queued
+    /// input of a producer-consumer, and behind the buffered events of both
+    /// kinds of producer.
+    async fn on_message(&mut self, message: Message) {
         match B::KIND {
-            StageKind::Consumer => self.behaviour.info(info, &mut self.ctx).await,
+            StageKind::Consumer => self.handle_message(message).await,
             StageKind::ProducerConsumer if !self.input.is_empty() => {
-                self.input.push_back(Input::Info(info));
+                self.input.push_back(Input::Message(message));
             }
-            _ => self.info_behind_buffer(info).await,
+            _ => self.info_behind_buffer(message).await,
         }
     }
 
     /// Handles a producer's info after the events buffered before it.
-    async fn info_behind_buffer(&mut self, info: Info) {
+    async fn info_behind_buffer(&mut self, info: Message) {
         if self.flow == DemandFlow::Accumulate && self.buffer.markers_len() == 0 {
             // Nothing is dispatched while accumulating, so the events held then
             // do not delay infos (many producers emit from them); events queued
             // in the dispatcher still do.
             self.info_after_dispatcher(info).await;
-        } else if let Some(Marker::Info(info)) = self.buffer.push_marker(Marker::Info(info)) {
+        } else if let Some(Marker::Message(info)) = self.buffer.push_marker(Marker::Message(info)) {
             self.info_after_dispatcher(info).await;
         }
     }
@@ -1092,7 +1112,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if B::KIND == StageKind::ProducerConsumer {
                 let ready = match self.input.front() {
                     Some(Input::Events(..)) => self.pc_demand > 0,
-                    Some(Input::Cancelled(..) | Input::Info(_)) => true,
+                    Some(Input::Cancelled(..) | Input::Message(_)) => true,
                     None => false,
                 };
                 if ready {
@@ -1101,7 +1121,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                         Some(Input::Cancelled(sub, reason)) => {
                             self.on_upstream_ended(sub, reason).await;
                         }
-                        Some(Input::Info(info)) => self.info_behind_buffer(info).await,
+                        Some(Input::Message(message)) => self.info_behind_buffer(message).await,
                         None => {}
                     }
                     continue;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use demandflow_core::{Reason, StageId, SubscribeOptions, SubscriptionId};
 use tokio::sync::{oneshot, watch};
 
+use crate::call::{Call, CallError, Request, typed_reply};
 use crate::group::{self, HandleGuard};
 use crate::port::{Control, ControlPort, ProducerPort, SubscriberPort};
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
@@ -94,6 +95,59 @@ macro_rules! control_methods {
             let (tx, rx) = oneshot::channel();
             self.control.info(Info::new(message), Some(tx))?;
             rx.await.map_err(|_| NotRunning)
+        }
+
+        /// Sends `request` to the stage's [`HandleCall<R, _>`](crate::HandleCall)
+        /// and waits up to `timeout` for the reply (GenStage's `call`).
+        ///
+        /// The request is handled in its place: on a producer or
+        /// producer-consumer, after every event the stage emitted before it
+        /// arrived has been dispatched to consumers (so a call sent after events
+        /// were emitted is answered after those events went out), exactly like
+        /// [`send_info`](Self::send_info); a consumer handles it between two
+        /// batches.
+        ///
+        /// # Errors
+        ///
+        /// - [`CallError::Timeout`] when no reply came within `timeout`: the
+        ///   request stays queued, the stage handles it in its turn and keeps
+        ///   running, and the reply is dropped;
+        /// - [`CallError::Stopped`] when the stage had stopped or stopped before
+        ///   answering;
+        /// - [`CallError::Unhandled`] when the stage did not register `R` with
+        ///   its builder's `answers`.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel safe in the sense that dropping the future only drops the reply:
+        /// the request, once sent, is still handled.
+        pub async fn call<R: Request>(
+            &self,
+            request: R,
+            timeout: std::time::Duration,
+        ) -> Result<R::Reply, CallError> {
+            let (tx, rx) = oneshot::channel();
+            self.control
+                .control(Control::Call(Call::new(request, Some(tx))))
+                .map_err(|_| CallError::Stopped)?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => typed_reply::<R>(reply),
+                Ok(Err(_)) => Err(CallError::Stopped),
+                Err(_) => Err(CallError::Timeout),
+            }
+        }
+
+        /// Sends `request` to the stage's [`HandleCall<R, _>`](crate::HandleCall)
+        /// and returns at once; the reply is dropped (GenStage's `cast`). It is
+        /// ordered like [`call`](Self::call). A stage that did not register `R`
+        /// drops the message with a warning naming the stage.
+        ///
+        /// # Errors
+        ///
+        /// [`NotRunning`] when the stage has stopped.
+        pub fn cast<R: Request>(&self, request: R) -> Result<(), NotRunning> {
+            self.control
+                .control(Control::Call(Call::new(request, None)))
         }
 
         /// Stops the stage with `reason` and waits until it has stopped.

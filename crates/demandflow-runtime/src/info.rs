@@ -11,6 +11,11 @@ use std::fmt;
 /// timer firing, a command from the application, a value pushed by another task.
 /// They carry any `Send` value; the stage downcasts to the types it expects.
 ///
+/// To send a stage a value of a type it knows, or to ask it something and get a
+/// reply, prefer a typed request ([`Request`](crate::Request),
+/// [`HandleCall`](crate::HandleCall), a handle's `call` and `cast`): ordered the
+/// same way, with nothing to downcast.
+///
 /// # Examples
 ///
 /// ```

@@ -100,6 +100,7 @@
 
 mod behaviour;
 mod builder;
+mod call;
 mod catch;
 mod closure;
 mod context;
@@ -120,6 +121,7 @@ pub use builder::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
 };
+pub use call::{CallError, HandleCall, Request};
 pub use catch::{catch_call, catch_panic, panic_message};
 pub use closure::{
     Filter, FilterMap, FlatMap, ForEach, Inspect, Map, filter, filter_map, flat_map, for_each,

@@ -7,6 +7,7 @@ use demandflow_core::{
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::call::Call;
 use crate::group::HandleGuard;
 use crate::queue;
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
@@ -61,6 +62,8 @@ pub(crate) trait ControlPort: Send + Sync + 'static {
 
 pub(crate) enum Control {
     Info(Info, Option<oneshot::Sender<()>>),
+    /// A typed request: a call (with a reply channel) or a cast.
+    Call(Call),
     Ask(SubscriptionId, u64),
     Cancel(SubscriptionId, Reason),
     Demand(DemandFlow),

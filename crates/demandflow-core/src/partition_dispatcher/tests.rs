@@ -349,21 +349,126 @@ fn subscribing_to_an_unknown_partition_is_refused() {
 }
 
 #[test]
-fn a_taken_partition_is_refused_until_it_is_cancelled() {
-    let mut d = even_odd();
-    let opts = SubscribeOptions::new().partition("odd");
+fn a_partition_shares_its_events_among_its_consumers_by_demand() {
+    let mut d = parity(10);
+    // Two consumers of partition 0, one of partition 1.
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 0);
+    subscribe(&mut d, 3, 1);
+    let mut out: Out = Vec::new();
+    // The partition's demand is the sum of its consumers': each ask goes upstream.
+    assert_eq!(d.ask(sub(1), 3, &mut out), 3);
+    assert_eq!(d.ask(sub(2), 5, &mut out), 5);
+    assert_eq!(d.ask(sub(3), 2, &mut out), 2);
+    let got = d.dispatch((0..20).collect(), &mut out);
+    // Partition 0 took 8 events (0..=14 even): the largest demand first, 5 to
+    // sub 2, then 3 to sub 1; partition 1 took 1 and 3 and queued 5..=13 odd.
     assert_eq!(
-        d.subscribe(sub(3), StageId::from_raw(3), &opts),
-        Err(SubscribeRefused::PartitionTaken(Partition::from("odd")))
+        out,
+        vec![
+            (sub(2), vec![0, 2, 4, 6, 8]),
+            (sub(1), vec![10, 12, 14]),
+            (sub(3), vec![1, 3]),
+        ]
     );
-    // Named partitions may also be named by index, to the same effect.
-    let opts = SubscribeOptions::new().partition(1);
     assert_eq!(
-        d.subscribe(sub(3), StageId::from_raw(3), &opts),
-        Err(SubscribeRefused::PartitionTaken(Partition::from("odd")))
+        got,
+        Dispatched {
+            leftover: (15..20).collect(),
+            demand: 0
+        }
     );
-    Dispatcher::<u32>::cancel(&mut d, sub(2));
-    assert_eq!(d.subscribe(sub(3), StageId::from_raw(3), &opts), Ok(0));
+    assert_eq!(d.buffered(), 5);
+    for n in 1..=3 {
+        assert_eq!(d.pending_demand(sub(n)), Some(0));
+    }
+    assert_eq!(d.waiting, 0);
+}
+
+#[test]
+fn consumers_of_a_partition_with_equal_demand_are_served_in_subscription_order() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 0);
+    let mut out = ask_each(&mut d, &[(1, 2), (2, 2)]);
+    assert_eq!(
+        d.dispatch(vec![0, 2, 4, 6], &mut out),
+        Dispatched::leftover(vec![])
+    );
+    assert_eq!(out, vec![(sub(1), vec![0, 2]), (sub(2), vec![4, 6])]);
+    // A queued event goes to whichever consumer of the partition asks.
+    let mut out = ask_each(&mut d, &[(2, 1)]);
+    d.dispatch(vec![8], &mut out);
+    assert_eq!(out, vec![(sub(2), vec![8])]);
+}
+
+#[test]
+fn when_one_of_two_consumers_of_a_partition_cancels_the_other_gets_its_queue() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 0);
+    subscribe(&mut d, 3, 1);
+    let mut out = ask_each(&mut d, &[(1, 2), (3, 4)]);
+    // Sub 1 takes 0 and 2; 4 and 6 were asked for (the window is 6) but
+    // partition 0 has no demand left: they are queued.
+    let got = d.dispatch(vec![0, 2, 4, 6, 1, 3, 5, 7], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(1), vec![0, 2]), (sub(3), vec![1, 3, 5, 7])]);
+    assert_eq!(d.buffered(), 2);
+
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    assert_eq!(d.pending_demand(sub(1)), None);
+    // The partition still has a consumer: nothing is lost, nothing unserved.
+    assert_eq!(d.buffered(), 2);
+    assert_eq!(Dispatcher::<u32>::unserved(&d), None);
+    // Sub 2 gets the queue first; only the rest of its ask goes upstream.
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(2), 3, &mut out), 1);
+    assert_eq!(out, vec![(sub(2), vec![4, 6])]);
+    assert_eq!(
+        d.dispatch(vec![8, 9], &mut out),
+        Dispatched::leftover(vec![9])
+    );
+    assert_eq!(out.last(), Some(&(sub(2), vec![8])));
+    assert_eq!(d.pending_demand(sub(2)), Some(0));
+
+    // Once its last consumer is gone, events for the partition wait in its queue
+    // and the partition is reported as unserved.
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(2)), 0);
+    let mut out = ask_each(&mut d, &[(3, 2)]);
+    assert_eq!(
+        d.dispatch(vec![10, 11, 13], &mut out),
+        Dispatched::leftover(vec![])
+    );
+    assert_eq!(out, vec![(sub(3), vec![11, 13])]);
+    assert_eq!(
+        Dispatcher::<u32>::unserved(&d),
+        Some((Partition::Index(0), 1))
+    );
+    // A new consumer takes over the queue.
+    subscribe(&mut d, 4, 0);
+    assert_eq!(Dispatcher::<u32>::unserved(&d), None);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(4), 1, &mut out), 0);
+    assert_eq!(out, vec![(sub(4), vec![10])]);
+}
+
+#[test]
+fn a_cancelled_consumer_s_unmet_demand_becomes_pending_and_its_partner_keeps_its_own() {
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 0);
+    let mut out = ask_each(&mut d, &[(1, 3), (2, 2)]);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    assert_eq!(d.pending(), 3);
+    assert_eq!(d.pending_demand(sub(2)), Some(2));
+    // The 5 asked for arrive: sub 2 takes its 2, the other 3 meet no demand and
+    // are queued, using the cancelled consumer's pending demand up: nothing more
+    // is asked for.
+    let got = d.dispatch(vec![0, 2, 4, 6, 8], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(2), vec![0, 2])]);
+    assert_eq!((d.buffered(), d.pending(), d.waiting), (3, 0, 0));
 }
 
 #[test]

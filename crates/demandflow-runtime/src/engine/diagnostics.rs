@@ -21,9 +21,11 @@ enum Kind {
     Dropped = 1,
     /// Events for a subscription this stage no longer has.
     Unknown = 2,
+    /// Casts of a request type the stage does not answer.
+    Unanswered = 3,
 }
 
-const KINDS: usize = 3;
+const KINDS: usize = 4;
 
 #[derive(Default)]
 struct Slot {
@@ -103,6 +105,18 @@ impl Warnings {
         }
     }
 
+    /// A cast of `request`, a type the stage did not register, was dropped.
+    pub(super) fn unanswered(&mut self, request: &'static str) {
+        if let Some((times, _)) = self.admit(Kind::Unanswered, 0) {
+            tracing::warn!(
+                stage = %self.stage,
+                request,
+                times,
+                "message dropped: the stage does not answer this request type"
+            );
+        }
+    }
+
     /// Logs what is still folded: called when the stage stops.
     pub(super) fn flush(&mut self) {
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -115,7 +129,8 @@ impl Warnings {
             let what = match i {
                 0 => "events delivered to a stopped consumer were lost",
                 1 => "buffer full: events dropped",
-                _ => "events for an unknown subscription",
+                2 => "events for an unknown subscription",
+                _ => "messages dropped: the stage does not answer their request type",
             };
             tracing::warn!(stage = %self.stage, events, times, "{what} (repeats)");
         }
