@@ -17,5 +17,8 @@
 #[doc = include_str!("../guide/01-first-pipeline.md")]
 pub mod first_pipeline {}
 
+#[doc = include_str!("../guide/14-more-than-one-machine.md")]
+pub mod more_than_one_machine {}
+
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
