@@ -59,9 +59,13 @@ struct Settle {
 /// entry id and hands finished groups to the settling task.
 pub(crate) struct StreamAcknowledger {
     next: AtomicU64,
-    ids: Mutex<HashMap<u64, String>>,
+    ids: Ids,
     tx: mpsc::UnboundedSender<Settle>,
 }
+
+/// Entry ids by token, shared by the acknowledger and the settling task (which
+/// outlives the acknowledger to settle what was sent before it was dropped).
+type Ids = Arc<Mutex<HashMap<u64, String>>>;
 
 impl StreamAcknowledger {
     /// Gives `ids` consecutive tokens; returns the first.
@@ -94,13 +98,13 @@ pub(crate) struct Target {
 /// everything sent to it is settled.
 pub(crate) fn start(target: Target, conn: MultiplexedConnection) -> Arc<StreamAcknowledger> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let acknowledger = Arc::new(StreamAcknowledger {
+    let ids = Ids::default();
+    tokio::spawn(settle(target, conn, rx, ids.clone()));
+    Arc::new(StreamAcknowledger {
         next: AtomicU64::new(0),
-        ids: Mutex::new(HashMap::new()),
+        ids,
         tx,
-    });
-    tokio::spawn(settle(target, conn, rx, Arc::downgrade(&acknowledger)));
-    acknowledger
+    })
 }
 
 /// At most this many ids per XACK command.
@@ -110,7 +114,7 @@ async fn settle(
     target: Target,
     conn: MultiplexedConnection,
     mut rx: mpsc::UnboundedReceiver<Settle>,
-    acknowledger: std::sync::Weak<StreamAcknowledger>,
+    ids: Ids,
 ) {
     let mut conn = Some(conn);
     let mut backoff = Backoff::new();
@@ -129,13 +133,8 @@ async fn settle(
                 Err(_) => break,
             }
         }
-        let Some(acknowledger) = acknowledger.upgrade() else {
-            // Only possible while the last message is being dropped: resolve
-            // nothing more (its entries stay pending).
-            break;
-        };
         let (ok_ids, failed_ids) = {
-            let mut ids = acknowledger.ids.lock();
+            let mut ids = ids.lock();
             let ok: Vec<String> = ok_tokens.drain(..).filter_map(|t| ids.remove(&t)).collect();
             let failed: Vec<(String, Failure)> = failed_tokens
                 .drain(..)
@@ -143,7 +142,6 @@ async fn settle(
                 .collect();
             (ok, failed)
         };
-        drop(acknowledger);
 
         // XACK is idempotent, so retrying after a reply was lost acknowledges
         // nothing twice: Redis counts an id only while it is pending.

@@ -150,7 +150,7 @@ async fn a_failed_message_is_left_pending_and_delivered_again() {
     add_numbers(&mut conn, &stream, 0..100).await;
     let source = RedisSource::builder(URL, &stream, "g")
         .decode(number)
-        .claim_min_idle(Duration::from_millis(200))
+        .claim_min_idle(Duration::from_millis(1_000))
         .claim_interval(Duration::from_millis(100))
         .block(Duration::from_millis(50))
         .build()
@@ -203,7 +203,7 @@ async fn failing_and_malformed_entries_go_to_the_dead_letter_stream_after_n_deli
         .unwrap();
     let source = RedisSource::builder(URL, &stream, "g")
         .decode(number)
-        .claim_min_idle(Duration::from_millis(100))
+        .claim_min_idle(Duration::from_millis(500))
         .claim_interval(Duration::from_millis(50))
         .block(Duration::from_millis(50))
         .on_failure(FailurePolicy::dead_letter(&dead, 3))
@@ -295,7 +295,7 @@ async fn entries_of_a_consumer_that_disappeared_are_claimed_and_finished() {
     assert_eq!(pending(&mut conn, &stream, "g").await, 120);
     let source = RedisSource::builder(URL, &stream, "g")
         .decode(number)
-        .claim_min_idle(Duration::from_millis(300))
+        .claim_min_idle(Duration::from_millis(1_000))
         .claim_interval(Duration::from_millis(100))
         .block(Duration::from_millis(50))
         .build()
