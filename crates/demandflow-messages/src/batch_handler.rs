@@ -7,8 +7,8 @@ use std::sync::Arc;
 use demandflow_runtime::{CancelReason, Consumer, Context, Reason, SubscriptionId};
 use tracing::Instrument;
 
+use crate::abort::catch_panic_or_abort;
 use crate::ack::{AckRef, AckSet};
-use crate::catch::catch_panic;
 use crate::handler::{Batch, MessageHandler};
 use crate::message::{Failure, Status};
 use crate::processor::{Shared, fail_messages};
@@ -57,24 +57,18 @@ where
             size = batch.info.size,
             trigger = ?batch.info.trigger,
         );
-        let handled = catch_panic(
-            shared
-                .handler
-                .handle_batch(messages, &batch.info)
-                .instrument(span),
-        );
-        let handled = tokio::select! {
-            biased;
-            handled = handled => handled,
-            () = shared.abort.cancelled() => {
-                // Abandoned at a drain's deadline or a stop.
-                let mut acks = AckSet::default();
-                for mut ack in pending.into_iter().flatten() {
-                    acks.add(&mut ack, Status::Failed(Failure::Shutdown));
-                }
-                shared.metrics.ack(&mut acks);
-                return;
+        let handled = shared
+            .handler
+            .handle_batch(messages, &batch.info)
+            .instrument(span);
+        let Some(handled) = catch_panic_or_abort(handled, &shared.abort).await else {
+            // Abandoned at a drain's deadline or a stop.
+            let mut acks = AckSet::default();
+            for mut ack in pending.into_iter().flatten() {
+                acks.add(&mut ack, Status::Failed(Failure::Shutdown));
             }
+            shared.metrics.ack(&mut acks);
+            return;
         };
         let mut acks = AckSet::default();
         match handled {

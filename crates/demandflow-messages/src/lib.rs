@@ -176,11 +176,11 @@
 //! bookkeeping around its data and costs a handler call and a share of an
 //! acknowledgement. The guide chapter, [`guide`], walks through a service.
 
+mod abort;
 mod ack;
 mod batch_handler;
 mod batcher;
 mod builder;
-mod catch;
 mod handler;
 mod message;
 mod metrics;

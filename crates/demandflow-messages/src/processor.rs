@@ -8,13 +8,13 @@ use std::sync::Arc;
 use demandflow_core::AutoDemand;
 use demandflow_runtime::{
     CancelReason, Consumer, Context, DemandMode, Info, Peer, ProducerConsumer, Reason,
-    SubscriptionId,
+    SubscriptionId, catch_call,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::abort::catch_panic_or_abort;
 use crate::ack::AckSet;
-use crate::catch::{catch_panic_or_abort, catch_panic_sync};
 use crate::handler::MessageHandler;
 use crate::message::{Failure, Message, Status};
 use crate::metrics::Metrics;
@@ -219,7 +219,7 @@ pub(crate) fn fail_messages<T: Send + 'static, H: MessageHandler<T>>(
     failed: &mut Vec<Message<T>>,
     acks: &mut AckSet,
 ) {
-    if let Err(panic) = catch_panic_sync(|| shared.handler.handle_failed(failed)) {
+    if let Err(panic) = catch_call(|| shared.handler.handle_failed(failed)) {
         tracing::error!(topology = %shared.topology, %panic, "handle_failed panicked");
     }
     for mut message in failed.drain(..) {
