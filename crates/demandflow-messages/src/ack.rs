@@ -191,25 +191,41 @@ impl AckSet {
         let Some(to) = ack.to.take() else {
             return;
         };
-        let group = match self
-            .groups
-            .iter()
-            .rposition(|g| std::ptr::addr_eq(Arc::as_ptr(&g.to), Arc::as_ptr(&to)))
-        {
-            Some(i) => &mut self.groups[i],
+        let group = self.group(to);
+        match status {
+            Status::Ok => group.successful.push(ack.token),
+            Status::Failed(failure) => group.failed.push((ack.token, failure)),
+        }
+    }
+
+    /// [`add`](Self::add) with [`Status::Ok`], the common case, in fewer steps.
+    pub(crate) fn add_ok(&mut self, ack: &mut AckRef) {
+        if !ack.pending {
+            return;
+        }
+        ack.pending = false;
+        self.ok += 1;
+        if let Some(to) = ack.to.take() {
+            self.group(to).successful.push(ack.token);
+        }
+    }
+
+    /// The group of `to`, created if needed. Messages of one source come in
+    /// runs, so the last group is tried first.
+    fn group(&mut self, to: Arc<dyn Acknowledger>) -> &mut Group {
+        let same = |g: &Group| std::ptr::addr_eq(Arc::as_ptr(&g.to), Arc::as_ptr(&to));
+        let i = match self.groups.iter().rposition(same) {
+            Some(i) => i,
             None => {
                 self.groups.push(Group {
                     to,
                     successful: Vec::new(),
                     failed: Vec::new(),
                 });
-                self.groups.last_mut().expect("just pushed")
+                self.groups.len() - 1
             }
         };
-        match status {
-            Status::Ok => group.successful.push(ack.token),
-            Status::Failed(failure) => group.failed.push((ack.token, failure)),
-        }
+        &mut self.groups[i]
     }
 
     /// `true` when nothing has been recorded.

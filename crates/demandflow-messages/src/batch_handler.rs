@@ -7,8 +7,8 @@ use std::sync::Arc;
 use demandflow_runtime::{CancelReason, Consumer, Context, Reason, SubscriptionId};
 use tracing::Instrument;
 
+use crate::abort::catch_panic_or_abort;
 use crate::ack::{AckRef, AckSet};
-use crate::catch::catch_panic;
 use crate::handler::{Batch, MessageHandler};
 use crate::message::{Failure, Status};
 use crate::processor::{Shared, fail_messages};
@@ -43,10 +43,12 @@ where
         let mut messages = std::mem::take(&mut batch.messages);
         // The acknowledgements stay here while the handler has the messages, so
         // a message it drops, or a panic, cannot lose one.
-        let mut pending: Vec<Option<AckRef>> = Vec::with_capacity(messages.len());
+        // A message's slot is its index here; an acknowledgement no longer
+        // pending was sent (or handed back to its message) already.
+        let mut pending: Vec<AckRef> = Vec::with_capacity(messages.len());
         for (slot, message) in messages.iter_mut().enumerate() {
             message.slot = slot as u32;
-            pending.push(Some(std::mem::replace(&mut message.ack, AckRef::done())));
+            pending.push(std::mem::replace(&mut message.ack, AckRef::done()));
         }
         let span = tracing::debug_span!(
             "handle_batch",
@@ -57,24 +59,18 @@ where
             size = batch.info.size,
             trigger = ?batch.info.trigger,
         );
-        let handled = catch_panic(
-            shared
-                .handler
-                .handle_batch(messages, &batch.info)
-                .instrument(span),
-        );
-        let handled = tokio::select! {
-            biased;
-            handled = handled => handled,
-            () = shared.abort.cancelled() => {
-                // Abandoned at a drain's deadline or a stop.
-                let mut acks = AckSet::default();
-                for mut ack in pending.into_iter().flatten() {
-                    acks.add(&mut ack, Status::Failed(Failure::Shutdown));
-                }
-                shared.metrics.ack(&mut acks);
-                return;
+        let handled = shared
+            .handler
+            .handle_batch(messages, &batch.info)
+            .instrument(span);
+        let Some(handled) = catch_panic_or_abort(handled, &shared.abort).await else {
+            // Abandoned at a drain's deadline or a stop.
+            let mut acks = AckSet::default();
+            for ack in &mut pending {
+                acks.add(ack, Status::Failed(Failure::Shutdown));
             }
+            shared.metrics.ack(&mut acks);
+            return;
         };
         let mut acks = AckSet::default();
         match handled {
@@ -83,15 +79,13 @@ where
                 for message in &mut returned {
                     match pending
                         .get_mut(message.slot as usize)
-                        .and_then(Option::take)
+                        .filter(|ack| ack.is_pending())
                     {
+                        Some(ack) if message.is_ok() => acks.add_ok(ack),
                         Some(ack) => {
-                            message.ack = ack;
-                            if message.is_ok() {
-                                acks.add(&mut message.ack, Status::Ok);
-                            } else {
-                                failures = true;
-                            }
+                            // Shown to handle_failed with its acknowledgement.
+                            message.ack = std::mem::replace(ack, AckRef::done());
+                            failures = true;
                         }
                         // Not a message of this batch, or returned twice: its
                         // acknowledgement is not ours to send.
@@ -105,8 +99,8 @@ where
                         .collect();
                     fail_messages(shared, &mut failed, &mut acks);
                 }
-                for mut ack in pending.into_iter().flatten() {
-                    acks.add(&mut ack, Status::Failed(Failure::Dropped));
+                for ack in pending.iter_mut().filter(|ack| ack.is_pending()) {
+                    acks.add(ack, Status::Failed(Failure::Dropped));
                 }
             }
             Err(panic) => {
@@ -116,8 +110,8 @@ where
                     %panic,
                     "batch handler panicked; its messages fail"
                 );
-                for mut ack in pending.into_iter().flatten() {
-                    acks.add(&mut ack, Status::Failed(Failure::Panicked(panic.clone())));
+                for ack in pending.iter_mut().filter(|ack| ack.is_pending()) {
+                    acks.add(ack, Status::Failed(Failure::Panicked(panic.clone())));
                 }
             }
         }

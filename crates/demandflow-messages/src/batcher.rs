@@ -181,31 +181,10 @@ impl<T: Send + 'static> BatcherStage<T> {
         let Some(first) = messages.next() else {
             return;
         };
-        let size = &self.size;
         if !self.open.contains_key(first.batch_key()) {
-            let key = first.batch_key().clone();
-            self.generation += 1;
-            let deadline = Instant::now() + self.timeout;
-            if self.deadlines.is_empty()
-                && let Some(timer) = &self.timer
-            {
-                timer.send_replace(Some(deadline));
-            }
-            self.deadlines
-                .push_back((deadline, key.clone(), self.generation));
-            let capacity = match size {
-                BatchSize::Count(n) => (*n).min(4096),
-                BatchSize::Custom(_) => 0,
-            };
-            self.open.insert(
-                key,
-                Open {
-                    messages: Vec::with_capacity(capacity),
-                    generation: self.generation,
-                    acc: 0,
-                },
-            );
+            self.open_batch(first.batch_key().clone(), Vec::new());
         }
+        let size = &self.size;
         let open = self
             .open
             .get_mut(first.batch_key())
@@ -218,6 +197,60 @@ impl<T: Send + 'static> BatcherStage<T> {
         }
         if let Some((key, trigger)) = emit {
             self.emit(key, trigger, ctx);
+        }
+    }
+
+    /// Creates the open batch of `key`, holding `messages`, and starts its timer.
+    fn open_batch(&mut self, key: BatchKey, messages: Vec<Message<T>>) -> &mut Open<T> {
+        self.generation += 1;
+        let deadline = Instant::now() + self.timeout;
+        if self.deadlines.is_empty()
+            && let Some(timer) = &self.timer
+        {
+            timer.send_replace(Some(deadline));
+        }
+        self.deadlines
+            .push_back((deadline, key.clone(), self.generation));
+        self.open.entry(key).or_insert(Open {
+            messages,
+            generation: self.generation,
+            acc: 0,
+        })
+    }
+
+    /// Adds `events` to batches of at most `n` messages, a run of same-key
+    /// messages at a time: each run is moved into its batch in one go, and a
+    /// chunk that starts a batch of its own becomes that batch without a copy.
+    fn add_counted(&mut self, n: usize, events: Vec<Message<T>>, ctx: &mut Context<Batch<T>>) {
+        let n = n.max(1);
+        let (len, flush) = run(&events, n);
+        if len == events.len() && !self.open.contains_key(events[0].batch_key()) {
+            // The whole chunk starts a batch: it becomes the batch.
+            let key = events[0].batch_key().clone();
+            let full = len == n;
+            self.open_batch(key.clone(), events);
+            if full {
+                self.emit(key, BatchTrigger::Size, ctx);
+            } else if flush {
+                self.emit(key, BatchTrigger::Flush, ctx);
+            }
+            return;
+        }
+        let mut events = events.into_iter();
+        while let Some(first) = events.as_slice().first() {
+            let key = first.batch_key().clone();
+            let open = match self.open.get_mut(&key) {
+                Some(open) => open,
+                None => self.open_batch(key.clone(), Vec::with_capacity(n.min(4096))),
+            };
+            let room = n.saturating_sub(open.messages.len()).max(1);
+            let (len, flush) = run(events.as_slice(), room);
+            open.messages.extend(events.by_ref().take(len));
+            if open.messages.len() >= n {
+                self.emit(key, BatchTrigger::Size, ctx);
+            } else if flush {
+                self.emit(key, BatchTrigger::Flush, ctx);
+            }
         }
     }
 
@@ -284,6 +317,26 @@ impl<T: Send + 'static> BatcherStage<T> {
     }
 }
 
+/// How many messages at the front of `messages` go into one batch with room
+/// for `room` more: those sharing the first one's key, up to `room`, ending
+/// early with (and including) a message that asks to flush. The `bool` says
+/// whether the run ends with such a message.
+fn run<T>(messages: &[Message<T>], room: usize) -> (usize, bool) {
+    let Some(first) = messages.first() else {
+        return (0, false);
+    };
+    let key = first.batch_key();
+    for (i, message) in messages.iter().take(room).enumerate() {
+        if message.batch_key() != key {
+            return (i, false);
+        }
+        if message.wants_flush() {
+            return (i + 1, true);
+        }
+    }
+    (messages.len().min(room), false)
+}
+
 /// Sleeps until the deadline the batcher last set, then tells it.
 async fn run_timer(mut deadline: watch::Receiver<Option<Instant>>, batcher: InfoSender) {
     loop {
@@ -328,6 +381,13 @@ impl<T: Send + 'static> ProducerConsumer for BatcherStage<T> {
         _from: SubscriptionId,
         ctx: &mut Context<Batch<T>>,
     ) {
+        if events.is_empty() {
+            return;
+        }
+        if let BatchSize::Count(n) = self.size {
+            self.add_counted(n, events, ctx);
+            return;
+        }
         let mut messages = events.into_iter().peekable();
         while messages.peek().is_some() {
             self.add_run(&mut messages, ctx);

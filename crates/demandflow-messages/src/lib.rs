@@ -155,9 +155,10 @@
 //!
 //! # Telemetry
 //!
-//! Every `handle_message` and `handle_batch` call runs in a `tracing` span
-//! (`handle_message` at trace level, `handle_batch` at debug level) with the
-//! topology's name, the stage, and the batcher; [`Topology::metrics`] returns
+//! Handlers run in `tracing` spans with the topology's name, the stage, and the
+//! batcher: one `handle_message` span (trace level) per chunk of messages a
+//! processor handles, with their number, rather than one per message, and one
+//! `handle_batch` span (debug level) per batch; [`Topology::metrics`] returns
 //! counters a metrics backend can poll: messages ok and failed, batches by
 //! trigger, messages in flight.
 //!
@@ -178,11 +179,11 @@
 //! (`docs/guide/07-messages.md` in the repository, part of the book built from
 //! `docs/guide/`) walks through a service.
 
+mod abort;
 mod ack;
 mod batch_handler;
 mod batcher;
 mod builder;
-mod catch;
 mod handler;
 mod message;
 mod metrics;

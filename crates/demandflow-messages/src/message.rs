@@ -149,7 +149,9 @@ pub struct Message<T> {
     metadata: Option<Box<BTreeMap<String, String>>>,
     /// Boxed, so that a message that has not failed stays small.
     failure: Option<Box<Failure>>,
-    batcher: Cow<'static, str>,
+    /// `None` for [`DEFAULT_BATCHER`], so that the processors recognise the
+    /// default without comparing strings.
+    batcher: Option<Cow<'static, str>>,
     batch_key: BatchKey,
     pub(crate) ack: AckRef,
     flags: u8,
@@ -164,7 +166,7 @@ impl<T> Message<T> {
             data,
             metadata: None,
             failure: None,
-            batcher: Cow::Borrowed(DEFAULT_BATCHER),
+            batcher: None,
             batch_key: BatchKey::Default,
             ack,
             flags: 0,
@@ -175,7 +177,7 @@ impl<T> Message<T> {
     /// Sends the message to batcher `name` (builder style).
     #[must_use]
     pub fn with_batcher(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.batcher = name.into();
+        self.batcher = Some(name.into());
         self
     }
 
@@ -232,12 +234,12 @@ impl<T> Message<T> {
 
     /// The batcher the message goes to ([`DEFAULT_BATCHER`] unless set).
     pub fn batcher(&self) -> &str {
-        &self.batcher
+        self.batcher.as_deref().unwrap_or(DEFAULT_BATCHER)
     }
 
     /// Sends the message to batcher `name`.
     pub fn put_batcher(&mut self, name: impl Into<Cow<'static, str>>) {
-        self.batcher = name.into();
+        self.batcher = Some(name.into());
     }
 
     /// The batch key.
@@ -269,6 +271,12 @@ impl<T> Message<T> {
         !self.ack.is_pending()
     }
 
+    /// `true` when no batcher was ever named, so it is [`DEFAULT_BATCHER`]
+    /// (a check of a field, not a comparison of strings).
+    pub(crate) fn has_default_batcher(&self) -> bool {
+        self.batcher.is_none()
+    }
+
     pub(crate) fn wants_ack_now(&self) -> bool {
         self.flags & FLAG_ACK_IMMEDIATELY != 0
     }
@@ -290,7 +298,7 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
         f.debug_struct("Message")
             .field("data", &self.data)
             .field("status", &self.status())
-            .field("batcher", &self.batcher)
+            .field("batcher", &self.batcher())
             .field("batch_key", &self.batch_key)
             .field("ack", &self.ack)
             .finish_non_exhaustive()

@@ -4,19 +4,20 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use demandflow_core::AutoDemand;
 use demandflow_runtime::{
     CancelReason, Consumer, Context, DemandMode, Info, Peer, ProducerConsumer, Reason,
-    SubscriptionId,
+    SubscriptionId, catch_call,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::abort::catch_panic_or_abort;
 use crate::ack::AckSet;
-use crate::catch::{catch_panic_or_abort, catch_panic_sync};
 use crate::handler::MessageHandler;
-use crate::message::{Failure, Message, Status};
+use crate::message::{DEFAULT_BATCHER, Failure, Message, Status};
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
 
@@ -84,33 +85,18 @@ where
     async fn process(&self, mut events: Vec<Message<T>>) -> Vec<Message<T>> {
         let shared = &*self.shared;
         shared.metrics.entered(events.len());
+        self.handle_all(&mut events).await;
         let mut acks = AckSet::default();
         let mut failures = false;
+        let default_slot = shared.batchers.iter().position(|b| **b == *DEFAULT_BATCHER);
         for message in &mut events {
-            let span = tracing::trace_span!(
-                "handle_message",
-                topology = %shared.topology,
-                stage = "processor",
-                processor = self.index,
-            );
-            let handled = if span.is_disabled() {
-                catch_panic_or_abort(shared.handler.handle_message(message), &shared.abort).await
-            } else {
-                let handled = shared.handler.handle_message(message).instrument(span);
-                catch_panic_or_abort(handled, &shared.abort).await
-            };
-            match handled {
-                Some(Ok(())) => {}
-                Some(Err(panic)) => message.set_status(Status::Failed(Failure::Panicked(panic))),
-                None => message.set_status(Status::Failed(Failure::Shutdown)),
-            }
             if message.wants_ack_now() {
                 let status = message.status();
                 acks.add(&mut message.ack, status);
             }
             if message.is_ok() && !shared.batchers.is_empty() {
-                let slot = if shared.batchers.len() == 1 {
-                    (*shared.batchers[0] == *message.batcher()).then_some(0)
+                let slot = if message.has_default_batcher() {
+                    default_slot
                 } else {
                     shared
                         .batchers
@@ -142,6 +128,49 @@ where
         }
         shared.metrics.ack(&mut acks);
         events
+    }
+
+    /// Runs `handle_message` on every message, in order, inside one span and
+    /// one panic catcher for the whole chunk: a panic fails the message in
+    /// hand ([`Failure::Panicked`]) and the rest of the chunk goes on after it;
+    /// a handler still waiting when the topology gives up (a drain's deadline,
+    /// a stop) fails its message with [`Failure::Shutdown`].
+    async fn handle_all(&self, events: &mut [Message<T>]) {
+        let shared = &*self.shared;
+        let span = tracing::trace_span!(
+            "handle_message",
+            topology = %shared.topology,
+            stage = "processor",
+            processor = self.index,
+            messages = events.len(),
+        );
+        let mut next = 0;
+        while next < events.len() {
+            // Which message is in the handler's hands when it panics (an
+            // atomic only because the future must be `Send`; nothing contends).
+            let current = AtomicUsize::new(next);
+            let rest = &mut events[next..];
+            let run = async {
+                for (i, message) in rest.iter_mut().enumerate() {
+                    current.store(next + i, Ordering::Relaxed);
+                    shared.handler.handle_message(message).await;
+                }
+            };
+            let outcome = if span.is_disabled() {
+                catch_panic_or_abort(run, &shared.abort).await
+            } else {
+                catch_panic_or_abort(run.instrument(span.clone()), &shared.abort).await
+            };
+            let at = current.load(Ordering::Relaxed);
+            match outcome {
+                Some(Ok(())) => return,
+                Some(Err(panic)) => {
+                    events[at].set_status(Status::Failed(Failure::Panicked(panic)));
+                }
+                None => events[at].set_status(Status::Failed(Failure::Shutdown)),
+            }
+            next = at + 1;
+        }
     }
 
     fn subscribed<O>(&mut self, sub: SubscriptionId, ctx: &mut Context<O>) -> DemandMode {
@@ -219,7 +248,7 @@ pub(crate) fn fail_messages<T: Send + 'static, H: MessageHandler<T>>(
     failed: &mut Vec<Message<T>>,
     acks: &mut AckSet,
 ) {
-    if let Err(panic) = catch_panic_sync(|| shared.handler.handle_failed(failed)) {
+    if let Err(panic) = catch_call(|| shared.handler.handle_failed(failed)) {
         tracing::error!(topology = %shared.topology, %panic, "handle_failed panicked");
     }
     for mut message in failed.drain(..) {
