@@ -11,8 +11,9 @@
 //! - [`Mode::Batched`] adds to the counter in memory ([`Counters`]) and answers;
 //!   a key's first change after its last write pushes the key (not the
 //!   value) into the [`WriteBehind`] pipeline, whose batcher emits a batch
-//!   when `max_updates + 1` keys are pending or `interval` after the batch's
-//!   first key; the batch handler reads the keys' latest values and writes
+//!   when `max_updates + 1` keys are pending or, at the latest, soon enough
+//!   after the batch's first key for its write to land within `interval`;
+//!   the batch handler reads the keys' latest values and writes
 //!   them in one upsert, retrying with back-off while the database is down.
 //!
 //! The HTTP routes are in [`router`]; `src/main.rs` runs the service and
@@ -30,10 +31,10 @@ use std::time::Duration;
 pub use counters::{Added, Counters, Overflow};
 pub use http::{Increment, MAX_KEY_BYTES, parse_increment, request, router};
 pub use store::{Store, StoreError};
-pub use write_behind::{FlushStats, WriteBehind};
+pub use write_behind::{FlushStats, WRITE_SHARE, WriteBehind};
 
 /// Which design serves the requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Parse and validate, answer 202, do nothing else.
     Noop,
@@ -79,7 +80,7 @@ pub struct Config {
     pub mode: Mode,
     /// A flush is written when more than this many keys are pending (default 10,000).
     pub max_updates: usize,
-    /// …or this long after the first of them changed (default 5 s).
+    /// …and no change waits longer than this to be written (default 5 s).
     pub interval: Duration,
 }
 
