@@ -41,6 +41,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    table: Arc<str>,
     rows_written: Arc<AtomicU64>,
 }
 
@@ -85,8 +86,14 @@ impl Store {
         };
         Ok(Store {
             backend,
+            table: table.into(),
             rows_written: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -183,8 +190,11 @@ impl Store {
                 blocking(move || Ok(db.conn.lock().execute_batch(&sql)?)).await
             }
             Backend::Postgres(db) => {
-                let conn = db.conn().await?;
-                conn.client.batch_execute(sql).await?;
+                // A connection of its own: the pool's prepare statements on
+                // the table when they connect, which fails while it is away.
+                let (client, connection) = tokio_postgres::connect(&db.url, NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(sql).await?;
                 Ok(())
             }
         }

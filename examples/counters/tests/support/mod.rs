@@ -41,14 +41,17 @@ pub async fn urls() -> Vec<String> {
 
 /// Opens `url` with a table of its own, empty, named after `test`.
 pub async fn fresh(url: &str, test: &str) -> Store {
+    // The same names on every run, so PostgreSQL does not collect tables;
+    // unique within a run (each test binary uses its own test names).
     let table = format!(
-        "t_{test}_{}_{}",
-        std::process::id(),
+        "counters_test_{test}_{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let store = Store::open(url, &table).await.expect("store opens");
     store
-        .execute(&format!("DELETE FROM {table}"))
+        .execute(&format!(
+            "DROP TABLE IF EXISTS {table}_away; DELETE FROM {table}"
+        ))
         .await
         .expect("table emptied");
     store
