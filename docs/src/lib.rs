@@ -54,6 +54,9 @@ pub mod testing {}
 #[doc = include_str!("../guide/11-performance.md")]
 pub mod performance {}
 
+#[doc = include_str!("../guide/13-write-behind.md")]
+pub mod write_behind {}
+
 #[doc = include_str!("../guide/14-more-than-one-machine.md")]
 pub mod more_than_one_machine {}
 

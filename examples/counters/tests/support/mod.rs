@@ -1,0 +1,86 @@
+//! What the tests share: the stores to run against, fresh tables, waiting
+//! for the write-behind pipeline.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use counters::{Service, Store};
+
+const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// The database URLs to test against: a fresh SQLite file, and PostgreSQL
+/// (`DATABASE_URL` or 127.0.0.1:5432 database `test`) when it answers. If it
+/// does not, the PostgreSQL half is skipped with a printed reason, unless
+/// `CI=true`, where that fails the test.
+pub async fn urls() -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("counters-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut urls = vec![format!(
+        "sqlite:{}",
+        dir.join(format!("db{n}.sqlite")).display()
+    )];
+    let postgres = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"))
+        .unwrap_or_else(|| DEFAULT_POSTGRES.to_owned());
+    match tokio_postgres::connect(&postgres, tokio_postgres::NoTls).await {
+        Ok(_) => urls.push(postgres),
+        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and PostgreSQL is unreachable at {postgres}: {error}")
+        }
+        Err(error) => eprintln!("skipping PostgreSQL: unreachable at {postgres}: {error}"),
+    }
+    urls
+}
+
+/// Opens `url` with a table of its own, empty, named after `test`.
+pub async fn fresh(url: &str, test: &str) -> Store {
+    // The same names on every run, so PostgreSQL does not collect tables;
+    // unique within a run (each test binary uses its own test names).
+    let table = format!(
+        "counters_test_{test}_{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let store = Store::open(url, &table).await.expect("store opens");
+    store
+        .execute(&format!(
+            "DROP TABLE IF EXISTS {table}_away; DELETE FROM {table}"
+        ))
+        .await
+        .expect("table emptied");
+    store
+}
+
+/// Waits until the write-behind pipeline has written every change (at most 30 s).
+pub async fn written(service: &Service) {
+    let stats = service.flush_stats().expect("batched mode");
+    for _ in 0..3_000 {
+        if stats.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the write-behind pipeline did not catch up in 30 s");
+}
+
+/// Waits until `done` holds (at most 30 s).
+pub async fn until(mut done: impl FnMut() -> bool, what: &str) {
+    for _ in 0..3_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Every stored counter.
+pub async fn stored(store: &Store) -> HashMap<String, i64> {
+    store.load().await.expect("load").into_iter().collect()
+}
