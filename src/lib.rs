@@ -1037,4 +1037,7 @@ pub use demandflow_core::{Hashed, Key, KeyHasher, key_partition};
 // A new crate joins here with one line.
 pub use demandflow_keyed as keyed;
 pub use demandflow_messages as messages;
+/// The process-wide registry of live stages, supervisors and keyed schedulers,
+/// for dashboards and metrics (see `docs/guide/15-observing.md`).
+pub use demandflow_runtime::registry;
 pub use demandflow_supervisor as supervisor;
