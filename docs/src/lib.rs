@@ -17,5 +17,8 @@
 #[doc = include_str!("../guide/01-first-pipeline.md")]
 pub mod first_pipeline {}
 
+#[doc = include_str!("../guide/15-observing.md")]
+pub mod observing {}
+
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
