@@ -13,7 +13,7 @@
 //! - `/api/events`: the server-sent events stream the page listens to (one
 //!   JSON snapshot per event).
 //!
-//! The figures come from the [registry](demandflow_runtime::registry): name
+//! The figures come from the [`registry`]: name
 //! your stages (`.name("parse")` on their builders) so the page can tell them
 //! apart. A stage that ends and starts again under the same name (a supervised
 //! child) is shown as restarted; name a supervisor's child stages after the

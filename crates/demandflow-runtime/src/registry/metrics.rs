@@ -1,7 +1,7 @@
 //! The registry's figures through the [`metrics`] crate's facade, so that any
 //! exporter (Prometheus, StatsD, …) shows them. Enabled by the `metrics` feature.
 //!
-//! [`record`] writes one [`snapshot`](super::snapshot) as metrics and
+//! [`record`] writes one [`snapshot`] as metrics and
 //! [`spawn_reporter`] does so periodically. Every series carries a `stage`
 //! label with the stage's name (the name given to its builder), so name your
 //! stages; unnamed ones are labelled `producer-3` and the like.
@@ -34,7 +34,7 @@ use metrics::{Histogram, counter, gauge, histogram};
 use super::{Entry, snapshot};
 use crate::Peer;
 
-/// Writes `entries` (a [`snapshot`](super::snapshot)) as metrics.
+/// Writes `entries` (a [`snapshot`]) as metrics.
 pub fn record(entries: &[Entry]) {
     for e in entries {
         let stage = e.name.clone();
