@@ -1138,6 +1138,7 @@
 //! - Performance — `docs/guide/11-performance.md`
 //! - Write-behind to a database — `docs/guide/13-write-behind.md`
 //! - More than one machine — `docs/guide/14-more-than-one-machine.md`
+//! - Observing a pipeline — `docs/guide/15-observing.md`
 //! - Coming from GenStage — `docs/guide/20-coming-from-genstage.md`
 //!
 //! [tokio]: https://docs.rs/tokio
@@ -1175,4 +1176,7 @@ pub use demandflow_core::{Hashed, Key, KeyHasher, key_partition};
 // A new crate joins here with one line.
 pub use demandflow_keyed as keyed;
 pub use demandflow_messages as messages;
+/// The process-wide registry of live stages, supervisors and keyed schedulers,
+/// for dashboards and metrics (see `docs/guide/15-observing.md`).
+pub use demandflow_runtime::registry;
 pub use demandflow_supervisor as supervisor;

@@ -112,6 +112,15 @@ fn main() -> ExitCode {
             )),
         }
     }
+    // What being observed costs: `P->PC->C` while a task reads the registry every
+    // 10 ms, to read against the `P->PC->C` rows of the same run.
+    for max_demand in [1, 100, 1_000] {
+        suite.row(
+            "P->PC->C registry read",
+            max_demand,
+            demandflow_benches::p_pc_c_observed(max_demand),
+        );
+    }
     // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.
     suite.row("messages", 1_000, demandflow_benches::messages(1_000));
 

@@ -58,4 +58,6 @@ pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,
     ThroughputReport, ThroughputSuite,
 };
-pub use topologies::{Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_pc_c, p_to_c};
+pub use topologies::{
+    Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_pc_c, p_pc_c_observed, p_to_c,
+};

@@ -174,6 +174,41 @@ pub fn p_pc_c(max_demand: u64) -> Scenario {
     })
 }
 
+/// `P->PC->C`, with a task reading the whole registry (`refresh`, then
+/// `snapshot`) every 10 ms while the events flow: a hundred times the rate of
+/// a dashboard, to show what being observed costs the stages.
+pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
+    scenario(move |events| async move {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        let watcher = tokio::spawn({
+            let (stop, reads) = (stop.clone(), reads.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    demandflow::registry::refresh().await;
+                    std::hint::black_box(demandflow::registry::snapshot());
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        });
+        let source = source(events, DemandDispatcher::new());
+        let middle = producer_consumer(Pass).start().expect("starting the stage");
+        middle
+            .subscribe_to(&source, at(max_demand))
+            .await
+            .expect("subscribing");
+        let sample = fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await;
+        stop.store(true, Ordering::Relaxed);
+        watcher.await.expect("the registry reader");
+        assert!(
+            reads.load(Ordering::Relaxed) > 0,
+            "the registry was never read"
+        );
+        sample
+    })
+}
+
 /// `P->4C demand`: a producer with the demand dispatcher and 4 consumers; the
 /// figure is the total over the consumers.
 pub fn p_4c_demand(max_demand: u64) -> Scenario {

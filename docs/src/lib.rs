@@ -60,6 +60,9 @@ pub mod write_behind {}
 #[doc = include_str!("../guide/14-more-than-one-machine.md")]
 pub mod more_than_one_machine {}
 
+#[doc = include_str!("../guide/15-observing.md")]
+pub mod observing {}
+
 #[doc = include_str!("../guide/20-coming-from-genstage.md")]
 pub mod coming_from_genstage {}
 

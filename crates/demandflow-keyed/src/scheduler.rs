@@ -5,9 +5,13 @@ use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use demandflow_core::StageId;
+use demandflow_runtime::registry::{
+    self, Entry, EntryKind, Observed, PartitionEntry, Registration,
+};
 use demandflow_runtime::{
     InfoSender, SendError, StartError, TrySendError, catch_call, catch_panic,
 };
@@ -124,6 +128,7 @@ type PanicHook<K> = Box<dyn Fn(&HandlerPanic<K>) + Send + Sync>;
 /// | `on_panic` | an error event through `tracing` |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct KeyedBuilder<X: KeyIndex, H> {
+    name: Option<String>,
     handler: H,
     partitions: NonZeroUsize,
     max_workers: NonZeroUsize,
@@ -161,6 +166,7 @@ where
     /// A scheduler that maps keys to partitions and slots with `X`.
     pub fn with_index(handler: H) -> Self {
         KeyedBuilder {
+            name: None,
             handler,
             partitions: NonZeroUsize::new(num_cpus::get()).unwrap_or(NonZeroUsize::MIN),
             max_workers: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
@@ -168,6 +174,13 @@ where
             capacity: NonZeroUsize::new(65_536).unwrap_or(NonZeroUsize::MIN),
             on_panic: None,
         }
+    }
+
+    /// Names the scheduler in the [registry](demandflow_runtime::registry)
+    /// (default: `keyed-ID`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// How many partitions keys are spread over; each has its own lock, queue
@@ -229,8 +242,14 @@ where
                 space: Notify::new(),
             })
             .collect();
-        Ok(Keyed {
+        let id = StageId::next();
+        let keyed = Keyed {
             inner: Arc::new(Inner {
+                id,
+                name: self
+                    .name
+                    .unwrap_or_else(|| format!("keyed-{}", id.as_u64())),
+                registration: OnceLock::new(),
                 handler: self.handler,
                 router: X::new(0, self.partitions),
                 partitions,
@@ -252,7 +271,10 @@ where
                 panicked_batches: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             }),
-        })
+        };
+        let observed: Arc<dyn Observed> = keyed.inner.clone();
+        let _ = keyed.inner.registration.set(registry::register(&observed));
+        Ok(keyed)
     }
 }
 
@@ -288,6 +310,10 @@ pub(super) struct Listener {
 pub(super) struct SpaceFreed;
 
 pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
+    id: StageId,
+    name: String,
+    /// Lists the scheduler in the registry until it is dropped.
+    registration: OnceLock<Registration>,
     handler: H,
     /// Used only for `partition_of`.
     router: X,
@@ -313,6 +339,27 @@ pub(super) struct Inner<X: KeyIndex, H: KeyedHandler> {
     batches: AtomicU64,
     panicked_batches: AtomicU64,
     failed: AtomicU64,
+}
+
+impl<X: KeyIndex, H: KeyedHandler> Observed for Inner<X, H> {
+    fn entry(&self) -> Entry {
+        let mut entry = Entry::new(self.id, EntryKind::Keyed, &*self.name);
+        entry.events_in = self.sent.load(Ordering::Relaxed);
+        entry.events_out = self.handled.load(Ordering::Relaxed);
+        entry.events_dropped = self.failed.load(Ordering::Relaxed);
+        entry.buffer_limit = Some(self.capacity * self.partitions.len());
+        // One partition lock at a time, held for two reads: as cheap as a send.
+        entry.partitions = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let state = p.state.lock();
+                PartitionEntry::new(state.queue.queued(), state.queue.in_flight_keys())
+            })
+            .collect();
+        entry.buffered = entry.partitions.iter().map(|p| p.backlog).sum();
+        entry
+    }
 }
 
 /// A chunk being filled for one partition: keys, and their events.

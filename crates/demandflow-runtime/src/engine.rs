@@ -26,6 +26,7 @@ use crate::port::{
     ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, SubscribeMsg, SubscribeToMsg,
 };
 use crate::queue;
+use crate::registry;
 use crate::{
     Context, DemandFlow, DemandMode, Peer, StageKind, StageStats, StartError, SubscribeError,
     SubscriptionStats,
@@ -77,6 +78,20 @@ where
     });
     let control: Arc<dyn ControlPort> = mailbox.clone();
     let guard = HandleGuard::new(Node::new(&control));
+    let probe = Arc::new(registry::Probe {
+        id,
+        name: name.clone(),
+        kind: B::KIND,
+        buffer_limit: (B::KIND != StageKind::Consumer && options.buffer_size != usize::MAX)
+            .then_some(options.buffer_size),
+        events_in: registry::Counter::default(),
+        events_out: registry::Counter::default(),
+        events_dropped: registry::Counter::default(),
+        published: std::sync::Mutex::default(),
+        control: Arc::downgrade(&control),
+    });
+    let observed: Arc<dyn registry::Observed> = probe.clone();
+    let registration = Some(registry::register(&observed));
     let engine = Engine {
         ctx: Context::new(id, control),
         behaviour,
@@ -101,9 +116,10 @@ where
         drain_finishing: false,
         producers: IdMap::default(),
         input: VecDeque::new(),
-        events_in: 0,
-        events_out: 0,
-        events_dropped: 0,
+        #[cfg(feature = "metrics")]
+        histograms: registry::metrics::Histograms::new(&name),
+        probe,
+        registration,
         stop: None,
         life: lifetime::Lifetime::default(),
         warnings: diagnostics::Warnings::new(name.clone()),
@@ -202,10 +218,12 @@ struct Engine<B: Behaviour, D> {
     // Consumer side.
     producers: IdMap<Upstream<B::In>>,
     input: VecDeque<Input<B::In>>,
-    // Counters.
-    events_in: u64,
-    events_out: u64,
-    events_dropped: u64,
+    /// The counters (events in, out, dropped), which the registry reads.
+    probe: Arc<registry::Probe>,
+    /// Lists the stage in the registry until it ends.
+    registration: Option<registry::Registration>,
+    #[cfg(feature = "metrics")]
+    histograms: registry::metrics::Histograms,
     stop: Option<Reason>,
     life: lifetime::Lifetime,
     warnings: diagnostics::Warnings,
@@ -215,8 +233,8 @@ struct Engine<B: Behaviour, D> {
 /// Sends a dispatcher's deliveries to the subscribed consumers.
 struct Outbox<'a, T> {
     consumers: &'a IdMap<Arc<dyn ConsumerPort<T>>>,
-    delivered: &'a mut u64,
-    lost: &'a mut u64,
+    delivered: &'a registry::Counter,
+    lost: &'a registry::Counter,
     warnings: &'a mut diagnostics::Warnings,
 }
 
@@ -228,11 +246,11 @@ impl<T: 'static> Deliver<T> for Outbox<'_, T> {
             None => false,
         };
         if sent {
-            *self.delivered += n;
+            self.delivered.add(n);
         } else {
             // The consumer stopped; its down notice is on its way. Like a message to
             // a dead process, the batch is lost, but never silently.
-            *self.lost += n;
+            self.lost.add(n);
             self.warnings.lost(sub, n);
         }
     }
@@ -273,7 +291,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     }
                 }
                 Msg::Events { sub, events } => {
-                    self.events_in += events.len() as u64;
+                    self.probe.events_in.add(events.len() as u64);
                     if B::KIND == StageKind::ProducerConsumer {
                         self.input.push_back(Input::Events(sub, events));
                     } else {
@@ -346,7 +364,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }
             }
             Msg::Events { sub, events } => {
-                self.events_in += events.len() as u64;
+                self.probe.events_in.add(events.len() as u64);
                 if B::KIND == StageKind::ProducerConsumer {
                     self.input.push_back(Input::Events(sub, events));
                 } else {
@@ -411,6 +429,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             }
             Control::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Control::Publish(reply) => {
+                self.publish();
+                let _ = reply.send(());
             }
             Control::Drain => {
                 if !self.draining {
@@ -495,8 +517,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
         let mut outbox = Outbox {
             consumers: &self.consumers,
-            delivered: &mut self.events_out,
-            lost: &mut self.events_dropped,
+            delivered: &self.probe.events_out,
+            lost: &self.probe.events_dropped,
             warnings: &mut self.warnings,
         };
         let upstream = self.dispatcher.ask(sub, demand, &mut outbox);
@@ -704,8 +726,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     fn dispatch_raw(&mut self, events: Vec<B::Out>) -> Dispatched<B::Out> {
         let mut outbox = Outbox {
             consumers: &self.consumers,
-            delivered: &mut self.events_out,
-            lost: &mut self.events_dropped,
+            delivered: &self.probe.events_out,
+            lost: &self.probe.events_dropped,
             warnings: &mut self.warnings,
         };
         self.dispatcher.dispatch(events, &mut outbox)
@@ -752,7 +774,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
 
     fn report_dropped(&mut self, dropped: usize) {
         if dropped > 0 {
-            self.events_dropped += dropped as u64;
+            self.probe.events_dropped.add(dropped as u64);
             self.dropped_unclaimed += dropped as u64;
             self.warnings.dropped(dropped as u64);
             self.behaviour.dropped(dropped);
@@ -987,13 +1009,24 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     /// Runs the handler on a batch from `sub`, in chunks when demand is automatic.
+    /// Runs `handle_events` on one batch; with the `metrics` feature, records the
+    /// batch's size and the handler's time.
+    #[inline]
+    async fn handle_batch(&mut self, events: Vec<B::In>, sub: SubscriptionId) {
+        #[cfg(feature = "metrics")]
+        let (len, started) = (events.len(), std::time::Instant::now());
+        self.behaviour.events(events, sub, &mut self.ctx).await;
+        #[cfg(feature = "metrics")]
+        self.histograms.record(len, started.elapsed());
+    }
+
     async fn consume(&mut self, sub: SubscriptionId, events: Vec<B::In>) {
         let Some(up) = self.producers.get(&sub) else {
             self.warnings.unknown(sub, events.len() as u64);
             return;
         };
         let Some(chunk_len) = up.demand.as_ref().map(AutoDemand::chunk_len) else {
-            self.behaviour.events(events, sub, &mut self.ctx).await;
+            self.handle_batch(events, sub).await;
             self.flush().await;
             return;
         };
@@ -1005,7 +1038,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 }) => demand.consume(chunk.len() as u64),
                 _ => 0,
             };
-            self.behaviour.events(chunk, sub, &mut self.ctx).await;
+            self.handle_batch(chunk, sub).await;
             if !self.is_flushed() {
                 self.flush().await;
             }
@@ -1154,23 +1187,61 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             id: self.me.id,
             name: self.me.name.to_string(),
             kind: B::KIND,
-            events_in: self.events_in,
-            events_out: self.events_out,
-            events_dropped: self.events_dropped,
+            events_in: self.probe.events_in.get(),
+            events_out: self.probe.events_out.get(),
+            events_dropped: self.probe.events_dropped.get(),
             events_misrouted: self.dispatcher.misrouted(),
             buffered: self.buffer.len() + self.dispatcher.buffered(),
             demand_flow: (B::KIND != StageKind::Consumer).then_some(self.flow),
-            queued_in: self
-                .input
-                .iter()
-                .map(|i| match i {
-                    Input::Events(_, e) => e.len(),
-                    _ => 0,
-                })
-                .sum(),
+            queued_in: self.queued_in(),
             subscriptions,
             stall: self.stall(),
         }
+    }
+
+    /// Publishes to the registry what only this task can read: subscriptions,
+    /// demand and buffer.
+    fn publish(&self) {
+        let mut subscriptions: Vec<registry::SubscriptionEntry> = self
+            .producers
+            .iter()
+            .map(|(sub, up)| registry::SubscriptionEntry {
+                sub: *sub,
+                peer: Peer::Producer,
+                peer_id: up.producer.id(),
+                peer_name: None,
+                pending_demand: up.demand.as_ref().map(AutoDemand::pending),
+                cancel: Some(up.cancel),
+            })
+            .chain(
+                self.consumers
+                    .iter()
+                    .map(|(sub, port)| registry::SubscriptionEntry {
+                        sub: *sub,
+                        peer: Peer::Consumer,
+                        peer_id: port.id(),
+                        peer_name: None,
+                        pending_demand: self.dispatcher.pending_demand(*sub),
+                        cancel: None,
+                    }),
+            )
+            .collect();
+        subscriptions.sort_by_key(|s| s.sub);
+        self.probe.publish(registry::Published {
+            buffered: self.buffer.len() + self.dispatcher.buffered(),
+            queued_in: self.queued_in(),
+            subscriptions,
+        });
+    }
+
+    fn queued_in(&self) -> usize {
+        self.input
+            .iter()
+            .map(|i| match i {
+                Input::Events(_, e) => e.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     // ----- termination ---------------------------------------------------------
@@ -1237,6 +1308,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 "stage stopped with events it had not delivered or handled"
             );
         }
+        // Unlisted before anyone watching the exit hears of it.
+        self.registration.take();
         let _ = self.exit.send(Some(reason));
     }
 }

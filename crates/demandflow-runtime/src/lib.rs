@@ -112,6 +112,7 @@ mod info;
 mod pipeline;
 mod port;
 mod queue;
+pub mod registry;
 mod source;
 mod stage;
 mod stats;

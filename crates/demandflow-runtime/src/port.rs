@@ -69,6 +69,8 @@ pub(crate) enum Control {
     Demand(DemandFlow),
     BufferedCount(oneshot::Sender<usize>),
     Stats(oneshot::Sender<StageStats>),
+    /// Publish subscriptions, demand and buffer to the registry.
+    Publish(oneshot::Sender<()>),
     Drain,
     Stop(Reason),
     /// The last user handle of the stage's pipeline was dropped (see `lifetime`).

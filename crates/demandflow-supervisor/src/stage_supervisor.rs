@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use demandflow_core::Reason;
+use demandflow_core::{Reason, StageId};
+use demandflow_runtime::registry::{
+    self, ChildEntry as RegistryChild, Entry, EntryKind, Observed, Registration,
+};
 use demandflow_runtime::{DrainReport, Pipeline, StageHandle, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -109,6 +112,7 @@ struct Spec {
 /// | [`max_seconds`](Self::max_seconds) | 5 s |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct SupervisorBuilder {
+    name: Option<String>,
     strategy: Strategy,
     intensity: IntensityLimit,
     specs: Vec<Spec>,
@@ -118,6 +122,7 @@ impl SupervisorBuilder {
     /// A supervisor with `strategy` and no children yet.
     pub fn new(strategy: Strategy) -> Self {
         SupervisorBuilder {
+            name: None,
             strategy,
             intensity: IntensityLimit::default(),
             specs: Vec::new(),
@@ -125,6 +130,14 @@ impl SupervisorBuilder {
     }
 
     intensity_setters!();
+
+    /// Names the supervisor in the [registry](demandflow_runtime::registry)
+    /// (default: `supervisor-ID`). Name each child's stage after the child so
+    /// that a dashboard can show the child's restarts on the stage.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
 
     /// Adds a child, started after the children added before it.
     ///
@@ -179,11 +192,23 @@ impl SupervisorBuilder {
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let (cmd_tx, cmds) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = watch::channel(None);
+        let id = StageId::next();
         let shared = Arc::new(Shared {
+            id,
+            name: self
+                .name
+                .unwrap_or_else(|| format!("supervisor-{}", id.as_u64())),
             children: Mutex::new(Children::default()),
             restarts: AtomicU64::new(0),
             idle: watch::Sender::new(self.specs.is_empty()),
+            child_restarts: self
+                .specs
+                .iter()
+                .map(|s| (s.name.clone(), AtomicU64::new(0)))
+                .collect(),
         });
+        let observed: Arc<dyn Observed> = shared.clone();
+        let registration = registry::register(&observed);
         let mut task = SupervisorTask {
             strategy: self.strategy,
             slots: self
@@ -201,6 +226,7 @@ impl SupervisorBuilder {
             exits,
             cmds,
             shared: shared.clone(),
+            _registration: registration,
         };
         for i in 0..task.slots.len() {
             if let Err(failure) = task.start_child(i).await {
@@ -236,10 +262,27 @@ impl SupervisorBuilder {
 }
 
 struct Shared {
+    id: StageId,
+    name: String,
     children: Mutex<Children>,
     restarts: AtomicU64,
     /// `true` when no child is running and none is being restarted.
     idle: watch::Sender<bool>,
+    /// Restarts of each child, in the order they were added.
+    child_restarts: Vec<(Arc<str>, AtomicU64)>,
+}
+
+impl Observed for Shared {
+    fn entry(&self) -> Entry {
+        let mut entry = Entry::new(self.id, EntryKind::Supervisor, &*self.name);
+        entry.restarts = Some(self.restarts.load(Ordering::Relaxed));
+        entry.children = self
+            .child_restarts
+            .iter()
+            .map(|(name, n)| RegistryChild::new(&**name, n.load(Ordering::Relaxed)))
+            .collect();
+        entry
+    }
 }
 
 struct Handle {
@@ -302,6 +345,11 @@ impl Supervisor {
     /// The running children.
     pub fn children(&self) -> Children {
         self.handle.shared.children.lock().clone()
+    }
+
+    /// The supervisor's id in the [registry](demandflow_runtime::registry).
+    pub fn id(&self) -> StageId {
+        self.handle.shared.id
     }
 
     /// How many restarts the supervisor has made.
@@ -407,6 +455,8 @@ struct SupervisorTask {
     exits: mpsc::UnboundedReceiver<(usize, u64, Reason)>,
     cmds: mpsc::UnboundedReceiver<Command>,
     shared: Arc<Shared>,
+    /// Lists the supervisor in the registry while it runs.
+    _registration: Registration,
 }
 
 impl SupervisorTask {
@@ -480,6 +530,11 @@ impl SupervisorTask {
             self.stop_child(j).await;
         }
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+        for j in range.clone() {
+            self.shared.child_restarts[j]
+                .1
+                .fetch_add(1, Ordering::Relaxed);
+        }
         for j in range {
             if let Err(failure) = self.start_child(j).await {
                 self.restarting = false;
