@@ -1309,10 +1309,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// Answers what is queued in the mailbox so nobody waits on a stopped
     /// stage: subscriptions join `down`, to hear that this stage is down;
     /// returns how many events were queued, now lost.
-    fn answer_queued(
-        &mut self,
-        down: &mut Vec<(SubscriptionId, Arc<dyn ConsumerPort<B::Out>>)>,
-    ) -> usize {
+    fn answer_queued(&mut self, down: &mut Vec<Downstream<B::Out>>) -> usize {
         let mut lost = 0;
         while let Some(msg) = self.rx.try_recv() {
             match msg {
@@ -1329,6 +1326,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         lost
     }
 }
+
+/// A consumer to tell that this stage is down, and its subscription.
+type Downstream<T> = (SubscriptionId, Arc<dyn ConsumerPort<T>>);
 
 /// A fast hasher for maps keyed by [`SubscriptionId`]: ids are unique counters,
 /// so one multiplication spreads them well, and SipHash's flood resistance buys
