@@ -1263,27 +1263,13 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 "terminate callback panicked"
             );
         }
-        for (sub, port) in self.consumers.drain() {
-            port.cancelled(sub, CancelReason::Down(reason.clone()));
-        }
-        // Answer whatever is still queued so nobody waits on a stopped stage.
-        self.rx.close();
-        let mut lost_in = 0;
-        while let Some(msg) = self.rx.try_recv() {
-            match msg {
-                Msg::Subscribe(msg) => {
-                    msg.consumer
-                        .cancelled(msg.sub, CancelReason::Down(reason.clone()));
-                }
-                Msg::Events { events, .. } => lost_in += events.len(),
-                Msg::SubscribeTo(msg) => {
-                    if let Some(reply) = msg.reply {
-                        let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
-                    }
-                }
-                _ => {}
-            }
-        }
+        // Consumers hear that this stage is down only after its exit is
+        // published (below), so that whoever watches the exits of a pipeline
+        // (a supervisor) never sees a consumer's exit this one caused, nor a
+        // subscription refused because this one stopped, while this stage
+        // still looks alive.
+        let mut down: Vec<_> = self.consumers.drain().collect();
+        let lost_in = self.answer_queued(&mut down);
         let buffered = self.buffer.len() + self.dispatcher.buffered();
         let queued: usize = self
             .input
@@ -1310,9 +1296,39 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
         // Unlisted before anyone watching the exit hears of it.
         self.registration.take();
-        let _ = self.exit.send(Some(reason));
+        let _ = self.exit.send(Some(reason.clone()));
+        // The mailbox closes only now: a subscription refused because it is
+        // closed is likewise heard after the exit.
+        self.rx.close();
+        self.answer_queued(&mut down);
+        for (sub, port) in down {
+            port.cancelled(sub, CancelReason::Down(reason.clone()));
+        }
+    }
+
+    /// Answers what is queued in the mailbox so nobody waits on a stopped
+    /// stage: subscriptions join `down`, to hear that this stage is down;
+    /// returns how many events were queued, now lost.
+    fn answer_queued(&mut self, down: &mut Vec<Downstream<B::Out>>) -> usize {
+        let mut lost = 0;
+        while let Some(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Subscribe(msg) => down.push((msg.sub, msg.consumer)),
+                Msg::Events { events, .. } => lost += events.len(),
+                Msg::SubscribeTo(msg) => {
+                    if let Some(reply) = msg.reply {
+                        let _ = reply.send(Err(SubscribeError::ConsumerNotRunning));
+                    }
+                }
+                _ => {}
+            }
+        }
+        lost
     }
 }
+
+/// A consumer to tell that this stage is down, and its subscription.
+type Downstream<T> = (SubscriptionId, Arc<dyn ConsumerPort<T>>);
 
 /// A fast hasher for maps keyed by [`SubscriptionId`]: ids are unique counters,
 /// so one multiplication spreads them well, and SipHash's flood resistance buys

@@ -171,6 +171,11 @@ macro_rules! control_methods {
         }
 
         /// The exit reason, if the stage has stopped.
+        ///
+        /// A stage publishes its exit before its consumers hear that it is
+        /// down and before it refuses subscriptions, so whoever learns of a
+        /// consequence of its stop (a consumer that stopped with it, a
+        /// subscription refused with `ProducerNotRunning`) finds it stopped here.
         pub fn exit_reason(&self) -> Option<Reason> {
             self.control.exit().borrow().clone()
         }

@@ -495,12 +495,42 @@ impl SupervisorTask {
         }
     }
 
+    /// Whether an exit report of child `i`'s instance `generation` is about
+    /// the instance running now.
+    fn is_current(&self, i: usize, generation: u64) -> bool {
+        let slot = &self.slots[i];
+        slot.generation == generation && slot.running.is_some()
+    }
+
+    /// The first child before `i` that has stopped while the supervisor has
+    /// not heard of it yet, and why it stopped.
+    fn stopped_before(&self, i: usize) -> Option<(usize, u64, Reason)> {
+        self.slots[..i].iter().enumerate().find_map(|(k, slot)| {
+            let reason = slot.running.as_ref()?.handle.exit_reason()?;
+            Some((k, slot.generation, reason))
+        })
+    }
+
     /// Restarts per the strategy; `Err` when the supervisor must stop.
     async fn on_exit(&mut self, i: usize, generation: u64, reason: Reason) -> Result<(), Reason> {
-        let slot = &mut self.slots[i];
-        if slot.generation != generation || slot.running.is_none() {
+        if !self.is_current(i, generation) {
             return Ok(());
         }
+        // Exits are heard in the order their watchers report them, not the
+        // order they happened: a consumer that stopped because its producer
+        // did (a permanent subscription) can be heard first. Restarting it
+        // then would hand its factory the stopped producer. A stage publishes
+        // its exit before its consumers hear of it, so an earlier child whose
+        // exit caused this one has stopped by now: handle its exit first (its
+        // own report comes later and is ignored). Under rest for one or one
+        // for all that restart includes this child, whose report is then stale.
+        if let Some((k, k_generation, k_reason)) = self.stopped_before(i) {
+            Box::pin(self.on_exit(k, k_generation, k_reason)).await?;
+            if !self.is_current(i, generation) {
+                return Ok(());
+            }
+        }
+        let slot = &mut self.slots[i];
         slot.running = None;
         let name = self.slots[i].spec.name.clone();
         if !self.slots[i].spec.restart.applies(&reason) {
@@ -537,6 +567,15 @@ impl SupervisorTask {
         }
         for j in range {
             if let Err(failure) = self.start_child(j).await {
+                // An earlier child stopped while this restart ran and the
+                // factory found it stopped: restart from that child, which
+                // starts this one again, rather than fail.
+                if self.strategy != Strategy::OneForOne
+                    && let Some((k, k_generation, k_reason)) = self.stopped_before(j)
+                    && self.slots[k].spec.restart.applies(&k_reason)
+                {
+                    return Box::pin(self.on_exit(k, k_generation, k_reason)).await;
+                }
                 self.restarting = false;
                 let child = &*self.slots[j].spec.name;
                 tracing::error!(child, "child could not be restarted; supervisor stops");
