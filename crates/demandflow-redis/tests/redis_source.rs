@@ -126,6 +126,17 @@ struct Record {
 }
 
 impl Record {
+    /// A record whose handler first takes a permit of the returned gate,
+    /// which starts with `permits`.
+    fn gated(permits: usize) -> (Record, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(permits));
+        let record = Record {
+            gate: Some(gate.clone()),
+            ..Record::default()
+        };
+        (record, gate)
+    }
+
     fn count(&self) -> usize {
         self.seen.lock().len()
     }
@@ -193,11 +204,7 @@ async fn the_source_never_holds_more_entries_than_were_asked() {
     // The handler waits at the gate: the processor holds what it was given
     // and asks for nothing more, so the group's pending list shows exactly
     // what the source read: the processor's max_demand, never more.
-    let gate = Arc::new(Semaphore::new(0));
-    let record = Record {
-        gate: Some(gate.clone()),
-        ..Record::default()
-    };
+    let (record, gate) = Record::gated(0);
     let topology = run(
         "demand",
         record.clone(),
@@ -364,11 +371,7 @@ async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
     };
     let consumer = format!("reconnect-{}", std::process::id());
     let source = source_on(&stream, |b| claims(b.consumer(&consumer), 300, 100)).await;
-    let gate = Arc::new(Semaphore::new(500));
-    let record = Record {
-        gate: Some(gate.clone()),
-        ..Record::default()
-    };
+    let (record, gate) = Record::gated(500);
     let topology = run(
         "reconnect",
         record.clone(),
