@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use demandflow_messages::{
-    AckRef, Batcher, ChannelAcknowledger, DummySource, Failure, Message, Processors, Topology,
+    AckRef, Batcher, ChannelAcknowledger, Failure, Message, Processors, Topology,
 };
 use demandflow_runtime::from_iter;
 use support::{Recorder, Tally};
@@ -23,13 +23,12 @@ async fn a_message_failed_in_a_processor_never_reaches_a_batcher_and_is_acked_fa
         ..recorder()
     };
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .processors(Processors::new(2))
-        .batcher(Batcher::new("default").batch_size(10))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        support::dummy(handler)
+            .processors(Processors::new(2))
+            .batcher(Batcher::new("default").batch_size(10)),
+    )
+    .await;
     let mut acks = topology.test_messages(0..30);
     let outcome = acks.all().await;
     let mut failed: Vec<u64> = outcome.failed.iter().map(|f| f.0).collect();
@@ -55,12 +54,7 @@ async fn a_message_failed_in_a_processor_never_reaches_a_batcher_and_is_acked_fa
 
 #[tokio::test(start_paused = true)]
 async fn acknowledgements_come_in_groups_not_one_call_per_message() {
-    let topology = Topology::builder("t", recorder())
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("default").batch_size(50))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::with_batcher(recorder(), Batcher::new("default").batch_size(50)).await;
     let mut acks = topology.test_messages(0..100);
     let outcome = acks.all().await;
     assert_eq!(outcome.successful, (0..100).collect::<Vec<_>>());
@@ -73,12 +67,7 @@ async fn a_panicking_processor_fails_its_message_with_the_panic_and_the_topology
         panic: Some(Box::new(|n| n == 3)),
         ..recorder()
     };
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("default").batch_size(5))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::with_batcher(handler, Batcher::new("default").batch_size(5)).await;
     let mut acks = topology.test_messages(0..10);
     let outcome = acks.all().await;
     assert_eq!(
@@ -97,12 +86,7 @@ async fn a_panicking_batch_handler_fails_the_whole_batch_once() {
         batch_panic: Some(Box::new(|n| n == 7)),
         ..recorder()
     };
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("default").batch_size(5))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::with_batcher(handler, Batcher::new("default").batch_size(5)).await;
     let mut acks = topology.test_messages(0..15);
     let outcome = acks.all().await;
     let mut failed: Vec<u64> = outcome.failed.iter().map(|f| f.0).collect();
@@ -127,12 +111,7 @@ async fn messages_a_batch_handler_drops_are_acked_failed_and_failed_ones_go_thro
         ..recorder()
     };
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("default").batch_size(5))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::with_batcher(handler, Batcher::new("default").batch_size(5)).await;
     let mut acks = topology.test_messages(0..5);
     let outcome = acks.all().await;
     let mut ok = outcome.successful.clone();
@@ -162,16 +141,8 @@ async fn an_immediately_acked_message_is_acked_once_before_its_batch() {
         ..recorder()
     };
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(10)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology =
+        support::with_batcher(handler, support::batcher(100, Duration::from_secs(10))).await;
     let mut acks = topology.test_messages(0..3);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let early = acks.so_far();
@@ -189,14 +160,14 @@ async fn without_batchers_processors_ack_and_a_finite_source_runs_to_the_end() {
     let tally = Arc::new(Tally::default());
     let messages = support::messages(1_000, &tally);
     let messages = parking_lot::Mutex::new(Some(messages));
-    let topology = Topology::builder("t", recorder())
-        .source(1, move |_| {
-            from_iter(messages.lock().take().unwrap_or_default())
-        })
-        .processors(Processors::new(3).max_demand(50))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("t", recorder())
+            .source(1, move |_| {
+                from_iter(messages.lock().take().unwrap_or_default())
+            })
+            .processors(Processors::new(3).max_demand(50)),
+    )
+    .await;
     topology.wait().await;
     tally.assert_exactly_once(1_000);
     assert_eq!(tally.inner.lock().ok.len(), 1_000);
@@ -206,25 +177,16 @@ async fn without_batchers_processors_ack_and_a_finite_source_runs_to_the_end() {
 #[tokio::test(start_paused = true)]
 async fn a_finite_source_with_two_copies_flushes_its_last_batches_at_the_end() {
     let tally = Arc::new(Tally::default());
-    let all = support::messages(250, &tally);
-    let mut halves = vec![Vec::new(), Vec::new()];
-    for m in all {
-        halves[(m.data % 2) as usize].push(m);
-    }
-    let halves = parking_lot::Mutex::new(halves);
+    let halves = support::halves(250, &tally);
     let handler = recorder();
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(2, move |i| from_iter(std::mem::take(&mut halves.lock()[i])))
-        .processors(Processors::new(2))
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(3600)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("t", handler)
+            .source(2, move |i| from_iter(std::mem::take(&mut halves.lock()[i])))
+            .processors(Processors::new(2))
+            .batcher(support::batcher(100, Duration::from_secs(3600))),
+    )
+    .await;
     topology.wait().await;
     tally.assert_exactly_once(250);
     let log = log.0.lock();
@@ -237,16 +199,8 @@ async fn a_finite_source_with_two_copies_flushes_its_last_batches_at_the_end() {
 #[tokio::test(start_paused = true)]
 async fn stopping_a_topology_acks_what_it_held_as_failed() {
     let tally = Arc::new(Tally::default());
-    let topology = Topology::builder("t", recorder())
-        .source(1, |_| DummySource::new())
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(60)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology =
+        support::with_batcher(recorder(), support::batcher(100, Duration::from_secs(60))).await;
     topology
         .push_messages(support::messages(30, &tally))
         .unwrap();

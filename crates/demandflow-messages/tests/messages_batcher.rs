@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use demandflow_messages::{BatchKey, BatchTrigger, Batcher, DummySource, Processors, Topology};
+use demandflow_messages::{BatchKey, BatchTrigger, Batcher, Processors};
 use support::Recorder;
 use tokio::time::Instant;
 
@@ -12,17 +12,12 @@ use tokio::time::Instant;
 async fn two_hundred_fifty_messages_make_two_full_batches_and_one_timed_out() {
     let handler = Recorder::default();
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .processors(Processors::new(2))
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(1)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        support::dummy(handler)
+            .processors(Processors::new(2))
+            .batcher(support::batcher(100, Duration::from_secs(1))),
+    )
+    .await;
     let t0 = Instant::now();
     let mut acks = topology.test_messages(0..250);
     let outcome = acks.all().await;
@@ -60,16 +55,8 @@ async fn two_hundred_fifty_messages_make_two_full_batches_and_one_timed_out() {
 async fn the_timeout_runs_from_the_first_message_and_later_ones_do_not_reset_it() {
     let handler = Recorder::default();
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(1)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology =
+        support::with_batcher(handler, support::batcher(100, Duration::from_secs(1))).await;
     let t0 = Instant::now();
     let mut first = topology.test_messages(0..40);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -91,16 +78,8 @@ async fn batches_are_per_key_and_each_key_has_its_own_timer() {
         ..Recorder::default()
     };
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(
-            Batcher::new("default")
-                .batch_size(4)
-                .batch_timeout(Duration::from_secs(1)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology =
+        support::with_batcher(handler, support::batcher(4, Duration::from_secs(1))).await;
     let t0 = Instant::now();
     // Keys 0, 1, 2 get 4, 3 and 3 messages: key 0 fills up, the others time out.
     let mut acks = topology.test_messages(0..10);
@@ -136,8 +115,7 @@ async fn batches_are_per_key_and_each_key_has_its_own_timer() {
 async fn a_batch_size_function_can_count_bytes() {
     let handler = Recorder::default();
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
+    let topology = support::dummy(handler)
         .batcher(
             Batcher::new("default")
                 // Full at 10 "bytes", a message of data n weighing n.
@@ -172,16 +150,8 @@ async fn a_batch_size_function_can_count_bytes() {
 async fn a_message_can_flush_its_batch_and_a_test_batch_is_one_batch() {
     let handler = Recorder::default();
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(60)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology =
+        support::with_batcher(handler, support::batcher(100, Duration::from_secs(60))).await;
     let t0 = Instant::now();
     let mut acks = topology.test_batch([7, 8, 9]);
     let outcome = acks.all().await;
@@ -221,13 +191,12 @@ async fn messages_go_to_the_batcher_they_name() {
         }
     }
     let log = support::Log::default();
-    let topology = Topology::builder("t", Route(log.clone()))
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("even").batch_size(2))
-        .batcher(Batcher::new("odd").batch_size(2))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        support::dummy(Route(log.clone()))
+            .batcher(Batcher::new("even").batch_size(2))
+            .batcher(Batcher::new("odd").batch_size(2)),
+    )
+    .await;
     let mut acks = topology.test_messages(0..6);
     let outcome = acks.all().await;
     assert_eq!(outcome.successful.len(), 4);
@@ -262,17 +231,12 @@ async fn ten_thousand_open_keys_share_one_timer_task() {
         ..Recorder::default()
     };
     let log = handler.log.clone();
-    let topology = Topology::builder("t", handler)
-        .source(1, |_| DummySource::new())
-        .processors(Processors::new(1).max_demand(1_000))
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(1)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        support::dummy(handler)
+            .processors(Processors::new(1).max_demand(1_000))
+            .batcher(support::batcher(100, Duration::from_secs(1))),
+    )
+    .await;
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

@@ -14,11 +14,7 @@ async fn start(handler: Recorder, processors: usize) -> Topology<u64> {
     Topology::builder("drained", handler)
         .source(2, |_| DummySource::new())
         .processors(Processors::new(processors))
-        .batcher(
-            Batcher::new("default")
-                .batch_size(100)
-                .batch_timeout(Duration::from_secs(3600)),
-        )
+        .batcher(support::batcher(100, Duration::from_secs(3600)))
         .start()
         .await
         .unwrap()
@@ -100,12 +96,12 @@ async fn a_drain_deadline_reports_and_fails_what_could_not_finish() {
         batch_delay: Some(Duration::from_secs(10)),
         ..Recorder::default()
     };
-    let topology = Topology::builder("slow", handler)
-        .source(1, |_| DummySource::new())
-        .batcher(Batcher::new("default").batch_size(10))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("slow", handler)
+            .source(1, |_| DummySource::new())
+            .batcher(Batcher::new("default").batch_size(10)),
+    )
+    .await;
     let tally = Arc::new(Tally::default());
     topology
         .push_messages(support::messages(35, &tally))

@@ -7,18 +7,10 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use demandflow_messages::{Batcher, Message, Processors, RateLimit, Topology};
+use demandflow_messages::{Batcher, Message, Processors, Topology};
 use demandflow_runtime::from_iter;
 use support::{Recorder, Tally};
 use tokio::time::Instant;
-
-fn halves(n: u64, tally: &Arc<Tally>) -> parking_lot::Mutex<Vec<Vec<Message<u64>>>> {
-    let mut halves = vec![Vec::new(), Vec::new()];
-    for m in support::messages(n, tally) {
-        halves[(m.data % 2) as usize].push(m);
-    }
-    parking_lot::Mutex::new(halves)
-}
 
 /// The most messages handled within any window of `window` starting at a handling.
 fn busiest(times: &[Instant], window: Duration) -> usize {
@@ -38,23 +30,20 @@ fn busiest(times: &[Instant], window: Duration) -> usize {
 #[tokio::test(start_paused = true)]
 async fn ten_per_100ms_over_1000_messages_from_two_source_copies() {
     let tally = Arc::new(Tally::default());
-    let sources = halves(1_000, &tally);
+    let sources = support::halves(1_000, &tally);
     let handler = Recorder::default();
     let log = handler.log.clone();
     let t0 = Instant::now();
-    let topology = Topology::builder("limited", handler)
-        .source(2, move |i| {
-            from_iter(std::mem::take(&mut sources.lock()[i]))
-        })
-        .processors(Processors::new(2).max_demand(8))
-        .batcher(Batcher::new("default").batch_size(25))
-        .rate_limit(RateLimit::new(
-            NonZeroU64::new(10).unwrap(),
-            Duration::from_millis(100),
-        ))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("limited", handler)
+            .source(2, move |i| {
+                from_iter(std::mem::take(&mut sources.lock()[i]))
+            })
+            .processors(Processors::new(2).max_demand(8))
+            .batcher(Batcher::new("default").batch_size(25))
+            .rate_limit(support::rate(10, Duration::from_millis(100))),
+    )
+    .await;
     topology.wait().await;
 
     tally.assert_exactly_once(1_000);
@@ -63,7 +52,7 @@ async fn ten_per_100ms_over_1000_messages_from_two_source_copies() {
         1_000,
         "all delivered, none dropped"
     );
-    let times: Vec<Instant> = log.0.lock().handled.iter().map(|h| h.1).collect();
+    let times: Vec<Instant> = support::handled_times(&log);
     assert_eq!(times.len(), 1_000);
     assert_eq!(busiest(&times, Duration::from_millis(100)), 10);
     // Fixed windows from the start, as the limiter counts them.
@@ -83,22 +72,19 @@ async fn ten_per_100ms_over_1000_messages_from_two_source_copies() {
 #[tokio::test(start_paused = true)]
 async fn the_limit_can_change_while_running() {
     let tally = Arc::new(Tally::default());
-    let sources = halves(300, &tally);
+    let sources = support::halves(300, &tally);
     let handler = Recorder::default();
     let log = handler.log.clone();
     let t0 = Instant::now();
-    let topology = Topology::builder("limited", handler)
-        .source(1, move |i| {
-            from_iter(std::mem::take(&mut sources.lock()[i * 2]))
-        })
-        .processors(Processors::new(1).max_demand(100))
-        .rate_limit(RateLimit::new(
-            NonZeroU64::new(5).unwrap(),
-            Duration::from_secs(1),
-        ))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("limited", handler)
+            .source(1, move |i| {
+                from_iter(std::mem::take(&mut sources.lock()[i * 2]))
+            })
+            .processors(Processors::new(1).max_demand(100))
+            .rate_limit(support::rate(5, Duration::from_secs(1))),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     // Windows 0, 1 and 2 handled 5 each.
     assert_eq!(log.0.lock().handled.len(), 15);
@@ -106,7 +92,7 @@ async fn the_limit_can_change_while_running() {
     assert_eq!(topology.rate_limiter().unwrap().limit(), 50);
     topology.wait().await;
     // The 150 even messages of the only source copy: 15, then 50 a second.
-    let times: Vec<Instant> = log.0.lock().handled.iter().map(|h| h.1).collect();
+    let times: Vec<Instant> = support::handled_times(&log);
     assert_eq!(times.len(), 150);
     let mut per_window = vec![0_usize; 6];
     for t in &times {
@@ -127,25 +113,22 @@ async fn the_limit_holds_when_partitions_get_their_messages_late() {
     let sources = parking_lot::Mutex::new(Some(support::messages(600, &tally)));
     let handler = Recorder::default();
     let log = handler.log.clone();
-    let topology = Topology::builder("limited", handler)
-        .source(1, move |_| {
-            from_iter(sources.lock().take().unwrap_or_default())
-        })
-        .processors(
-            Processors::new(2)
-                .max_demand(50)
-                .partition_by(move |m: &Message<u64>| if m.data < 300 { 0 } else { other }),
-        )
-        .rate_limit(RateLimit::new(
-            NonZeroU64::new(10).unwrap(),
-            Duration::from_millis(100),
-        ))
-        .start()
-        .await
-        .unwrap();
+    let topology = support::started(
+        Topology::builder("limited", handler)
+            .source(1, move |_| {
+                from_iter(sources.lock().take().unwrap_or_default())
+            })
+            .processors(
+                Processors::new(2)
+                    .max_demand(50)
+                    .partition_by(move |m: &Message<u64>| if m.data < 300 { 0 } else { other }),
+            )
+            .rate_limit(support::rate(10, Duration::from_millis(100))),
+    )
+    .await;
     topology.wait().await;
     tally.assert_exactly_once(600);
-    let times: Vec<Instant> = log.0.lock().handled.iter().map(|h| h.1).collect();
+    let times: Vec<Instant> = support::handled_times(&log);
     assert_eq!(times.len(), 600);
     assert_eq!(busiest(&times, Duration::from_millis(100)), 10);
 }

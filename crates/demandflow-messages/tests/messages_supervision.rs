@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use demandflow_messages::{AckRef, Batcher, Message, Processors, Topology};
+use demandflow_messages::{AckRef, Message, Processors, Topology};
 use demandflow_runtime::{Context, Producer};
 use support::{Recorder, Tally};
 
@@ -39,27 +39,29 @@ impl Producer for Flaky {
     }
 }
 
+/// A topology over one [`Flaky`] source, acknowledging to `tally`, which
+/// sets `crashed` when it crashes.
+async fn start_flaky(tally: &Arc<Tally>, crashed: &Arc<AtomicBool>) -> Topology<u64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let (to, flag) = (tally.clone(), crashed.clone());
+    support::started(
+        Topology::builder("flaky", Recorder::default())
+            .source(1, move |_| Flaky {
+                next: next.clone(),
+                crashed: flag.clone(),
+                to: to.clone(),
+            })
+            .processors(Processors::new(2).max_demand(10))
+            .batcher(support::batcher(20, Duration::from_millis(100))),
+    )
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_crashed_source_restarts_with_the_stages_after_it_and_no_message_is_lost_twice() {
     let tally = Arc::new(Tally::default());
-    let next = Arc::new(AtomicU64::new(0));
     let crashed = Arc::new(AtomicBool::new(false));
-    let (to, counter, flag) = (tally.clone(), next.clone(), crashed.clone());
-    let topology = Topology::builder("flaky", Recorder::default())
-        .source(1, move |_| Flaky {
-            next: counter.clone(),
-            crashed: flag.clone(),
-            to: to.clone(),
-        })
-        .processors(Processors::new(2).max_demand(10))
-        .batcher(
-            Batcher::new("default")
-                .batch_size(20)
-                .batch_timeout(Duration::from_millis(100)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let topology = start_flaky(&tally, &crashed).await;
     topology.wait().await;
     assert!(crashed.load(Ordering::Relaxed));
     assert_eq!(topology.restarts(), 1);
@@ -76,24 +78,8 @@ async fn a_crashed_source_restarts_with_the_stages_after_it_and_no_message_is_lo
 async fn a_crashed_source_restarts_whatever_order_the_exits_arrive_in() {
     for _ in 0..10 {
         let tally = Arc::new(Tally::default());
-        let next = Arc::new(AtomicU64::new(0));
         let crashed = Arc::new(AtomicBool::new(false));
-        let (to, counter, flag) = (tally.clone(), next.clone(), crashed.clone());
-        let topology = Topology::builder("flaky", Recorder::default())
-            .source(1, move |_| Flaky {
-                next: counter.clone(),
-                crashed: flag.clone(),
-                to: to.clone(),
-            })
-            .processors(Processors::new(2).max_demand(10))
-            .batcher(
-                Batcher::new("default")
-                    .batch_size(20)
-                    .batch_timeout(Duration::from_millis(100)),
-            )
-            .start()
-            .await
-            .unwrap();
+        let topology = start_flaky(&tally, &crashed).await;
         topology.wait().await;
         assert_eq!(topology.restarts(), 1);
         drop(topology);

@@ -6,9 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use demandflow_messages::{BatchInfo, Batcher, Message, MessageHandler, Processors, Topology};
-use demandflow_redis::{BuildSourceError, FailurePolicy, RedisSink, RedisSource, StreamEntry};
+use demandflow_messages::{
+    BatchInfo, Batcher, Message, MessageHandler, Processors, Topology, TopologyBuilder,
+};
+use demandflow_redis::{
+    BuildSourceError, FailurePolicy, RedisSink, RedisSource, RedisSourceBuilder, StreamEntry,
+};
 use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamRangeReply;
 use support::{URL, add_numbers, cleanup, eventually, pending, redis_or_skip, unique_key};
 use tokio::sync::Semaphore;
 
@@ -18,6 +24,95 @@ fn number(entry: &StreamEntry) -> Result<u64, String> {
         .ok_or("no field n")?
         .parse()
         .map_err(|e: std::num::ParseIntError| e.to_string())
+}
+
+/// A connection and a fresh stream (named after `name`) holding `0..count`;
+/// `None` when the test is skipped.
+async fn numbers_stream(
+    test: &str,
+    name: &str,
+    count: u64,
+) -> Option<(MultiplexedConnection, String)> {
+    let mut conn = redis_or_skip(test).await?;
+    let stream = unique_key(name);
+    add_numbers(&mut conn, &stream, 0..count).await;
+    Some((conn, stream))
+}
+
+/// A source on `stream`, group `g`, decoding field `n`, with `tune` applied.
+async fn source_on(
+    stream: &str,
+    tune: impl FnOnce(RedisSourceBuilder<u64>) -> RedisSourceBuilder<u64>,
+) -> RedisSource<u64> {
+    tune(RedisSource::builder(URL, stream, "g").decode(number))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Quick claiming: entries idle `idle_ms` are claimed, checked every
+/// `interval_ms`, with reads blocking 50 ms.
+fn claims(
+    builder: RedisSourceBuilder<u64>,
+    idle_ms: u64,
+    interval_ms: u64,
+) -> RedisSourceBuilder<u64> {
+    builder
+        .claim_min_idle(Duration::from_millis(idle_ms))
+        .claim_interval(Duration::from_millis(interval_ms))
+        .block(Duration::from_millis(50))
+}
+
+/// A topology named `name` running `handler` over `copies` copies of `source`.
+fn topology<H: MessageHandler<u64>>(
+    name: &str,
+    handler: H,
+    source: &RedisSource<u64>,
+    copies: usize,
+) -> TopologyBuilder<u64, H> {
+    let s = source.clone();
+    Topology::builder(name, handler).source(copies, move |i| s.copy(i))
+}
+
+/// Starts [`topology`] with `processors`.
+async fn run<H: MessageHandler<u64>>(
+    name: &str,
+    handler: H,
+    source: &RedisSource<u64>,
+    copies: usize,
+    processors: Processors<u64>,
+) -> Topology<u64> {
+    topology(name, handler, source, copies)
+        .processors(processors)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits until `source` has acknowledged `n` entries.
+async fn all_acked(source: &RedisSource<u64>, n: u64) {
+    eventually("every entry acknowledged", || {
+        let source = source.clone();
+        async move { source.metrics().acked == n }
+    })
+    .await;
+}
+
+/// Drains `topology`, then deletes `keys`.
+async fn finish(topology: Topology<u64>, conn: &mut MultiplexedConnection, keys: &[&str]) {
+    topology.drain(Duration::from_secs(5)).await;
+    cleanup(conn, keys).await;
+}
+
+/// Every entry of `stream`.
+async fn xrange(conn: &mut MultiplexedConnection, stream: &str) -> StreamRangeReply {
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap()
 }
 
 /// Counts how often each number was handled; fails the numbers in `fail`
@@ -31,6 +126,17 @@ struct Record {
 }
 
 impl Record {
+    /// A record whose handler first takes a permit of the returned gate,
+    /// which starts with `permits`.
+    fn gated(permits: usize) -> (Record, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(permits));
+        let record = Record {
+            gate: Some(gate.clone()),
+            ..Record::default()
+        };
+        (record, gate)
+    }
+
     fn count(&self) -> usize {
         self.seen.lock().len()
     }
@@ -56,29 +162,22 @@ impl MessageHandler<u64> for Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_entry_is_processed_and_acknowledged() {
-    let Some(mut conn) = redis_or_skip("every_entry_is_processed_and_acknowledged").await else {
+    let Some((mut conn, stream)) =
+        numbers_stream("every_entry_is_processed_and_acknowledged", "all", 2_000).await
+    else {
         return;
     };
-    let stream = unique_key("all");
-    add_numbers(&mut conn, &stream, 0..2_000).await;
-    let source = RedisSource::builder(URL, &stream, "g")
-        .decode(number)
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| b).await;
     let record = Record::default();
-    let s = source.clone();
-    let topology = Topology::builder("all", record.clone())
-        .source(2, move |i| s.copy(i))
-        .processors(Processors::new(2).max_demand(100))
-        .start()
-        .await
-        .unwrap();
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 2_000 }
-    })
+    let topology = run(
+        "all",
+        record.clone(),
+        &source,
+        2,
+        Processors::new(2).max_demand(100),
+    )
     .await;
+    all_acked(&source, 2_000).await;
     assert_eq!(record.count(), 2_000);
     assert!(
         record.seen.lock().values().all(|&n| n == 1),
@@ -87,38 +186,33 @@ async fn every_entry_is_processed_and_acknowledged() {
     assert_eq!(pending(&mut conn, &stream, "g").await, 0);
     let metrics = source.metrics();
     assert_eq!((metrics.read, metrics.left_pending), (2_000, 0));
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream]).await;
+    finish(topology, &mut conn, &[&stream]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_never_holds_more_entries_than_were_asked() {
-    let Some(mut conn) = redis_or_skip("the_source_never_holds_more_entries_than_were_asked").await
+    let Some((mut conn, stream)) = numbers_stream(
+        "the_source_never_holds_more_entries_than_were_asked",
+        "demand",
+        1_000,
+    )
+    .await
     else {
         return;
     };
-    let stream = unique_key("demand");
-    add_numbers(&mut conn, &stream, 0..1_000).await;
-    let source = RedisSource::builder(URL, &stream, "g")
-        .decode(number)
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| b).await;
     // The handler waits at the gate: the processor holds what it was given
     // and asks for nothing more, so the group's pending list shows exactly
     // what the source read: the processor's max_demand, never more.
-    let gate = Arc::new(Semaphore::new(0));
-    let record = Record {
-        gate: Some(gate.clone()),
-        ..Record::default()
-    };
-    let s = source.clone();
-    let topology = Topology::builder("demand", record.clone())
-        .source(1, move |i| s.copy(i))
-        .processors(Processors::new(1).max_demand(10))
-        .start()
-        .await
-        .unwrap();
+    let (record, gate) = Record::gated(0);
+    let topology = run(
+        "demand",
+        record.clone(),
+        &source,
+        1,
+        Processors::new(1).max_demand(10),
+    )
+    .await;
     eventually("the first read", || {
         let source = source.clone();
         async move { source.metrics().read > 0 }
@@ -129,50 +223,31 @@ async fn the_source_never_holds_more_entries_than_were_asked() {
     assert_eq!(source.metrics().read, 10);
     assert_eq!(pending(&mut conn, &stream, "g").await, 10);
     gate.add_permits(1_000);
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 1_000 }
-    })
-    .await;
+    all_acked(&source, 1_000).await;
     assert_eq!(pending(&mut conn, &stream, "g").await, 0);
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream]).await;
+    finish(topology, &mut conn, &[&stream]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_message_is_left_pending_and_delivered_again() {
-    let Some(mut conn) =
-        redis_or_skip("a_failed_message_is_left_pending_and_delivered_again").await
+    let Some((mut conn, stream)) = numbers_stream(
+        "a_failed_message_is_left_pending_and_delivered_again",
+        "retry",
+        100,
+    )
+    .await
     else {
         return;
     };
-    let stream = unique_key("retry");
-    add_numbers(&mut conn, &stream, 0..100).await;
-    let source = RedisSource::builder(URL, &stream, "g")
-        .decode(number)
-        .claim_min_idle(Duration::from_millis(1_000))
-        .claim_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| claims(b, 1_000, 100)).await;
     // 7 and 42 fail twice, then succeed.
     let record = Record {
         fail: vec![7, 42],
         fail_until: 2,
         ..Record::default()
     };
-    let s = source.clone();
-    let topology = Topology::builder("retry", record.clone())
-        .source(1, move |i| s.copy(i))
-        .start()
-        .await
-        .unwrap();
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 100 }
-    })
-    .await;
+    let topology = run("retry", record.clone(), &source, 1, Processors::new(1)).await;
+    all_acked(&source, 100).await;
     {
         let seen = record.seen.lock();
         assert_eq!((seen[&7], seen[&42], seen[&8]), (3, 3, 1));
@@ -181,18 +256,15 @@ async fn a_failed_message_is_left_pending_and_delivered_again() {
     assert_eq!(metrics.left_pending, 4);
     assert_eq!(metrics.claimed, 4);
     assert_eq!(pending(&mut conn, &stream, "g").await, 0);
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream]).await;
+    finish(topology, &mut conn, &[&stream]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_and_malformed_entries_go_to_the_dead_letter_stream_after_n_deliveries() {
-    let Some(mut conn) = redis_or_skip("dead letters").await else {
+    let Some((mut conn, stream)) = numbers_stream("dead letters", "dl", 50).await else {
         return;
     };
-    let stream = unique_key("dl");
     let dead = format!("{stream}:dead");
-    add_numbers(&mut conn, &stream, 0..50).await;
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
@@ -201,26 +273,16 @@ async fn failing_and_malformed_entries_go_to_the_dead_letter_stream_after_n_deli
         .query_async(&mut conn)
         .await
         .unwrap();
-    let source = RedisSource::builder(URL, &stream, "g")
-        .decode(number)
-        .claim_min_idle(Duration::from_millis(500))
-        .claim_interval(Duration::from_millis(50))
-        .block(Duration::from_millis(50))
-        .on_failure(FailurePolicy::dead_letter(&dead, 3))
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| {
+        claims(b, 500, 50).on_failure(FailurePolicy::dead_letter(&dead, 3))
+    })
+    .await;
     let record = Record {
         fail: vec![13],
         fail_until: u32::MAX,
         ..Record::default()
     };
-    let s = source.clone();
-    let topology = Topology::builder("dl", record.clone())
-        .source(1, move |i| s.copy(i))
-        .start()
-        .await
-        .unwrap();
+    let topology = run("dl", record.clone(), &source, 1, Processors::new(1)).await;
     eventually("both bad entries dead-lettered", || {
         let source = source.clone();
         async move { source.metrics().dead_lettered == 2 }
@@ -240,13 +302,7 @@ async fn failing_and_malformed_entries_go_to_the_dead_letter_stream_after_n_deli
     let metrics = source.metrics();
     assert_eq!(metrics.malformed, 3);
     assert_eq!(metrics.acked, 51);
-    let dead_entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&dead)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let dead_entries = xrange(&mut conn, &dead).await;
     let mut found: Vec<(String, String, String)> = dead_entries
         .ids
         .iter()
@@ -260,17 +316,14 @@ async fn failing_and_malformed_entries_go_to_the_dead_letter_stream_after_n_deli
     assert_eq!(found[0].1, "3");
     assert_eq!(found[1].0, "not a number");
     assert!(found[1].2.contains("malformed entry"), "{found:?}");
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream, &dead]).await;
+    finish(topology, &mut conn, &[&stream, &dead]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_of_a_consumer_that_disappeared_are_claimed_and_finished() {
-    let Some(mut conn) = redis_or_skip("claiming").await else {
+    let Some((mut conn, stream)) = numbers_stream("claiming", "claim", 500).await else {
         return;
     };
-    let stream = unique_key("claim");
-    add_numbers(&mut conn, &stream, 0..500).await;
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&stream)
@@ -293,64 +346,40 @@ async fn entries_of_a_consumer_that_disappeared_are_claimed_and_finished() {
         .await
         .unwrap();
     assert_eq!(pending(&mut conn, &stream, "g").await, 120);
-    let source = RedisSource::builder(URL, &stream, "g")
-        .decode(number)
-        .claim_min_idle(Duration::from_millis(1_000))
-        .claim_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| claims(b, 1_000, 100)).await;
     let record = Record::default();
-    let s = source.clone();
-    let topology = Topology::builder("claim", record.clone())
-        .source(1, move |i| s.copy(i))
-        .processors(Processors::new(1).max_demand(50))
-        .start()
-        .await
-        .unwrap();
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 500 }
-    })
+    let topology = run(
+        "claim",
+        record.clone(),
+        &source,
+        1,
+        Processors::new(1).max_demand(50),
+    )
     .await;
+    all_acked(&source, 500).await;
     assert_eq!(record.count(), 500);
     let metrics = source.metrics();
     assert_eq!((metrics.read, metrics.claimed), (380, 120));
     assert_eq!(pending(&mut conn, &stream, "g").await, 0);
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream]).await;
+    finish(topology, &mut conn, &[&stream]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
-    let Some(mut conn) = redis_or_skip("reconnect").await else {
+    let Some((mut conn, stream)) = numbers_stream("reconnect", "reconnect", 3_000).await else {
         return;
     };
-    let stream = unique_key("reconnect");
-    add_numbers(&mut conn, &stream, 0..3_000).await;
     let consumer = format!("reconnect-{}", std::process::id());
-    let source = RedisSource::builder(URL, &stream, "g")
-        .consumer(&consumer)
-        .decode(number)
-        .claim_min_idle(Duration::from_millis(300))
-        .claim_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap();
-    let gate = Arc::new(Semaphore::new(500));
-    let record = Record {
-        gate: Some(gate.clone()),
-        ..Record::default()
-    };
-    let s = source.clone();
-    let topology = Topology::builder("reconnect", record.clone())
-        .source(1, move |i| s.copy(i))
-        .processors(Processors::new(1).max_demand(100))
-        .start()
-        .await
-        .unwrap();
+    let source = source_on(&stream, |b| claims(b.consumer(&consumer), 300, 100)).await;
+    let (record, gate) = Record::gated(500);
+    let topology = run(
+        "reconnect",
+        record.clone(),
+        &source,
+        1,
+        Processors::new(1).max_demand(100),
+    )
+    .await;
     eventually("500 handled", || {
         let record = record.clone();
         async move { record.count() == 500 }
@@ -377,11 +406,7 @@ async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
         .await
         .unwrap();
     gate.add_permits(10_000);
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 3_000 }
-    })
-    .await;
+    all_acked(&source, 3_000).await;
     assert_eq!(record.count(), 3_000);
     let metrics = source.metrics();
     assert!(
@@ -389,8 +414,7 @@ async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
         "{metrics:?}"
     );
     assert_eq!(pending(&mut conn, &stream, "g").await, 0);
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&stream]).await;
+    finish(topology, &mut conn, &[&stream]).await;
 }
 
 #[tokio::test]
@@ -426,38 +450,20 @@ impl MessageHandler<u64> for Copy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_writes_every_message_before_it_is_acknowledged() {
-    let Some(mut conn) = redis_or_skip("sink").await else {
+    let Some((mut conn, input)) = numbers_stream("sink", "sink-in", 1_000).await else {
         return;
     };
-    let input = unique_key("sink-in");
     let output = format!("{input}:out");
-    add_numbers(&mut conn, &input, 0..1_000).await;
-    let source = RedisSource::builder(URL, &input, "g")
-        .decode(number)
-        .build()
-        .await
-        .unwrap();
+    let source = source_on(&input, |b| b).await;
     let sink = Arc::new(RedisSink::connect(URL, &output).await.unwrap());
-    let s = source.clone();
-    let topology = Topology::builder("sink", Copy(sink))
-        .source(1, move |i| s.copy(i))
+    let topology = topology("sink", Copy(sink), &source, 1)
         .processors(Processors::new(1).max_demand(200))
         .batcher(Batcher::new("default").batch_size(100))
         .start()
         .await
         .unwrap();
-    eventually("every entry acknowledged", || {
-        let source = source.clone();
-        async move { source.metrics().acked == 1_000 }
-    })
-    .await;
-    let written: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&output)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    all_acked(&source, 1_000).await;
+    let written = xrange(&mut conn, &output).await;
     let mut numbers: Vec<u64> = written
         .ids
         .iter()
@@ -465,8 +471,7 @@ async fn the_sink_writes_every_message_before_it_is_acknowledged() {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..1_000).collect::<Vec<_>>());
-    topology.drain(Duration::from_secs(5)).await;
-    cleanup(&mut conn, &[&input, &output]).await;
+    finish(topology, &mut conn, &[&input, &output]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

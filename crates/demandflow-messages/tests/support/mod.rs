@@ -6,8 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::num::NonZeroU64;
+use std::time::Duration;
+
 use demandflow_messages::{
-    AckRef, Acknowledger, BatchInfo, BatchKey, Failure, Message, MessageHandler, Status,
+    AckRef, Acknowledger, BatchInfo, BatchKey, Batcher, DummySource, Failure, Message,
+    MessageHandler, RateLimit, Status, Topology, TopologyBuilder,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -174,4 +178,49 @@ pub fn key_of(info: &BatchInfo) -> u64 {
         BatchKey::Int(k) => k,
         _ => u64::MAX,
     }
+}
+
+/// Messages `0..n` (as [`messages`]) split by parity, for a source of two
+/// copies where copy `i` takes `halves[i]`.
+pub fn halves(n: u64, to: &Arc<Tally>) -> Mutex<Vec<Vec<Message<u64>>>> {
+    let mut halves = vec![Vec::new(), Vec::new()];
+    for m in messages(n, to) {
+        halves[(m.data % 2) as usize].push(m);
+    }
+    Mutex::new(halves)
+}
+
+/// The instants at which the processors handled messages, in log order.
+pub fn handled_times(log: &Log) -> Vec<Instant> {
+    log.0.lock().handled.iter().map(|h| h.1).collect()
+}
+
+/// The `default` batcher with `size` and `timeout`.
+pub fn batcher(size: usize, timeout: Duration) -> Batcher<u64> {
+    Batcher::new("default")
+        .batch_size(size)
+        .batch_timeout(timeout)
+}
+
+/// At most `limit` messages per `interval`.
+pub fn rate(limit: u64, interval: Duration) -> RateLimit {
+    RateLimit::new(NonZeroU64::new(limit).unwrap(), interval)
+}
+
+/// A topology `t` running `handler` over one [`DummySource`].
+pub fn dummy<H: MessageHandler<u64>>(handler: H) -> TopologyBuilder<u64, H> {
+    Topology::builder("t", handler).source(1, |_| DummySource::new())
+}
+
+/// Starts `builder`, which must start.
+pub async fn started<H: MessageHandler<u64>>(builder: TopologyBuilder<u64, H>) -> Topology<u64> {
+    builder.start().await.unwrap()
+}
+
+/// A started [`dummy`] topology with the one `batcher`.
+pub async fn with_batcher<H: MessageHandler<u64>>(
+    handler: H,
+    batcher: Batcher<u64>,
+) -> Topology<u64> {
+    started(dummy(handler).batcher(batcher)).await
 }
