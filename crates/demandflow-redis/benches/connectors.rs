@@ -56,11 +56,7 @@ async fn fill(conn: &mut MultiplexedConnection, key: &str) {
 }
 
 fn number(entry: &StreamEntry) -> Result<u64, String> {
-    entry
-        .get_str("n")
-        .ok_or("no field n")?
-        .parse()
-        .map_err(|e: std::num::ParseIntError| e.to_string())
+    entry.parse("n")
 }
 
 struct Sum(Arc<AtomicU64>);

@@ -25,6 +25,31 @@ impl StreamEntry {
     pub fn get_str(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
+
+    /// The first field named `name`, parsed as a `T`; the error names the field
+    /// and says what was wrong, ready to be a decoder's failure reason.
+    ///
+    /// ```
+    /// use demandflow_redis::StreamEntry;
+    ///
+    /// let entry = StreamEntry {
+    ///     id: "1-0".into(),
+    ///     fields: vec![("n".into(), b"42".to_vec()), ("s".into(), b"x".to_vec())],
+    /// };
+    /// assert_eq!(entry.parse::<u64>("n"), Ok(42));
+    /// assert_eq!(entry.parse::<u64>("m"), Err("no UTF-8 field m".to_string()));
+    /// assert!(entry.parse::<u64>("s").unwrap_err().starts_with("field s: "));
+    /// ```
+    pub fn parse<T>(&self, name: &str) -> Result<T, String>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let value = self
+            .get_str(name)
+            .ok_or_else(|| format!("no UTF-8 field {name}"))?;
+        value.parse().map_err(|e| format!("field {name}: {e}"))
+    }
 }
 
 fn into_string(value: Value) -> Option<String> {

@@ -42,10 +42,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let source = RedisSource::builder("redis://127.0.0.1:6379/", "jobs", "workers")
 //!     .consumer("host-a")
-//!     .decode(|entry| {
-//!         let n = entry.get_str("n").ok_or("no field n")?;
-//!         n.parse::<u64>().map_err(|e| e.to_string())
-//!     })
+//!     .decode(|entry| entry.parse::<u64>("n"))
 //!     .on_failure(FailurePolicy::dead_letter("jobs:dead", 3))
 //!     .build()
 //!     .await?;

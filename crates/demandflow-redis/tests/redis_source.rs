@@ -19,11 +19,7 @@ use support::{URL, add_numbers, cleanup, eventually, pending, redis_or_skip, uni
 use tokio::sync::Semaphore;
 
 fn number(entry: &StreamEntry) -> Result<u64, String> {
-    entry
-        .get_str("n")
-        .ok_or("no field n")?
-        .parse()
-        .map_err(|e: std::num::ParseIntError| e.to_string())
+    entry.parse("n")
 }
 
 /// A connection and a fresh stream (named after `name`) holding `0..count`;

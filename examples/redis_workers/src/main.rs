@@ -105,11 +105,7 @@ impl MessageHandler<u64> for Record {
 }
 
 fn number(entry: &StreamEntry) -> Result<u64, String> {
-    entry
-        .get_str("n")
-        .ok_or("no field n")?
-        .parse()
-        .map_err(|e: std::num::ParseIntError| e.to_string())
+    entry.parse("n")
 }
 
 /// One worker process: runs until its standard input closes, then drains.
