@@ -150,21 +150,12 @@ async fn self_test_store(url: &str) -> Result<String, String> {
         return Err("memory does not hold the sums of the increments".into());
     }
     // The last batch is written at most one interval after its first key.
-    let waited = Instant::now();
     let stats = service.flush_stats().ok_or("no write-behind")?;
-    while stats.pending.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-        if waited.elapsed() > Duration::from_secs(30) {
-            return Err("the write-behind did not catch up in 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let caught_up = waited.elapsed();
-    let stored: HashMap<String, i64> = store
-        .load()
+    let caught_up = stats
+        .caught_up(Duration::from_secs(30))
         .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
+        .ok_or("the write-behind did not catch up in 30 s")?;
+    let stored = store.load_map().await.map_err(|e| e.to_string())?;
     if stored != expected {
         return Err("the database does not equal memory".into());
     }

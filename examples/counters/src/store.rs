@@ -124,6 +124,15 @@ impl Store {
         }
     }
 
+    /// Every stored counter, by key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::load`].
+    pub async fn load_map(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        Ok(self.load().await?.into_iter().collect())
+    }
+
     /// `key`'s stored value, 0 if it has none.
     ///
     /// # Errors

@@ -51,6 +51,24 @@ pub struct FlushStats {
     pub max_write_us: AtomicU64,
 }
 
+impl FlushStats {
+    /// Waits until every changed key has been written, checking every 2 ms for
+    /// at most `limit`; how long that took, or `None` if it had not caught up.
+    pub async fn caught_up(&self, limit: Duration) -> Option<Duration> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let waited = started.elapsed();
+            if self.pending.load(Ordering::Relaxed) == 0 {
+                return Some(waited);
+            }
+            if waited > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 /// The batch handler: takes the batch's keys from memory and writes them.
 struct Flusher {
     counters: Arc<Counters>,

@@ -153,21 +153,11 @@ async fn run(
     let started = Instant::now();
     let load = wrk(script, port, seconds).await;
     let elapsed = started.elapsed();
-    let load_done = Instant::now();
     let caught_up = match service.flush_stats() {
         Some(stats) => {
-            while stats.pending.load(Ordering::Relaxed) > 0
-                && load_done.elapsed() < Duration::from_secs(60)
-            {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let after = load_done.elapsed();
-            let stored: HashMap<String, i64> = store
-                .load()
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .collect();
+            let limit = Duration::from_secs(60);
+            let after = stats.caught_up(limit).await.unwrap_or(limit);
+            let stored = store.load_map().await.map_err(|e| e.to_string())?;
             let max_write = Duration::from_micros(stats.max_write_us.load(Ordering::Relaxed));
             Some((after, stored == service.counters().snapshot(), max_write))
         }

@@ -60,13 +60,9 @@ pub async fn fresh(url: &str, test: &str) -> Store {
 /// Waits until the write-behind pipeline has written every change (at most 30 s).
 pub async fn written(service: &Service) {
     let stats = service.flush_stats().expect("batched mode");
-    for _ in 0..3_000 {
-        if stats.pending.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if stats.caught_up(Duration::from_secs(30)).await.is_none() {
+        panic!("the write-behind pipeline did not catch up in 30 s");
     }
-    panic!("the write-behind pipeline did not catch up in 30 s");
 }
 
 /// Waits until `done` holds (at most 30 s).
@@ -82,5 +78,5 @@ pub async fn until(mut done: impl FnMut() -> bool, what: &str) {
 
 /// Every stored counter.
 pub async fn stored(store: &Store) -> HashMap<String, i64> {
-    store.load().await.expect("load").into_iter().collect()
+    store.load_map().await.expect("load")
 }
