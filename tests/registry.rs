@@ -238,3 +238,60 @@ async fn a_keyed_scheduler_lists_backlog_and_busy_keys_per_partition() {
     drop(keyed);
     eventually(|| registry::find("reg-d-keyed").is_none()).await;
 }
+
+/// Handles a message once a permit is given; panics on `u64::MAX`.
+struct GatedWorker(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl demandflow::supervisor::PartitionWorker for GatedWorker {
+    type Message = u64;
+    type Reply = ();
+
+    async fn handle(&mut self, n: u64) {
+        self.0.acquire().await.unwrap().forget();
+        assert_ne!(n, u64::MAX, "a message that fails on purpose");
+    }
+}
+
+#[tokio::test]
+async fn a_partition_supervisor_lists_mailbox_backlog_busy_workers_and_restarts() {
+    use demandflow::supervisor::PartitionSupervisor;
+
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let sup = PartitionSupervisor::builder(NonZeroUsize::new(2).unwrap(), move |_| {
+        GatedWorker(g.clone())
+    })
+    .name("reg-e-parts")
+    .mailbox_capacity(NonZeroUsize::new(10).unwrap())
+    .start()
+    .unwrap();
+    // Key 0 goes to partition 0: its worker takes one message and waits, three queue.
+    sup.cast(0_u64, 0).await.unwrap();
+    eventually(|| entry("reg-e-parts").partitions[0].busy_keys == 1).await;
+    for n in 1..4 {
+        sup.cast(0_u64, n).await.unwrap();
+    }
+    let e = entry("reg-e-parts");
+    assert_eq!(e.kind, EntryKind::PartitionSupervisor);
+    assert_eq!(e.partitions.len(), 2);
+    assert_eq!((e.partitions[0].backlog, e.partitions[0].busy_keys), (3, 1));
+    assert_eq!((e.partitions[1].backlog, e.partitions[1].busy_keys), (0, 0));
+    assert_eq!(
+        (e.events_in, e.events_out, e.buffered, e.buffer_limit),
+        (1, 0, 3, Some(20))
+    );
+    assert_eq!(e.restarts, Some(0));
+
+    // Everything handled, then a message that panics on partition 1: one restart.
+    gate.add_permits(4);
+    eventually(|| entry("reg-e-parts").events_out == 4).await;
+    sup.cast(1_u64, u64::MAX).await.unwrap();
+    gate.add_permits(1);
+    eventually(|| entry("reg-e-parts").restarts == Some(1)).await;
+    let e = entry("reg-e-parts");
+    assert_eq!((e.events_in, e.events_out, e.buffered), (5, 4, 0));
+    assert_eq!(e.partitions[1].busy_keys, 0);
+
+    sup.stop().await;
+    assert!(registry::find("reg-e-parts").is_none());
+}

@@ -6,7 +6,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use demandflow_core::{Key, Reason};
+use demandflow_core::{Key, Reason, StageId};
+use demandflow_runtime::registry::{
+    self, Entry, EntryKind, Observed, PartitionEntry, Registration,
+};
 use demandflow_runtime::{SendError, StartError, TrySendError, catch_call, catch_panic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -111,6 +114,32 @@ struct Core {
     /// Set when the restart limit stopped the supervisor.
     failure: Mutex<Option<Reason>>,
     exit: watch::Sender<Option<Reason>>,
+    /// Per partition: what the registry shows of its worker.
+    load: Box<[PartitionLoad]>,
+    /// The registry listing, dropped when the last partition ends.
+    listing: Mutex<Option<(Arc<dyn Observed>, Registration)>>,
+}
+
+/// What one partition's task counts for the registry. Only that task writes
+/// (a load and a store, no read-modify-write), so counting costs next to
+/// nothing beside receiving the message.
+#[derive(Default)]
+struct PartitionLoad {
+    /// Messages taken from the mailbox.
+    taken: AtomicU64,
+    /// Messages handled (answered, for a call).
+    handled: AtomicU64,
+    /// While the worker handles a message.
+    busy: AtomicBool,
+}
+
+impl PartitionLoad {
+    fn count(counter: &AtomicU64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 impl Core {
@@ -130,6 +159,7 @@ impl Core {
 
     fn partition_ended(&self) {
         if self.alive.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.listing.lock().take();
             let reason = self.failure.lock().take().unwrap_or(Reason::Shutdown);
             self.exit.send_replace(Some(reason));
         }
@@ -150,9 +180,19 @@ pub struct PartitionSupervisorBuilder<F> {
     factory: F,
     mailbox_capacity: NonZeroUsize,
     intensity: IntensityLimit,
+    name: Option<String>,
 }
 
 impl<F> PartitionSupervisorBuilder<F> {
+    /// Names the supervisor in the [registry](demandflow_runtime::registry)
+    /// (default: `partition-supervisor-ID`), where it is listed with each
+    /// partition's backlog (messages queued in its mailbox), whether its
+    /// worker is busy, the messages handled and the restarts.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Sets how many messages each partition's mailbox holds; a full mailbox
     /// makes [`cast`](PartitionSupervisor::cast) and
     /// [`call`](PartitionSupervisor::call) wait.
@@ -189,9 +229,13 @@ impl<F> PartitionSupervisorBuilder<F> {
             alive: AtomicUsize::new(self.partitions.get()),
             failure: Mutex::new(None),
             exit,
+            load: (0..self.partitions.get())
+                .map(|_| PartitionLoad::default())
+                .collect(),
+            listing: Mutex::new(None),
         });
         let factory = Arc::new(self.factory);
-        let mailboxes = (0..self.partitions.get())
+        let mailboxes: Box<[_]> = (0..self.partitions.get())
             .map(|index| {
                 let (tx, rx) = mpsc::channel(self.mailbox_capacity.get());
                 // Subscribed here, not in the task, so a stop before the task
@@ -203,6 +247,20 @@ impl<F> PartitionSupervisorBuilder<F> {
                 tx
             })
             .collect();
+        let id = StageId::next();
+        let observed: Arc<dyn Observed> = Arc::new(Listed {
+            id,
+            name: self
+                .name
+                .unwrap_or_else(|| format!("partition-supervisor-{}", id.as_u64())),
+            capacity: self.mailbox_capacity.get(),
+            // Weak: the listing must not keep the mailboxes open, or the
+            // partitions would never see their last handle go.
+            mailboxes: mailboxes.iter().map(mpsc::Sender::downgrade).collect(),
+            core: Arc::downgrade(&core),
+        });
+        let registration = registry::register(&observed);
+        *core.listing.lock() = Some((observed, registration));
         Ok(PartitionSupervisor {
             inner: Arc::new(Inner { mailboxes, core }),
         })
@@ -215,7 +273,52 @@ impl<F> fmt::Debug for PartitionSupervisorBuilder<F> {
             .field("partitions", &self.partitions)
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("intensity", &self.intensity)
+            .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// A partition supervisor as the registry lists it.
+struct Listed<M, R> {
+    id: StageId,
+    name: String,
+    capacity: usize,
+    mailboxes: Box<[mpsc::WeakSender<Envelope<M, R>>]>,
+    core: std::sync::Weak<Core>,
+}
+
+impl<M: Send + 'static, R: Send + 'static> Observed for Listed<M, R> {
+    fn entry(&self) -> Entry {
+        let mut entry = Entry::new(self.id, EntryKind::PartitionSupervisor, &*self.name);
+        let Some(core) = self.core.upgrade() else {
+            return entry;
+        };
+        entry.partitions = self
+            .mailboxes
+            .iter()
+            .zip(&core.load)
+            .map(|(mailbox, load)| {
+                // Queued messages: the mailbox's bound less its free room.
+                let backlog = mailbox
+                    .upgrade()
+                    .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+                PartitionEntry::new(backlog, usize::from(load.busy.load(Ordering::Relaxed)))
+            })
+            .collect();
+        entry.buffered = entry.partitions.iter().map(|p| p.backlog).sum();
+        entry.buffer_limit = Some(self.capacity * self.mailboxes.len());
+        entry.events_in = core
+            .load
+            .iter()
+            .map(|l| l.taken.load(Ordering::Relaxed))
+            .sum();
+        entry.events_out = core
+            .load
+            .iter()
+            .map(|l| l.handled.load(Ordering::Relaxed))
+            .sum();
+        entry.restarts = Some(core.restarts.load(Ordering::Relaxed));
+        entry
     }
 }
 
@@ -263,8 +366,14 @@ async fn run_partition<W, F>(
             },
         };
         let Envelope { message, reply } = envelope;
-        match catch_panic(current.handle(message)).await {
+        let load = &core.load[index];
+        PartitionLoad::count(&load.taken);
+        load.busy.store(true, Ordering::Relaxed);
+        let handled = catch_panic(current.handle(message)).await;
+        load.busy.store(false, Ordering::Relaxed);
+        match handled {
             Ok(answer) => {
+                PartitionLoad::count(&load.handled);
                 if let Some(reply) = reply {
                     // The caller may have given up waiting; nothing to do then.
                     let _ = reply.send(answer);
@@ -381,6 +490,7 @@ impl<M: Send + 'static, R: Send + 'static> PartitionSupervisor<M, R> {
             factory,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             intensity: IntensityLimit::default(),
+            name: None,
         }
     }
 
