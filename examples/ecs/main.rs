@@ -18,20 +18,31 @@
 //!   handler", nothing queued;
 //! - then a crowd of objects hit every frame, checked object by object.
 //!
+//! With `--dashboard ADDR`, the [dashboard](demandflow_dashboard) serves the
+//! live topology on `ADDR` while the example runs, and the crowd is fed through
+//! a pipeline a person can watch: a `frames` push source, paced at 10 frames a
+//! second (300 frames unless `--frames` says otherwise), into a `world-input`
+//! consumer stage that hands each event to the `world` keyed scheduler, whose
+//! partitions show their backlog and busy keys.
+//!
 //! Run it with:
 //!
 //! ```text
 //! cargo run --release --example ecs
 //! cargo run --release --example ecs -- --objects 1000000 --frames 10
+//! cargo run --release --example ecs -- --dashboard 127.0.0.1:4040   # then open http://127.0.0.1:4040/
 //! ```
 //!
 //! The last line is `RESULT {json}`; the exit status is non-zero when a check fails.
 
 mod barrel;
 
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use barrel::{Armor, Attack, Durability, Element, Fireproof, Flammable, Log};
 use ecs_world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
@@ -39,6 +50,9 @@ use ecs_world::{Event, EventName, ObjectId, SendError, World, WorldBuilder};
 /// Objects in the crowd, and frames it is hit for, unless given on the command line.
 const OBJECTS: u64 = 20_000;
 const FRAMES: u32 = 5;
+/// Frames, and the time between two, when the crowd is fed for the dashboard.
+const WATCHED_FRAMES: u32 = 300;
+const FRAME_EVERY: Duration = Duration::from_millis(100);
 
 fn attack(name: EventName, target: ObjectId, damage: u32, element: Element) -> Event<Attack> {
     Event {
@@ -73,19 +87,76 @@ async fn hit(world: &World<Attack>, log: &Log, event: Event<Attack>) -> bool {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
+/// The value after `--name` on the command line.
+fn arg_str(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    arg_str(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
+/// Hits every object of `crowd` `frames` times through a pipeline the
+/// dashboard shows: a `frames` push source, fed a frame every
+/// [`FRAME_EVERY`], into the world's consumer stage `world-input`.
+async fn feed_watched(
+    world: &World<Attack>,
+    attack_name: EventName,
+    crowd: Range<ObjectId>,
+    frames: u32,
+) {
+    let (source, pusher) =
+        demandflow::push::<Event<Attack>>(NonZeroUsize::new(4_096).expect("4096 > 0"));
+    let source = demandflow::producer(source)
+        .name("frames")
+        .start()
+        .expect("inside a tokio runtime");
+    let input = demandflow::consumer(world.consumer())
+        .name("world-input")
+        .start()
+        .expect("inside a tokio runtime");
+    input
+        .subscribe_to(
+            &source,
+            demandflow::SubscribeOptions::new().max_demand(2_048),
+        )
+        .await
+        .expect("world-input subscribes to frames");
+    let mut tick = tokio::time::interval(FRAME_EVERY);
+    for _ in 0..frames {
+        tick.tick().await;
+        for o in crowd.start.0..crowd.end.0 {
+            let event = attack(attack_name, ObjectId(o), 5, Element::Physical);
+            pusher.send(event).await.expect("frames is running");
+        }
+    }
+    drop(pusher); // the last pusher: `frames` ends, then `world-input`
+    input.wait().await;
+    world.idle().await;
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let dashboard_addr = match arg_str("--dashboard").map(|a| a.parse::<SocketAddr>()) {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(e)) => {
+            eprintln!("ecs: --dashboard: {e} (an address like 127.0.0.1:4040)");
+            return ExitCode::from(2);
+        }
+    };
     let objects = arg("--objects", OBJECTS);
-    let frames = arg("--frames", u64::from(FRAMES)) as u32;
+    let default_frames = if dashboard_addr.is_some() {
+        WATCHED_FRAMES
+    } else {
+        FRAMES
+    };
+    let frames = arg("--frames", u64::from(default_frames)) as u32;
     let log: Log = Arc::default();
 
     // Registration order is handling order: armor, fireproof, flammable, durability.
@@ -107,7 +178,23 @@ async fn main() -> ExitCode {
         attack: attack_name,
         log: log.clone(),
     });
-    let world = builder.start().expect("inside a tokio runtime");
+    let world = builder
+        .name("world")
+        .start()
+        .expect("inside a tokio runtime");
+    let dashboard = match dashboard_addr {
+        Some(addr) => match demandflow_dashboard::start(addr).await {
+            Ok(dashboard) => {
+                println!("dashboard on {}", dashboard.url());
+                Some(dashboard)
+            }
+            Err(e) => {
+                eprintln!("ecs: --dashboard {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
 
     let barrel = world.spawn();
     world.attach(barrel, flammable, false);
@@ -183,11 +270,15 @@ async fn main() -> ExitCode {
     world.attach_many(crowd.clone(), armor, |_| 2);
     world.attach_many(crowd.clone(), durability, |_| 1000);
     let start = Instant::now();
-    for _ in 0..frames {
-        let frame = (crowd.start.0..crowd.end.0)
-            .map(|o| attack(attack_name, ObjectId(o), 5, Element::Physical));
-        world.send_all(frame).await.expect("the world is running");
-        world.idle().await;
+    if dashboard.is_some() {
+        feed_watched(&world, attack_name, crowd.clone(), frames).await;
+    } else {
+        for _ in 0..frames {
+            let frame = (crowd.start.0..crowd.end.0)
+                .map(|o| attack(attack_name, ObjectId(o), 5, Element::Physical));
+            world.send_all(frame).await.expect("the world is running");
+            world.idle().await;
+        }
     }
     let elapsed = start.elapsed();
     let expected = 1000 - 3 * frames.min(333);
@@ -202,6 +293,7 @@ async fn main() -> ExitCode {
         rate / 1e6
     );
     world.shutdown().await;
+    drop(dashboard);
     let stats = world.stats();
     println!("  world: {stats:?}");
 

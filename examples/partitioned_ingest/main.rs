@@ -22,24 +22,64 @@
 //! # fewer events, faster flushes:
 //! cargo run --release --example partitioned_ingest -- --events 20000 --flush-ms 100
 //! INGEST_EVENTS=20000 INGEST_FLUSH_MS=100 cargo run --release --example partitioned_ingest
+//! # watch it on the dashboard (http://127.0.0.1:4040/) for a longer run:
+//! cargo run --release --example partitioned_ingest -- --dashboard 127.0.0.1:4040 --events 20000000
 //! ```
+//!
+//! With `--dashboard ADDR`, the [dashboard](demandflow_dashboard) serves the
+//! live topology on `ADDR` for the whole run: the `events` source, the
+//! `generator` consumer supervisor subscribed to it with its demand, and the
+//! `ingestors` partition supervisor with each partition's mailbox backlog.
 //!
 //! It logs each non-empty flush, prints the throughput and, as its last line,
 //! `RESULT {json}` with the events sent, the events counted over all flushes and
 //! the split per partition. It exits with a non-zero status if the check fails.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use partitioned_ingest::{Config, PARTITIONS, fixtures, run};
 
+/// Takes `--dashboard ADDR` out of `args`, leaving the pipeline's options.
+fn dashboard_flag(args: &mut Vec<String>) -> Result<Option<SocketAddr>, String> {
+    let Some(i) = args.iter().position(|a| a == "--dashboard") else {
+        return Ok(None);
+    };
+    let value = args
+        .get(i + 1)
+        .cloned()
+        .ok_or("--dashboard needs an address like 127.0.0.1:4040")?;
+    args.drain(i..i + 2);
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("--dashboard {value}: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env_and_args(std::env::args().skip(1)) {
-        Ok(config) => config,
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed =
+        dashboard_flag(&mut args).and_then(|addr| Ok((addr, Config::from_env_and_args(args)?)));
+    let (dashboard_addr, config) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("partitioned_ingest: {e}");
             return ExitCode::from(2);
         }
+    };
+    let dashboard = match dashboard_addr {
+        Some(addr) => match demandflow_dashboard::start(addr).await {
+            Ok(dashboard) => {
+                println!("dashboard on {}", dashboard.url());
+                Some(dashboard)
+            }
+            Err(e) => {
+                eprintln!("partitioned_ingest: --dashboard {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     println!(
         "sending {} events, at most {} in flight, to {PARTITIONS} partitions flushed every {:?}, picked from:",
@@ -52,6 +92,7 @@ async fn main() -> ExitCode {
         );
     }
     let report = run(config).await;
+    drop(dashboard);
     let split = report.per_partition();
     println!(
         "sent {} events in {:.3} s: {:.0} events/s; counted {} over {} flushes, per partition {split:?}",

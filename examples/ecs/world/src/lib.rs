@@ -357,6 +357,7 @@ pub struct WorldBuilder<A> {
     max_workers: NonZeroUsize,
     max_batch: NonZeroUsize,
     queue_capacity: NonZeroUsize,
+    name: Option<String>,
 }
 
 impl<A: Send + 'static> WorldBuilder<A> {
@@ -371,7 +372,15 @@ impl<A: Send + 'static> WorldBuilder<A> {
             max_workers: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
             max_batch: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             queue_capacity: NonZeroUsize::new(65_536).unwrap_or(NonZeroUsize::MIN),
+            name: None,
         }
+    }
+
+    /// Names the world's keyed scheduler in the registry, so a dashboard or
+    /// the metrics label it (default: `keyed-ID`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Partitions of the keyed scheduler (default: one per core).
@@ -470,7 +479,11 @@ impl<A: Send + 'static> WorldBuilder<A> {
             no_handler: AtomicU64::new(0),
             orphaned: AtomicU64::new(0),
         });
-        let keyed = KeyedBuilder::dense(Dispatch(shared.clone()))
+        let mut keyed = KeyedBuilder::dense(Dispatch(shared.clone()));
+        if let Some(name) = self.name {
+            keyed = keyed.name(name);
+        }
+        let keyed = keyed
             .partitions(self.partitions)
             .max_workers(self.max_workers)
             .max_batch(self.max_batch)

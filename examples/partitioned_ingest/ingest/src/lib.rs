@@ -204,9 +204,11 @@ impl Ingest {
     /// Starts the ingestors and one flusher per partition, flushing every `flush_every`.
     pub fn start(flush_every: Duration) -> Ingest {
         let count = std::num::NonZeroUsize::new(PARTITIONS).expect("PARTITIONS > 0");
-        let partitions = PartitionSupervisor::start(count, |_partition| Ingestor {
+        let partitions = PartitionSupervisor::builder(count, |_partition| Ingestor {
             counts: Counts::new(),
         })
+        .name("ingestors")
+        .start()
         .expect("3 partitions on the current runtime");
         let flushes = Arc::new(Mutex::new(Vec::new()));
         let (stop, _) = watch::channel(false);
@@ -429,10 +431,15 @@ pub async fn run(config: Config) -> Report {
     let workers = sender.monitor();
 
     let started = std::time::Instant::now();
+    // Named, as the ingestors are, so a dashboard shows which is which.
     let source = producer(from_iter(generate(config.events, config.seed)))
+        .name("events")
         .start()
         .expect("inside a tokio runtime");
-    let generator = consumer(sender).start().expect("inside a tokio runtime");
+    let generator = consumer(sender)
+        .name("generator")
+        .start()
+        .expect("inside a tokio runtime");
     generator
         .subscribe_to(
             &source,
