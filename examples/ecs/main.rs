@@ -37,7 +37,6 @@
 
 mod barrel;
 
-use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::process::ExitCode;
@@ -87,16 +86,11 @@ async fn hit(world: &World<Attack>, log: &Log, event: Event<Attack>) -> bool {
     }
 }
 
-/// The value after `--name` on the command line.
-fn arg_str(name: &str) -> Option<String> {
+fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    arg_str(name)
+        .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -142,16 +136,19 @@ async fn feed_watched(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let dashboard_addr = match arg_str("--dashboard").map(|a| a.parse::<SocketAddr>()) {
-        None => None,
-        Some(Ok(addr)) => Some(addr),
-        Some(Err(e)) => {
-            eprintln!("ecs: --dashboard: {e} (an address like 127.0.0.1:4040)");
+    let mut args: Vec<String> = std::env::args().collect();
+    let dashboard = match demandflow_dashboard::start_from_args(&mut args).await {
+        Ok(dashboard) => dashboard,
+        Err(e) => {
+            eprintln!("ecs: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(dashboard) = &dashboard {
+        println!("dashboard on {}", dashboard.url());
+    }
     let objects = arg("--objects", OBJECTS);
-    let default_frames = if dashboard_addr.is_some() {
+    let default_frames = if dashboard.is_some() {
         WATCHED_FRAMES
     } else {
         FRAMES
@@ -182,19 +179,6 @@ async fn main() -> ExitCode {
         .name("world")
         .start()
         .expect("inside a tokio runtime");
-    let dashboard = match dashboard_addr {
-        Some(addr) => match demandflow_dashboard::start(addr).await {
-            Ok(dashboard) => {
-                println!("dashboard on {}", dashboard.url());
-                Some(dashboard)
-            }
-            Err(e) => {
-                eprintln!("ecs: --dashboard {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
 
     let barrel = world.spawn();
     world.attach(barrel, flammable, false);

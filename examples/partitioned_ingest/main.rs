@@ -35,51 +35,29 @@
 //! `RESULT {json}` with the events sent, the events counted over all flushes and
 //! the split per partition. It exits with a non-zero status if the check fails.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use partitioned_ingest::{Config, PARTITIONS, fixtures, run};
 
-/// Takes `--dashboard ADDR` out of `args`, leaving the pipeline's options.
-fn dashboard_flag(args: &mut Vec<String>) -> Result<Option<SocketAddr>, String> {
-    let Some(i) = args.iter().position(|a| a == "--dashboard") else {
-        return Ok(None);
-    };
-    let value = args
-        .get(i + 1)
-        .cloned()
-        .ok_or("--dashboard needs an address like 127.0.0.1:4040")?;
-    args.drain(i..i + 2);
-    value
-        .parse()
-        .map(Some)
-        .map_err(|e| format!("--dashboard {value}: {e}"))
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed =
-        dashboard_flag(&mut args).and_then(|addr| Ok((addr, Config::from_env_and_args(args)?)));
-    let (dashboard_addr, config) = match parsed {
-        Ok(parsed) => parsed,
+    let dashboard = match demandflow_dashboard::start_from_args(&mut args).await {
+        Ok(dashboard) => dashboard,
         Err(e) => {
             eprintln!("partitioned_ingest: {e}");
             return ExitCode::from(2);
         }
     };
-    let dashboard = match dashboard_addr {
-        Some(addr) => match demandflow_dashboard::start(addr).await {
-            Ok(dashboard) => {
-                println!("dashboard on {}", dashboard.url());
-                Some(dashboard)
-            }
-            Err(e) => {
-                eprintln!("partitioned_ingest: --dashboard {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
+    if let Some(dashboard) = &dashboard {
+        println!("dashboard on {}", dashboard.url());
+    }
+    let config = match Config::from_env_and_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("partitioned_ingest: {e}");
+            return ExitCode::from(2);
+        }
     };
     println!(
         "sending {} events, at most {} in flight, to {PARTITIONS} partitions flushed every {:?}, picked from:",

@@ -79,6 +79,47 @@ pub async fn start(addr: impl ToSocketAddrs) -> io::Result<Dashboard> {
     Builder::new().start(addr).await
 }
 
+/// For programs with a `--dashboard ADDR` option: takes the option out of
+/// `args` (leaving the program's other options) and, when it was there, starts
+/// the dashboard on `ADDR`. `Ok(None)` when there was no such option.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), String> {
+/// let mut args: Vec<String> = std::env::args().skip(1).collect();
+/// if let Some(dashboard) = demandflow_dashboard::start_from_args(&mut args).await? {
+///     println!("dashboard on {}", dashboard.url());
+/// }
+/// // ... parse the rest of `args`, run the pipeline ...
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// A message for the user when the option has no value, the value is not a
+/// socket address (like `127.0.0.1:4040`), or the address cannot be bound.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+pub async fn start_from_args(args: &mut Vec<String>) -> Result<Option<Dashboard>, String> {
+    let Some(i) = args.iter().position(|a| a == "--dashboard") else {
+        return Ok(None);
+    };
+    let Some(value) = args.get(i + 1).cloned() else {
+        return Err("--dashboard needs an address like 127.0.0.1:4040".to_owned());
+    };
+    args.drain(i..i + 2);
+    let addr: SocketAddr = value
+        .parse()
+        .map_err(|e| format!("--dashboard {value}: {e} (an address like 127.0.0.1:4040)"))?;
+    start(addr)
+        .await
+        .map(Some)
+        .map_err(|e| format!("--dashboard {addr}: {e}"))
+}
+
 /// Options of a dashboard.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `start` is called"]

@@ -173,3 +173,36 @@ async fn the_dashboard_shows_the_live_pipeline_and_its_restarts() {
     dashboard.stop();
     supervisor.stop(demandflow::Reason::Shutdown).await;
 }
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_dashboard_flag_is_taken_out_of_the_arguments_and_started() {
+    let mut given = args(&["--events", "5", "--dashboard", "127.0.0.1:0", "--seed", "1"]);
+    let dashboard = demandflow_dashboard::start_from_args(&mut given)
+        .await
+        .expect("a valid address")
+        .expect("the flag was given");
+    assert_eq!(given, args(&["--events", "5", "--seed", "1"]));
+    let (status, _, body) = get(dashboard.local_addr(), "/").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("<html"), "the page is served");
+
+    let mut none = args(&["--events", "5"]);
+    assert!(
+        demandflow_dashboard::start_from_args(&mut none)
+            .await
+            .expect("no flag is no error")
+            .is_none()
+    );
+    assert_eq!(none, args(&["--events", "5"]));
+
+    for bad in [&["--dashboard"][..], &["--dashboard", "localhost"][..]] {
+        let error = demandflow_dashboard::start_from_args(&mut args(bad))
+            .await
+            .expect_err("no address, or not a socket address");
+        assert!(error.starts_with("--dashboard"), "{error}");
+    }
+}
