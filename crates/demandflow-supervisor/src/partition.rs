@@ -424,6 +424,11 @@ struct Inner<M, R> {
 ///   partitions, stop the supervisor with an error [`Reason`] that says so.
 /// - **Stopping**: [`stop`](Self::stop) lets each partition handle what is
 ///   already queued, then ends them. Dropping every handle does the same.
+/// - **Observing**: while it runs it is listed in the
+///   [registry](demandflow_runtime::registry) under its
+///   [name](PartitionSupervisorBuilder::name), with each partition's mailbox
+///   backlog and whether its worker is busy, the messages taken and handled,
+///   and the restarts, so a dashboard shows which partition is hot.
 ///
 /// Handles are cheap to clone.
 ///
