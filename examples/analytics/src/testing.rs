@@ -1,0 +1,149 @@
+//! A sink for tests: it keeps every batch and measures how many sends overlap.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::event::Record;
+use crate::sink::{SendError, Sink};
+
+/// A sink that keeps every batch it stored, in the order the sends finished,
+/// and measures the most sends it ever had running at once.
+///
+/// It can also take time ([`latency`](Self::latency), so that sends overlap),
+/// fail its first sends ([`fail_first`](Self::fail_first)), or hold every send
+/// until [`open`](Self::open) is called ([`closed`](Self::closed)). Use it
+/// under tokio's paused clock: the latency then costs no real time.
+///
+/// ```
+/// use analytics::{Record, RecordingSink, Sink};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sink = RecordingSink::new();
+/// let record = Record { partition_key: "k".into(), data: b"1".to_vec() };
+/// sink.send("clicks", &[record.clone()]).await.unwrap();
+/// assert_eq!(sink.batches(), vec![("clicks".to_string(), vec![record])]);
+/// assert_eq!(sink.max_in_flight(), 1);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RecordingSink {
+    batches: Mutex<Vec<(String, Vec<Record>)>>,
+    latency: Duration,
+    failures_left: AtomicU64,
+    attempts: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    open: watch::Sender<bool>,
+}
+
+impl Default for RecordingSink {
+    fn default() -> Self {
+        RecordingSink::new()
+    }
+}
+
+impl RecordingSink {
+    /// A sink whose sends succeed at once.
+    pub fn new() -> Self {
+        RecordingSink {
+            batches: Mutex::new(Vec::new()),
+            latency: Duration::ZERO,
+            failures_left: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            open: watch::Sender::new(true),
+        }
+    }
+
+    /// Every send takes `latency`.
+    #[must_use]
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The first `sends` sends fail (and store nothing).
+    #[must_use]
+    pub fn fail_first(self, sends: u64) -> Self {
+        self.failures_left.store(sends, Ordering::Relaxed);
+        self
+    }
+
+    /// Sends wait until [`open`](Self::open) is called.
+    #[must_use]
+    pub fn closed(self) -> Self {
+        self.open.send_replace(false);
+        self
+    }
+
+    /// Lets held sends, and every later one, go through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// The batches stored so far: stream and records, in the order the sends
+    /// finished.
+    pub fn batches(&self) -> Vec<(String, Vec<Record>)> {
+        self.batches.lock().clone()
+    }
+
+    /// The records stored so far, in the order their sends finished.
+    pub fn records(&self) -> Vec<Record> {
+        self.batches
+            .lock()
+            .iter()
+            .flat_map(|(_, records)| records.iter().cloned())
+            .collect()
+    }
+
+    /// How many sends were made, failed ones included.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// The most sends that were ever running at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a send as running until it is dropped, so a cancelled send is
+/// counted out too.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Sink for RecordingSink {
+    async fn send(&self, stream: &str, records: &[Record]) -> Result<(), SendError> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let _running = InFlight(&self.in_flight);
+        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.subscribe();
+        // The sender never drops while `self` lives, so this cannot fail.
+        let _ = open.wait_for(|open| *open).await;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(SendError("recording sink told to fail".into()));
+        }
+        self.batches
+            .lock()
+            .push((stream.to_string(), records.to_vec()));
+        Ok(())
+    }
+}
