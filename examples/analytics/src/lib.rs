@@ -69,18 +69,19 @@
 //! # Why the messages layer
 //!
 //! Each type's pipeline is a `demandflow-messages` [`Topology`] rather than
-//! hand-assembled stages, because it already has every part this sender
-//! needs and has them tested: a batcher that emits by size or by time, flushes
-//! open batches on [`Topology::drain`] and keeps order; batch handlers that
-//! handle one batch at a time each, so `max_in_flight` handlers are exactly
-//! `max_in_flight` sends; a caught panic in a sink fails its batch instead of
-//! the pipeline; and acknowledgements, delivered exactly once per record, which
-//! is how the sender counts what was sent and what failed without missing a
-//! record whatever went wrong. The records enter through the runtime's
-//! [`push`](demandflow_runtime::push) source, whose bounded queue gives
-//! `record` its back-pressure and `try_record` its `Full`. The price is a
-//! message of about 112 bytes around each record and a handler call per chunk
-//! of records — small next to a network round trip per batch.
+//! hand-assembled stages, because it already has the parts this sender needs,
+//! tested: a batcher that emits by size or by time, keeps order, and flushes
+//! its open batches on [`Topology::drain`]; batch handlers that take one batch
+//! at a time each, so `max_in_flight` handlers are exactly `max_in_flight`
+//! sends; and a supervisor over the stages. The records enter through the
+//! runtime's [`push`](demandflow_runtime::push) source, whose bounded queue
+//! gives `record` its back-pressure and `try_record` its `Full`. What the
+//! layer does not bring is used lightly: records carry no-op
+//! acknowledgements, since nothing upstream waits to hear about them, and the
+//! batch handler itself counts what was sent and what was given up (it
+//! catches a panicking sink and retries it like a failed send). The price is
+//! a message of about 112 bytes around each record and a handler call per
+//! chunk of records, small next to a network round trip per batch.
 //!
 //! Two behaviours of the Elixir sender this follows are deliberately not
 //! reproduced: it put new batches ahead of older ones and dispatched them in
@@ -114,4 +115,4 @@ pub use metrics::Metrics;
 pub use pipeline::StreamShutdown;
 pub use redis_sink::RedisStreamsSink;
 pub use sink::{NullSink, SendError, Sink};
-pub use testing::RecordingSink;
+pub use testing::{Numbered, RecordingSink};

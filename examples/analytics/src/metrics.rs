@@ -35,7 +35,8 @@ impl Counters {
 /// ([`Analytics::metrics`](crate::Analytics::metrics)).
 ///
 /// Every record accepted by `record` or `try_record` ends in exactly one of
-/// `records_sent` and `records_failed`, once its pipeline is done with it.
+/// `records_sent` and `records_failed` once its pipeline is done with it
+/// (after [`Analytics::shutdown`](crate::Analytics::shutdown), all are).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
@@ -49,7 +50,8 @@ pub struct Metrics {
     pub send_retries: u64,
     /// Batches given up after the last retry.
     pub batches_failed: u64,
-    /// Records not delivered: their batch was given up, the sink panicked, or
-    /// the shutdown timeout cut them off. Each is also logged at ERROR.
+    /// Records not delivered: their batch was given up after the last retry
+    /// (the sink failed or panicked each time, or encoding panicked), or the
+    /// shutdown timeout cut them off. Each batch given up is logged at ERROR.
     pub records_failed: u64,
 }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use demandflow_messages::{
-    AckRef, Acknowledger, BatchInfo, Batcher, DEFAULT_BATCHER, Failure, Message, MessageHandler,
-    Processors, StartTopologyError, Topology,
+    AckRef, BatchInfo, Batcher, DEFAULT_BATCHER, Message, MessageHandler, Processors,
+    StartTopologyError, Topology,
 };
-use demandflow_runtime::{Pusher, SendError as PushSendError, TrySendError, push};
+use demandflow_runtime::{
+    Pusher, SendError as PushSendError, TrySendError, catch_call, catch_panic, push,
+};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -24,7 +26,7 @@ use crate::sink::Sink;
 pub(crate) struct Pipeline<E: Event> {
     pub(crate) stream: Arc<str>,
     pusher: Pusher<Message<E>>,
-    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
     topology: tokio::sync::Mutex<Option<JoinHandle<Result<Topology<E>, StartTopologyError>>>>,
 }
 
@@ -58,17 +60,13 @@ impl<E: Event> Pipeline<E> {
         // silently). A push source has no code of ours that could fail, so
         // this is a backstop, not a path taken in practice.
         let source = Mutex::new(Some(source));
-        let ledger = Arc::new(Ledger {
-            stream: stream.clone(),
-            counters: counters.clone(),
-        });
         let handler = SendBatches {
             stream: stream.clone(),
             sink,
+            counters: counters.clone(),
             retries: config.retries,
             backoff: config.backoff,
             max_backoff: config.max_backoff,
-            counters,
         };
         let builder = Topology::builder(format!("analytics.{stream}"), handler)
             .source(1, move |_| {
@@ -97,13 +95,15 @@ impl<E: Event> Pipeline<E> {
         Pipeline {
             stream,
             pusher,
-            ledger,
+            counters,
             topology: tokio::sync::Mutex::new(Some(topology)),
         }
     }
 
+    /// Records need no acknowledgement: nothing upstream waits to hear about
+    /// them, and the batch handler counts what was sent and what failed.
     fn message(&self, event: E) -> Message<E> {
-        Message::new(event, AckRef::new(self.ledger.clone(), 0))
+        Message::new(event, AckRef::noop())
     }
 
     /// Queues `event`, waiting for room; hands it back once the pipeline is
@@ -137,7 +137,10 @@ impl<E: Event> Pipeline<E> {
             return report; // shut down already
         };
         match task.await {
-            Ok(Ok(topology)) => report.unfinished = topology.drain(deadline).await.unfinished,
+            Ok(Ok(topology)) => {
+                report.unfinished = topology.drain(deadline).await.unfinished;
+                Counters::add(&self.counters.records_failed, report.unfinished);
+            }
             Ok(Err(e)) => report.start_error = Some(e.to_string()),
             Err(e) => report.start_error = Some(e.to_string()),
         }
@@ -159,53 +162,53 @@ impl<E: Event, S: Sink> MessageHandler<E> for SendBatches<S> {
     async fn handle_message(&self, _: &mut Message<E>) {}
 
     async fn handle_batch(&self, mut batch: Vec<Message<E>>, _: &BatchInfo) -> Vec<Message<E>> {
-        let records: Vec<Record> = batch.iter().map(|m| Record::of(&m.data)).collect();
-        let mut delay = self.backoff;
-        let mut attempt = 0;
-        loop {
-            match self.sink.send(&self.stream, &records).await {
-                Ok(()) => {
-                    Counters::add(&self.counters.batches_sent, 1);
-                    return batch;
-                }
-                Err(e) if attempt < self.retries => {
-                    attempt += 1;
-                    Counters::add(&self.counters.send_retries, 1);
-                    tracing::warn!(stream = %self.stream, error = %e, attempt,
-                        retry_in_ms = delay.as_millis() as u64, "analytics: send failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.max_backoff);
-                }
-                Err(e) => {
-                    Counters::add(&self.counters.batches_failed, 1);
-                    tracing::error!(stream = %self.stream, error = %e, records = records.len(),
-                        attempts = attempt + 1, "analytics: send failed for good; the batch is lost");
-                    for message in &mut batch {
-                        message.fail(e.to_string());
-                    }
-                    return batch;
+        let n = batch.len() as u64;
+        // Encoded before any await, so the events need not be `Sync`. User
+        // code: a panicking encoder fails the batch, not the pipeline.
+        let sent = match catch_call(|| batch.iter().map(|m| Record::of(&m.data)).collect()) {
+            Ok(records) => self.send(records).await,
+            Err(panic) => Err(format!("encoding panicked: {panic}")),
+        };
+        match sent {
+            Ok(()) => {
+                Counters::add(&self.counters.batches_sent, 1);
+                Counters::add(&self.counters.records_sent, n);
+            }
+            Err(error) => {
+                Counters::add(&self.counters.batches_failed, 1);
+                Counters::add(&self.counters.records_failed, n);
+                tracing::error!(stream = %self.stream, %error, records = n,
+                    "analytics: batch given up; its records are lost");
+                for message in &mut batch {
+                    message.fail(error.clone());
                 }
             }
         }
+        batch
     }
 }
 
-/// Hears how every record of one pipeline ended. The messages layer tells it
-/// exactly once per record, whatever happened (a send that failed for good, a
-/// panicking sink, a shutdown cut short), so its counts add up to every
-/// record accepted.
-struct Ledger {
-    stream: Arc<str>,
-    counters: Arc<Counters>,
-}
-
-impl Acknowledger for Ledger {
-    fn ack(&self, successful: Vec<u64>, failed: Vec<(u64, Failure)>) {
-        Counters::add(&self.counters.records_sent, successful.len() as u64);
-        if let Some((_, why)) = failed.first() {
-            Counters::add(&self.counters.records_failed, failed.len() as u64);
-            tracing::error!(stream = %self.stream, records = failed.len(), reason = %why,
-                "analytics: records not delivered");
+impl<S: Sink> SendBatches<S> {
+    /// Sends `records`, retrying a failed send (an error or a panic of the
+    /// sink) with back-off; the last error when it gives up.
+    async fn send(&self, records: Vec<Record>) -> Result<(), String> {
+        let mut delay = self.backoff;
+        let mut attempt = 0;
+        loop {
+            let error = match catch_panic(self.sink.send(&self.stream, &records)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => format!("sink panicked: {panic}"),
+            };
+            if attempt == self.retries {
+                return Err(format!("{error} (after {} attempts)", attempt + 1));
+            }
+            attempt += 1;
+            Counters::add(&self.counters.send_retries, 1);
+            tracing::warn!(stream = %self.stream, %error, attempt,
+                retry_in_ms = delay.as_millis() as u64, "analytics: send failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.max_backoff);
         }
     }
 }

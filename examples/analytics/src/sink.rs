@@ -89,3 +89,15 @@ impl Sink for NullSink {
         Ok(())
     }
 }
+
+/// A shared sink is a sink: keep an `Arc` to read a sink's counts while the
+/// sender uses it.
+impl<S: Sink> Sink for std::sync::Arc<S> {
+    fn send(
+        &self,
+        stream: &str,
+        records: &[Record],
+    ) -> impl Future<Output = Result<(), SendError>> + Send {
+        (**self).send(stream, records)
+    }
+}
