@@ -107,12 +107,11 @@ mod sink;
 mod testing;
 
 pub use analytics::{
-    Analytics, AnalyticsBuilder, BuildError, RecordError, Recorder, ShutdownReport,
-    TryRecordError,
+    Analytics, AnalyticsBuilder, BuildError, RecordError, Recorder, ShutdownReport, TryRecordError,
 };
 pub use event::{Event, Record};
 pub use metrics::Metrics;
 pub use pipeline::StreamShutdown;
 pub use redis_sink::RedisStreamsSink;
 pub use sink::{NullSink, SendError, Sink};
-pub use testing::{Numbered, RecordingSink};
+pub use testing::{Measured, Numbered, RecordingSink};

@@ -1,1 +1,225 @@
-fn main() {}
+//! The batching analytics sender, run and measured: 5 tasks record 10,000
+//! events each, concurrently; every one must arrive exactly once, in batches of
+//! at most 100 with at most 50 sends in flight — first to the null sink
+//! (100–250 ms per send, no service needed), then to Redis Streams on
+//! 127.0.0.1:6379 when it answers.
+//!
+//! ```sh
+//! cargo run --release -p demandflow-analytics
+//! ```
+//!
+//! It prints a table, then one line
+//! `RESULT {"bench":"analytics","records":50000,"delivered":N,"duplicates":0,
+//! "max_batch":N,"max_in_flight":N,"enqueue_ms":X,"null_sink_ms":X,"redis_ms":X}`
+//! and exits non-zero when a check fails. `enqueue_ms` is how long the 5 tasks
+//! took to record everything into the null-sink run; `null_sink_ms` and
+//! `redis_ms` run from the first record until shutdown returned with
+//! everything delivered. `delivered`, `duplicates`, `max_batch` and
+//! `max_in_flight` cover both runs (the smaller delivered count, the larger of
+//! the others), as measured by the sinks and, for Redis, by reading the stream
+//! back. When Redis does not answer, `redis_ms` is `null` and a line says so;
+//! with `CI=true` an unreachable Redis fails the run instead.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use analytics::{Analytics, Measured, NullSink, Numbered, RedisStreamsSink, Sink};
+
+const TASKS: u32 = 5;
+const EACH: u64 = 10_000;
+const RECORDS: u64 = TASKS as u64 * EACH;
+const BATCH_SIZE: usize = 100;
+const MAX_IN_FLIGHT: usize = 50;
+const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+/// What one run measured.
+struct Run {
+    enqueue: Duration,
+    end_to_end: Duration,
+    delivered: u64,
+    duplicates: u64,
+    max_batch: usize,
+    max_in_flight: usize,
+}
+
+/// Records `EACH` numbered events from each of `TASKS` tasks into a sender
+/// writing to `sink`, shuts it down, and reports what the sink measured.
+async fn run<S: Sink>(sink: S, stream_prefix: &str) -> Run {
+    let sink = Arc::new(Measured::new(sink));
+    let analytics = Analytics::builder()
+        .batch_size(BATCH_SIZE)
+        .max_in_flight(MAX_IN_FLIGHT)
+        // Room for every record, so `enqueue` is what recording costs the
+        // tasks, not how long back-pressure held them.
+        .capacity(RECORDS as usize)
+        .stream_prefix(stream_prefix)
+        .build(sink.clone())
+        .expect("valid settings");
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|source| {
+            let analytics = analytics.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    analytics
+                        .record(Numbered { source, n })
+                        .await
+                        .expect("the sender is running");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a recording task panicked");
+    }
+    let enqueue = start.elapsed();
+    let report = analytics.shutdown().await;
+    let end_to_end = start.elapsed();
+    if !report.is_complete() {
+        eprintln!("shutdown was not complete: {report:?}");
+    }
+    Run {
+        enqueue,
+        end_to_end,
+        delivered: sink.records() - sink.duplicates(),
+        duplicates: sink.duplicates(),
+        max_batch: sink.max_batch(),
+        max_in_flight: sink.max_in_flight(),
+    }
+}
+
+/// A connection to Redis, or why there is none.
+async fn redis() -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(REDIS_URL).map_err(|e| e.to_string())?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reads `stream` back, deletes it, and returns (distinct records, duplicates).
+async fn read_back(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<(u64, u64)> {
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await?;
+    let _: () = redis::cmd("DEL").arg(stream).query_async(conn).await?;
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    for entry in &entries.ids {
+        let record = entry
+            .get::<Vec<u8>>("data")
+            .and_then(|data| Numbered::decode(&data));
+        match record {
+            Some(record) if !seen.insert(record) => duplicates += 1,
+            Some(_) => {}
+            None => eprintln!("entry {} is not a Numbered record", entry.id),
+        }
+    }
+    Ok((seen.len() as u64, duplicates))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    println!(
+        "{TASKS} tasks x {EACH} records, batches of <= {BATCH_SIZE}, <= {MAX_IN_FLIGHT} sends in flight"
+    );
+    let null = run(NullSink::new(), "").await;
+
+    let in_ci = std::env::var("CI").as_deref() == Ok("true");
+    let redis_run = match redis().await {
+        Ok(mut conn) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let prefix = format!("analytics-example:{}:{nanos}:", std::process::id());
+            let mut run = run(RedisStreamsSink::new(REDIS_URL), &prefix).await;
+            match read_back(&mut conn, &format!("{prefix}numbered")).await {
+                Ok((delivered, duplicates)) => {
+                    // What the stream holds, not what the sink believed it wrote.
+                    run.delivered = delivered;
+                    run.duplicates = run.duplicates.max(duplicates);
+                }
+                Err(e) => {
+                    eprintln!("could not read the stream back: {e}");
+                    run.delivered = 0;
+                }
+            }
+            Some(run)
+        }
+        Err(e) if in_ci => {
+            eprintln!("Redis at {REDIS_URL} is unreachable ({e}) and CI=true");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            println!("Redis at {REDIS_URL} is unreachable ({e}): redis_ms is null");
+            None
+        }
+    };
+
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>13}",
+        "sink", "delivered", "duplicates", "max_batch", "in_flight", "enqueue", "end_to_end"
+    );
+    let runs = [("null", Some(&null)), ("redis", redis_run.as_ref())];
+    for (name, run) in runs {
+        if let Some(r) = run {
+            println!(
+                "{name:<12} {:>10} {:>10} {:>10} {:>9} {:>7.1}ms {:>11.1}ms",
+                r.delivered,
+                r.duplicates,
+                r.max_batch,
+                r.max_in_flight,
+                ms(r.enqueue),
+                ms(r.end_to_end)
+            );
+        }
+    }
+    let all = || runs.iter().filter_map(|(_, r)| *r);
+    let delivered = all().map(|r| r.delivered).min().unwrap_or(0);
+    let duplicates = all().map(|r| r.duplicates).max().unwrap_or(0);
+    let max_batch = all().map(|r| r.max_batch).max().unwrap_or(0);
+    let max_in_flight = all().map(|r| r.max_in_flight).max().unwrap_or(0);
+
+    let ok = delivered == RECORDS
+        && duplicates == 0
+        && max_batch <= BATCH_SIZE
+        && max_in_flight <= MAX_IN_FLIGHT;
+    if !ok {
+        eprintln!(
+            "check failed: every record must arrive once, within the batch and in-flight bounds"
+        );
+    }
+    let result = serde_json::json!({
+        "bench": "analytics",
+        "records": RECORDS,
+        "delivered": delivered,
+        "duplicates": duplicates,
+        "max_batch": max_batch,
+        "max_in_flight": max_in_flight,
+        "enqueue_ms": ms(null.enqueue),
+        "null_sink_ms": ms(null.end_to_end),
+        "redis_ms": redis_run.as_ref().map(|r| ms(r.end_to_end)),
+    });
+    println!("RESULT {result}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

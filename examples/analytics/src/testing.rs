@@ -1,5 +1,7 @@
-//! A sink for tests: it keeps every batch and measures how many sends overlap.
+//! Sinks for tests and benchmarks: one that keeps every batch, one that
+//! measures another.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -35,8 +37,7 @@ pub struct RecordingSink {
     latency: Duration,
     failures_left: AtomicU64,
     attempts: AtomicU64,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
+    in_flight: Gauge,
     open: watch::Sender<bool>,
 }
 
@@ -54,8 +55,7 @@ impl RecordingSink {
             latency: Duration::ZERO,
             failures_left: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
+            in_flight: Gauge::default(),
             open: watch::Sender::new(true),
         }
     }
@@ -108,25 +108,130 @@ impl RecordingSink {
 
     /// The most sends that were ever running at the same time.
     pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight.load(Ordering::Relaxed)
+        self.in_flight.max()
     }
 }
 
-/// Counts a send as running until it is dropped, so a cancelled send is
-/// counted out too.
-struct InFlight<'a>(&'a AtomicUsize);
+/// How many sends are running, and the most that ever were.
+#[derive(Debug, Default)]
+struct Gauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
 
-impl Drop for InFlight<'_> {
+impl Gauge {
+    /// Counts a send in until the guard is dropped, so a cancelled send is
+    /// counted out too.
+    fn enter(&self) -> impl Drop + '_ {
+        let now = self.now.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max.fetch_max(now, Ordering::AcqRel);
+        Leave(&self.now)
+    }
+
+    fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// Wraps a sink and measures what the sender gives it: the most sends running
+/// at once, the largest batch, and records identical to one already stored
+/// (duplicates, when every record is unique, as [`Numbered`] ones are). The
+/// example measures its null and Redis runs with it.
+///
+/// It keeps a copy of every record it stored, to find the duplicates: a tool
+/// for tests and benchmarks, not for production.
+///
+/// ```
+/// use analytics::{Measured, Numbered, NullSink, Record, Sink};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sink = Measured::new(NullSink::with_latency(Duration::ZERO, Duration::ZERO));
+/// let batch = [Record::of(&Numbered { source: 0, n: 1 })];
+/// sink.send("numbered", &batch).await.unwrap();
+/// sink.send("numbered", &batch).await.unwrap();
+/// assert_eq!((sink.records(), sink.duplicates(), sink.max_batch()), (2, 1, 1));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Measured<S> {
+    inner: S,
+    in_flight: Gauge,
+    max_batch: AtomicUsize,
+    records: AtomicU64,
+    seen: Mutex<HashSet<Record>>,
+    duplicates: AtomicU64,
+}
+
+impl<S: Sink> Measured<S> {
+    /// Measures `inner`.
+    pub fn new(inner: S) -> Self {
+        Measured {
+            inner,
+            in_flight: Gauge::default(),
+            max_batch: AtomicUsize::new(0),
+            records: AtomicU64::new(0),
+            seen: Mutex::new(HashSet::new()),
+            duplicates: AtomicU64::new(0),
+        }
+    }
+
+    /// The sink measured.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The most sends that were ever running at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.max()
+    }
+
+    /// The largest batch stored.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch.load(Ordering::Relaxed)
+    }
+
+    /// Records stored, duplicates included.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Records stored that were identical to one stored before.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: Sink> Sink for Measured<S> {
+    async fn send(&self, stream: &str, records: &[Record]) -> Result<(), SendError> {
+        let _running = self.in_flight.enter();
+        self.inner.send(stream, records).await?;
+        self.max_batch.fetch_max(records.len(), Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let mut seen = self.seen.lock();
+        let repeated = records
+            .iter()
+            .filter(|r| !seen.insert((*r).clone()))
+            .count();
+        self.duplicates
+            .fetch_add(repeated as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 impl Sink for RecordingSink {
     async fn send(&self, stream: &str, records: &[Record]) -> Result<(), SendError> {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        let _running = InFlight(&self.in_flight);
-        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        let _running = self.in_flight.enter();
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut open = self.open.subscribe();
         // The sender never drops while `self` lives, so this cannot fail.

@@ -75,14 +75,22 @@ async fn five_tasks_of_ten_thousand_deliver_fifty_thousand_within_the_bounds() {
     let batches = sink.batches();
     let mut seen = HashSet::new();
     for (_, batch) in &batches {
-        assert!(!batch.is_empty() && batch.len() <= 100, "batch of {}", batch.len());
+        assert!(
+            !batch.is_empty() && batch.len() <= 100,
+            "batch of {}",
+            batch.len()
+        );
         let batch = decode(batch);
         for record in &batch {
             assert!(seen.insert(*record), "{record:?} delivered twice");
         }
         // FIFO within a batch: each task's records in the order it recorded them.
         for source in 0..TASKS {
-            let ns: Vec<u64> = batch.iter().filter(|r| r.source == source).map(|r| r.n).collect();
+            let ns: Vec<u64> = batch
+                .iter()
+                .filter(|r| r.source == source)
+                .map(|r| r.n)
+                .collect();
             assert!(ns.windows(2).all(|w| w[0] < w[1]), "out of order: {ns:?}");
         }
     }
@@ -107,7 +115,10 @@ async fn one_send_in_flight_delivers_batches_in_the_order_records_were_made() {
     }
     analytics.shutdown().await;
     assert!(sink.batches().iter().all(|(_, b)| b.len() == 100));
-    assert_eq!(decode(&sink.records()), (0..1_000).map(n).collect::<Vec<_>>());
+    assert_eq!(
+        decode(&sink.records()),
+        (0..1_000).map(n).collect::<Vec<_>>()
+    );
     assert_eq!(sink.max_in_flight(), 1);
 }
 
@@ -157,7 +168,10 @@ async fn records_buffered_at_shutdown_are_delivered() {
         analytics.record(Signup(i)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert!(sink.batches().is_empty(), "nothing is due before the interval");
+    assert!(
+        sink.batches().is_empty(),
+        "nothing is due before the interval"
+    );
 
     let report = analytics.shutdown().await;
     assert!(report.is_complete(), "{report:?}");
@@ -172,7 +186,10 @@ async fn records_buffered_at_shutdown_are_delivered() {
     assert_eq!(batches[1].1.len(), 7);
 
     // Shut down: new records are refused and handed back.
-    assert_eq!(analytics.record(Signup(8)).await, Err(RecordError(Signup(8))));
+    assert_eq!(
+        analytics.record(Signup(8)).await,
+        Err(RecordError(Signup(8)))
+    );
     assert!(matches!(
         analytics.try_record(Signup(9)),
         Err(TryRecordError::Closed(Signup(9)))
@@ -241,13 +258,19 @@ async fn a_full_pipeline_makes_record_wait_and_try_record_refuse() {
     assert!(accepted >= 10, "the queue alone holds 10");
     // `record` waits for room rather than refusing.
     let waiting = tokio::time::timeout(Duration::from_secs(5), recorder.record(n(accepted)));
-    assert!(waiting.await.is_err(), "record returned while the pipeline was full");
+    assert!(
+        waiting.await.is_err(),
+        "record returned while the pipeline was full"
+    );
 
     sink.open();
     recorder.record(n(accepted)).await.unwrap();
     let report = analytics.shutdown().await;
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!(decode(&sink.records()), (0..=accepted).map(n).collect::<Vec<_>>());
+    assert_eq!(
+        decode(&sink.records()),
+        (0..=accepted).map(n).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(start_paused = true)]
