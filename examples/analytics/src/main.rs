@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use analytics::{Analytics, Measured, NullSink, Numbered, RedisStreamsSink, Sink};
+use analytics::{Analytics, Measured, NullSink, Numbered, Record, RedisStreamsSink, Sink};
 
 const TASKS: u32 = 5;
 const EACH: u64 = 10_000;
@@ -90,6 +90,67 @@ async fn run<S: Sink>(sink: S, stream_prefix: &str) -> Run {
     }
 }
 
+/// The enqueue baseline: what the same 5 tasks take to send 50,000 numbers
+/// into a plain tokio channel with room for all of them, a receiver draining
+/// it meanwhile.
+async fn channel_baseline() -> Duration {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Numbered>(RECORDS as usize);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|source| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    tx.send(Numbered { source, n })
+                        .await
+                        .expect("receiver alive");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a sending task panicked");
+    }
+    let elapsed = start.elapsed();
+    drop(tx);
+    drain.await.expect("the receiver panicked");
+    elapsed
+}
+
+/// The Redis baseline: what a hand-written loop takes to write the same
+/// 50,000 records as 500 pipelined batches of 100 `XADD`s, one after another
+/// on one connection (already encoded, no tasks, no retries).
+async fn redis_baseline(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<Duration> {
+    let records: Vec<Record> = (0..TASKS)
+        .flat_map(|source| (0..EACH).map(move |n| Record::of(&Numbered { source, n })))
+        .collect();
+    let start = Instant::now();
+    for batch in records.chunks(BATCH_SIZE) {
+        let mut pipe = redis::pipe();
+        for record in batch {
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("key")
+                .arg(&record.partition_key)
+                .arg("data")
+                .arg(&record.data)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+    }
+    let elapsed = start.elapsed();
+    let (written, _) = read_back(conn, stream).await?;
+    if written != RECORDS {
+        eprintln!("the Redis baseline wrote {written} records, not {RECORDS}");
+    }
+    Ok(elapsed)
+}
+
 /// A connection to Redis, or why there is none.
 async fn redis() -> Result<redis::aio::MultiplexedConnection, String> {
     let client = redis::Client::open(REDIS_URL).map_err(|e| e.to_string())?;
@@ -139,8 +200,12 @@ async fn main() -> ExitCode {
         "{TASKS} tasks x {EACH} records, batches of <= {BATCH_SIZE}, <= {MAX_IN_FLIGHT} sends in flight"
     );
     let null = run(NullSink::new(), "").await;
+    let channel = channel_baseline().await;
+    // 500 batches, 50 at a time, 175 ms each on average.
+    let null_floor_ms = (RECORDS as f64 / BATCH_SIZE as f64 / MAX_IN_FLIGHT as f64 * 175.0).ceil();
 
     let in_ci = std::env::var("CI").as_deref() == Ok("true");
+    let mut redis_loop = None;
     let redis_run = match redis().await {
         Ok(mut conn) => {
             let nanos = std::time::SystemTime::now()
@@ -149,6 +214,10 @@ async fn main() -> ExitCode {
                 .unwrap_or_default();
             let prefix = format!("analytics-example:{}:{nanos}:", std::process::id());
             let mut run = run(RedisStreamsSink::new(REDIS_URL), &prefix).await;
+            match redis_baseline(&mut conn, &format!("{prefix}baseline")).await {
+                Ok(elapsed) => redis_loop = Some(elapsed),
+                Err(e) => eprintln!("the Redis baseline failed: {e}"),
+            }
             match read_back(&mut conn, &format!("{prefix}numbered")).await {
                 Ok((delivered, duplicates)) => {
                     // What the stream holds, not what the sink believed it wrote.
@@ -189,6 +258,24 @@ async fn main() -> ExitCode {
                 ms(r.end_to_end)
             );
         }
+    }
+    println!();
+    println!("baselines, same run:");
+    println!(
+        "  enqueue: 5 tasks into a tokio mpsc channel {:>9.1}ms  (sender {:.1}x)",
+        ms(channel),
+        null.enqueue.as_secs_f64() / channel.as_secs_f64()
+    );
+    println!(
+        "  null sink: floor of 500 sends x 175 ms mean / 50 {null_floor_ms:>6.0}ms  (sender {:.2}x)",
+        ms(null.end_to_end) / null_floor_ms
+    );
+    if let (Some(run), Some(elapsed)) = (&redis_run, redis_loop) {
+        println!(
+            "  redis: a hand loop of 500 pipelined XADD batches {:>8.1}ms  (sender {:.2}x)",
+            ms(elapsed),
+            run.end_to_end.as_secs_f64() / elapsed.as_secs_f64()
+        );
     }
     let all = || runs.iter().filter_map(|(_, r)| *r);
     let delivered = all().map(|r| r.delivered).min().unwrap_or(0);
