@@ -27,8 +27,11 @@ pub(crate) struct Pipeline<E: Event> {
     pub(crate) stream: Arc<str>,
     pusher: Pusher<Message<E>>,
     counters: Arc<Counters>,
-    topology: tokio::sync::Mutex<Option<JoinHandle<Result<Topology<E>, StartTopologyError>>>>,
+    topology: tokio::sync::Mutex<Option<Starting<E>>>,
 }
+
+/// The task starting a pipeline's topology; taken (and awaited) by shutdown.
+type Starting<E> = JoinHandle<Result<Topology<E>, StartTopologyError>>;
 
 /// How one pipeline's shutdown went.
 #[derive(Clone, Debug, PartialEq, Eq)]
