@@ -114,4 +114,6 @@ pub use metrics::Metrics;
 pub use pipeline::StreamShutdown;
 pub use redis_sink::RedisStreamsSink;
 pub use sink::{NullSink, SendError, Sink};
-pub use testing::{Measured, Numbered, RecordingSink};
+pub use testing::{
+    Measured, Numbered, RecordingSink, record_numbered, redis_connection, take_stream,
+};

@@ -25,7 +25,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use analytics::{Analytics, Measured, NullSink, Numbered, Record, RedisStreamsSink, Sink};
+use analytics::{
+    Analytics, Measured, NullSink, Numbered, Record, RedisStreamsSink, Sink, record_numbered,
+    redis_connection, take_stream,
+};
 
 const TASKS: u32 = 5;
 const EACH: u64 = 10_000;
@@ -58,22 +61,7 @@ async fn run<S: Sink>(sink: S, stream_prefix: &str) -> Run {
         .build(sink.clone())
         .expect("valid settings");
     let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|source| {
-            let analytics = analytics.clone();
-            tokio::spawn(async move {
-                for n in 0..EACH {
-                    analytics
-                        .record(Numbered { source, n })
-                        .await
-                        .expect("the sender is running");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("a recording task panicked");
-    }
+    record_numbered(&analytics, TASKS, EACH).await;
     let enqueue = start.elapsed();
     let report = analytics.shutdown().await;
     let end_to_end = start.elapsed();
@@ -151,40 +139,18 @@ async fn redis_baseline(
     Ok(elapsed)
 }
 
-/// A connection to Redis, or why there is none.
-async fn redis() -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(REDIS_URL).map_err(|e| e.to_string())?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(30)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// Reads `stream` back, deletes it, and returns (distinct records, duplicates).
 async fn read_back(
     conn: &mut redis::aio::MultiplexedConnection,
     stream: &str,
 ) -> redis::RedisResult<(u64, u64)> {
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await?;
-    let _: () = redis::cmd("DEL").arg(stream).query_async(conn).await?;
     let mut seen = HashSet::new();
     let mut duplicates = 0;
-    for entry in &entries.ids {
-        let record = entry
-            .get::<Vec<u8>>("data")
-            .and_then(|data| Numbered::decode(&data));
-        match record {
-            Some(record) if !seen.insert(record) => duplicates += 1,
+    for record in take_stream(conn, stream).await? {
+        match Numbered::decode(&record.data) {
+            Some(numbered) if !seen.insert(numbered) => duplicates += 1,
             Some(_) => {}
-            None => eprintln!("entry {} is not a Numbered record", entry.id),
+            None => eprintln!("an entry of {stream} is not a Numbered record"),
         }
     }
     Ok((seen.len() as u64, duplicates))
@@ -206,7 +172,7 @@ async fn main() -> ExitCode {
 
     let in_ci = std::env::var("CI").as_deref() == Ok("true");
     let mut redis_loop = None;
-    let redis_run = match redis().await {
+    let redis_run = match redis_connection(REDIS_URL).await {
         Ok(mut conn) => {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -1,13 +1,15 @@
-//! Sinks for tests and benchmarks: one that keeps every batch, one that
-//! measures another.
+//! For tests and benchmarks: a sink that keeps every batch, one that
+//! measures another, a numbered event, its load, and reading a stream back.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
+use crate::analytics::Analytics;
 use crate::event::{Event, Record};
 use crate::sink::{SendError, Sink};
 
@@ -297,4 +299,72 @@ impl Event for Numbered {
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{}:{}", self.source, self.n);
     }
+}
+
+/// Records `each` [`Numbered`] events from each of `tasks` spawned tasks at
+/// once (source `i` records `0..each` in order) and waits for them all: the
+/// load of the tests and the example.
+///
+/// # Panics
+///
+/// When a record is refused (the sender was shut down) or a task panics.
+pub async fn record_numbered<S: Sink>(analytics: &Analytics<S>, tasks: u32, each: u64) {
+    let tasks: Vec<_> = (0..tasks)
+        .map(|source| {
+            let analytics = analytics.clone();
+            tokio::spawn(async move {
+                for n in 0..each {
+                    analytics
+                        .record(Numbered { source, n })
+                        .await
+                        .expect("the sender is running");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a recording task panicked");
+    }
+}
+
+/// Opens a connection to the Redis server at `url` for reading streams back
+/// (2 s to connect, 30 s per reply).
+///
+/// # Errors
+///
+/// When the URL is invalid or the server does not answer.
+pub async fn redis_connection(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Reads every entry of `stream` (its `key` and `data` fields, in stream
+/// order) and deletes the stream.
+///
+/// # Errors
+///
+/// When Redis fails the read or the delete.
+pub async fn take_stream(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<Vec<Record>> {
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await?;
+    let _: () = redis::cmd("DEL").arg(stream).query_async(conn).await?;
+    Ok(entries
+        .ids
+        .iter()
+        .map(|entry| Record {
+            partition_key: entry.get("key").unwrap_or_default(),
+            data: entry.get("data").unwrap_or_default(),
+        })
+        .collect())
 }

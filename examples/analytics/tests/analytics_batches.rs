@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use analytics::{
     Analytics, BuildError, Event, Numbered, Record, RecordError, Recorder, RecordingSink,
-    TryRecordError,
+    TryRecordError, record_numbered,
 };
 
 fn decode(records: &[Record]) -> Vec<Numbered> {
@@ -56,19 +56,7 @@ async fn five_tasks_of_ten_thousand_deliver_fifty_thousand_within_the_bounds() {
         .max_in_flight(8)
         .build(sink.clone())
         .unwrap();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|source| {
-            let analytics = analytics.clone();
-            tokio::spawn(async move {
-                for n in 0..EACH {
-                    analytics.record(Numbered { source, n }).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    record_numbered(&analytics, TASKS, EACH).await;
     let report = analytics.shutdown().await;
     assert!(report.is_complete(), "{report:?}");
 
@@ -196,19 +184,6 @@ async fn records_buffered_at_shutdown_are_delivered() {
     ));
 }
 
-/// A type whose pipeline is started by many tasks at once.
-struct Lazy(u64);
-
-impl Event for Lazy {
-    const STREAM: &'static str = "lazy";
-    fn partition_key(&self) -> String {
-        String::new()
-    }
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0.to_be_bytes());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_records_start_exactly_one_pipeline() {
     let sink = Arc::new(RecordingSink::new());
@@ -219,7 +194,7 @@ async fn concurrent_first_records_start_exactly_one_pipeline() {
             let (analytics, start) = (analytics.clone(), start.clone());
             tokio::spawn(async move {
                 start.wait().await;
-                analytics.record(Lazy(i)).await.unwrap();
+                analytics.record(Signup(i)).await.unwrap();
             })
         })
         .collect();
