@@ -2,7 +2,7 @@
 //! events each, concurrently; every one must arrive exactly once, in batches of
 //! at most 100 with at most 50 sends in flight — first to the null sink
 //! (100–250 ms per send, no service needed), then to Redis Streams on
-//! 127.0.0.1:6379 when it answers.
+//! 127.0.0.1:6379 (or `REDIS_URL`) when it answers.
 //!
 //! ```sh
 //! cargo run --release -p demandflow-analytics
@@ -35,6 +35,7 @@ const EACH: u64 = 10_000;
 const RECORDS: u64 = TASKS as u64 * EACH;
 const BATCH_SIZE: usize = 100;
 const MAX_IN_FLIGHT: usize = 50;
+/// Where Redis is unless `REDIS_URL` says otherwise.
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
 /// What one run measured.
@@ -172,14 +173,15 @@ async fn main() -> ExitCode {
 
     let in_ci = std::env::var("CI").as_deref() == Ok("true");
     let mut redis_loop = None;
-    let redis_run = match redis_connection(REDIS_URL).await {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_string());
+    let redis_run = match redis_connection(&url).await {
         Ok(mut conn) => {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or_default();
             let prefix = format!("analytics-example:{}:{nanos}:", std::process::id());
-            let mut run = run(RedisStreamsSink::new(REDIS_URL), &prefix).await;
+            let mut run = run(RedisStreamsSink::new(url.as_str()), &prefix).await;
             match redis_baseline(&mut conn, &format!("{prefix}baseline")).await {
                 Ok(elapsed) => redis_loop = Some(elapsed),
                 Err(e) => eprintln!("the Redis baseline failed: {e}"),
@@ -198,11 +200,11 @@ async fn main() -> ExitCode {
             Some(run)
         }
         Err(e) if in_ci => {
-            eprintln!("Redis at {REDIS_URL} is unreachable ({e}) and CI=true");
+            eprintln!("Redis at {url} is unreachable ({e}) and CI=true");
             return ExitCode::FAILURE;
         }
         Err(e) => {
-            println!("Redis at {REDIS_URL} is unreachable ({e}): redis_ms is null");
+            println!("Redis at {url} is unreachable ({e}): redis_ms is null");
             None
         }
     };
