@@ -1139,6 +1139,7 @@
 //! - Write-behind to a database — `docs/guide/13-write-behind.md`
 //! - More than one machine — `docs/guide/14-more-than-one-machine.md`
 //! - Observing a pipeline — `docs/guide/15-observing.md`
+//! - A batching analytics sender — `docs/guide/16-analytics.md`
 //! - Coming from GenStage — `docs/guide/20-coming-from-genstage.md`
 //!
 //! [tokio]: https://docs.rs/tokio

@@ -63,6 +63,9 @@ pub mod more_than_one_machine {}
 #[doc = include_str!("../guide/15-observing.md")]
 pub mod observing {}
 
+#[doc = include_str!("../guide/16-analytics.md")]
+pub mod analytics {}
+
 #[doc = include_str!("../guide/20-coming-from-genstage.md")]
 pub mod coming_from_genstage {}
 
