@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::result::{deserialize_rate, serialize_rate};
 use crate::{
-    Args, ArgsError, Config, Json, LogLogPlot, Measurement, Mode, Reference, Sample, Series, USAGE,
-    measure, report_dir,
+    Args, ArgsError, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
+    USAGE, last_result, measure, report_dir, result_line,
 };
 
 /// The `"bench"` key of the `RESULT` line and the name of the plot.
@@ -183,17 +187,13 @@ impl ThroughputSuite {
             config.estimated_time(measurements).as_secs_f64()
         );
 
-        let mut progress = Progress {
-            done: 0,
-            total: measurements,
-            config: &config,
-        };
+        let mut progress = Progress::new(BENCH, args.mode, measurements as u64);
         let mut baselines: Vec<MeasuredBaseline> = self
             .baselines
             .iter_mut()
             .map(|(name, run)| MeasuredBaseline {
                 name: name.clone(),
-                measurement: progress.measure(name, run),
+                measurement: measure_one(&mut progress, &config, name, run),
                 drift: None,
             })
             .collect();
@@ -203,12 +203,18 @@ impl ThroughputSuite {
             .map(|(topology, max_demand, run)| MeasuredRow {
                 topology: topology.clone(),
                 max_demand: *max_demand,
-                measurement: progress.measure(&row_label(topology, *max_demand), run),
+                measurement: measure_one(
+                    &mut progress,
+                    &config,
+                    &row_label(topology, *max_demand),
+                    run,
+                ),
             })
             .collect();
         if twice {
             for (baseline, (name, run)) in baselines.iter_mut().zip(&mut self.baselines) {
-                let after = progress.measure(&format!("{name} (after the rows)"), run);
+                let label = format!("{name} (after the rows)");
+                let after = measure_one(&mut progress, &config, &label, run);
                 let before = &baseline.measurement;
                 baseline.drift = Some(after.events_per_sec / before.events_per_sec - 1.0);
                 let rates = [before.rates.as_slice(), after.rates.as_slice()].concat();
@@ -224,27 +230,23 @@ impl ThroughputSuite {
     }
 }
 
-/// Measures scenarios one after the other, with a progress line on stderr for each.
-struct Progress<'a> {
-    done: usize,
-    total: usize,
-    config: &'a Config,
-}
-
-impl Progress<'_> {
-    fn measure(&mut self, label: &str, run: &mut Run) -> Measurement {
-        self.done += 1;
-        eprint!("[{}/{}] {label} ... ", self.done, self.total);
-        let measurement = measure(self.config, run);
-        eprintln!(
-            "{} ev/s (range {:.1}%, {} runs of {} events)",
-            si(measurement.events_per_sec),
-            measurement.range() * 100.0,
-            measurement.rates.len(),
-            si(measurement.events_per_run as f64),
-        );
-        measurement
-    }
+/// Measures one scenario, as a step of `progress`.
+fn measure_one(
+    progress: &mut Progress,
+    config: &Config,
+    label: &str,
+    run: &mut Run,
+) -> Measurement {
+    progress.start(label);
+    let measurement = measure(config, run);
+    progress.finish(&format!(
+        "{} ev/s (range {:.1}%, {} runs of {} events)",
+        si(measurement.events_per_sec),
+        measurement.range() * 100.0,
+        measurement.rates.len(),
+        si(measurement.events_per_run as f64),
+    ));
+    measurement
 }
 
 /// How rows are labelled in progress lines, tables and filters: `P->C max_demand=100`.
@@ -474,13 +476,13 @@ impl ThroughputReport {
         let dir = report_dir();
         fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{BENCH}.svg"));
-        fs::write(&path, self.plot().to_svg())?;
+        fs::write(&path, self.plot().to_svg()?)?;
         Ok(path)
     }
 }
 
 /// The figures of a `throughput` `RESULT` line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ThroughputFigures {
     /// One per topology and max_demand.
     pub rows: Vec<RowFigure>,
@@ -489,23 +491,47 @@ pub struct ThroughputFigures {
 }
 
 /// The figure of one topology at one max_demand.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowFigure {
     /// Topology, such as `P->C`.
     pub topology: String,
     /// The max_demand its consumers subscribed with.
     pub max_demand: u64,
     /// Median events per second.
+    #[serde(
+        serialize_with = "serialize_rate",
+        deserialize_with = "deserialize_rate"
+    )]
     pub events_per_sec: f64,
 }
 
 /// The figure of one baseline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineFigure {
     /// Name, such as `crossbeam_batched_1000`.
     pub name: String,
     /// Median events per second.
+    #[serde(
+        serialize_with = "serialize_rate",
+        deserialize_with = "deserialize_rate"
+    )]
     pub events_per_sec: f64,
+}
+
+/// The `RESULT` object as written: `bench` first, as BENCH.md lays it out.
+#[derive(Serialize)]
+struct ResultObject<'a> {
+    bench: &'static str,
+    rows: &'a [RowFigure],
+    baselines: &'a [BaselineFigure],
+}
+
+/// A saved `RESULT` object, whatever its bench, to check that it is a throughput one.
+#[derive(Deserialize)]
+struct SavedObject {
+    bench: String,
+    #[serde(flatten)]
+    figures: Value,
 }
 
 /// Why a saved `RESULT` could not be read.
@@ -520,32 +546,17 @@ impl std::fmt::Display for ReadResultError {
 
 impl std::error::Error for ReadResultError {}
 
-/// A rate rounded to 0.1 event/s: the `RESULT` line claims no more precision than that.
-fn rounded(events_per_sec: f64) -> Json {
-    Json::from((events_per_sec * 10.0).round() / 10.0)
-}
-
 impl ThroughputFigures {
-    /// The `RESULT` object, with the key layout BENCH.md fixes.
-    pub fn to_json(&self) -> Json {
-        let rows = self.rows.iter().map(|row| {
-            Json::object([
-                ("topology", Json::from(row.topology.as_str())),
-                ("max_demand", Json::from(row.max_demand)),
-                ("events_per_sec", rounded(row.events_per_sec)),
-            ])
-        });
-        let baselines = self.baselines.iter().map(|baseline| {
-            Json::object([
-                ("name", Json::from(baseline.name.as_str())),
-                ("events_per_sec", rounded(baseline.events_per_sec)),
-            ])
-        });
-        Json::object([
-            ("bench", Json::from(BENCH)),
-            ("rows", Json::Array(rows.collect())),
-            ("baselines", Json::Array(baselines.collect())),
-        ])
+    /// The `RESULT` object, with the key layout BENCH.md fixes; rates rounded to 0.1 event/s
+    /// (the line claims no more precision than that), `null` when not finite.
+    pub fn to_json(&self) -> Value {
+        // Plain strings and numbers: serializing them into a value cannot fail.
+        serde_json::to_value(ResultObject {
+            bench: BENCH,
+            rows: &self.rows,
+            baselines: &self.baselines,
+        })
+        .expect("the throughput figures serialize")
     }
 
     /// `RESULT ` and the JSON object, on one line.
@@ -566,7 +577,7 @@ impl ThroughputFigures {
     /// assert_eq!(ThroughputFigures::parse_output(&figures.result_line()).unwrap(), figures);
     /// ```
     pub fn result_line(&self) -> String {
-        format!("RESULT {}", self.to_json())
+        result_line(&self.to_json())
     }
 
     /// The figures of a `throughput` RESULT object.
@@ -574,45 +585,13 @@ impl ThroughputFigures {
     /// # Errors
     ///
     /// If `json` is not such an object.
-    pub fn from_json(json: &Json) -> Result<ThroughputFigures, ReadResultError> {
-        let error = |what: &str| ReadResultError(format!("not a throughput RESULT: {what}"));
-        if json.get("bench").and_then(Json::as_str) != Some(BENCH) {
-            return Err(error("\"bench\" is not \"throughput\""));
+    pub fn from_json(json: &Value) -> Result<ThroughputFigures, ReadResultError> {
+        let error = |what: String| ReadResultError(format!("not a throughput RESULT: {what}"));
+        let saved = SavedObject::deserialize(json).map_err(|err| error(err.to_string()))?;
+        if saved.bench != BENCH {
+            return Err(error(format!("\"bench\" is {:?}", saved.bench)));
         }
-        let items = |key: &str| {
-            json.get(key)
-                .and_then(Json::as_array)
-                .ok_or_else(|| error(&format!("no \"{key}\" array")))
-        };
-        let rate = |item: &Json| {
-            item.get("events_per_sec")
-                .and_then(Json::as_f64)
-                .ok_or_else(|| error("an entry without a numeric \"events_per_sec\""))
-        };
-        let mut rows = Vec::new();
-        for row in items("rows")? {
-            let topology = row.get("topology").and_then(Json::as_str);
-            let max_demand = row.get("max_demand").and_then(Json::as_f64);
-            let (Some(topology), Some(max_demand)) = (topology, max_demand) else {
-                return Err(error("a row without \"topology\" or \"max_demand\""));
-            };
-            rows.push(RowFigure {
-                topology: topology.to_owned(),
-                max_demand: max_demand as u64,
-                events_per_sec: rate(row)?,
-            });
-        }
-        let mut baselines = Vec::new();
-        for baseline in items("baselines")? {
-            let Some(name) = baseline.get("name").and_then(Json::as_str) else {
-                return Err(error("a baseline without \"name\""));
-            };
-            baselines.push(BaselineFigure {
-                name: name.to_owned(),
-                events_per_sec: rate(baseline)?,
-            });
-        }
-        Ok(ThroughputFigures { rows, baselines })
+        ThroughputFigures::deserialize(saved.figures).map_err(|err| error(err.to_string()))
     }
 
     /// The figures of the last `RESULT ` line of `output` (a saved run, or just its last line),
@@ -622,12 +601,7 @@ impl ThroughputFigures {
     ///
     /// If there is no such line, or it is not a throughput RESULT.
     pub fn parse_output(output: &str) -> Result<ThroughputFigures, ReadResultError> {
-        let json = output
-            .lines()
-            .rev()
-            .find_map(|line| line.trim().strip_prefix("RESULT "))
-            .unwrap_or(output);
-        let json = Json::parse(json.trim())
+        let json: Value = serde_json::from_str(last_result(output))
             .map_err(|err| ReadResultError(format!("no RESULT line, or {err}")))?;
         ThroughputFigures::from_json(&json)
     }
@@ -909,8 +883,9 @@ mod tests {
         assert!(base.drift.unwrap().abs() < 1e-6);
         let table = report.table();
         assert!(table.contains("0.500x"), "{table}");
-        let svg = report.plot().to_svg();
-        assert_eq!(svg.matches("<polyline").count(), 1);
+        let svg = report.plot().to_svg().unwrap();
+        // One series, P->C, with its one point and its legend marker.
+        assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains("base (1.00 M ev/s)"));
     }
 
