@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::result::{deserialize_rate, serialize_rate};
 use crate::{
     Args, ArgsError, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
-    USAGE, last_result, measure, report_dir, result_line,
+    USAGE, last_result, measure, measure_pair, report_dir, result_line,
 };
 
 /// The `"bench"` key of the `RESULT` line and the name of the plot.
@@ -28,6 +28,9 @@ const UNSTEADY: f64 = 0.15;
 
 /// A scenario: moves the events it is asked for and says what it moved in how long.
 type Run = Box<dyn FnMut(u64) -> Sample>;
+
+/// A scenario and the topology of its row.
+type Named = (String, Run);
 
 /// The scenarios of the `throughput` bench, to be measured together.
 ///
@@ -50,6 +53,8 @@ type Run = Box<dyn FnMut(u64) -> Sample>;
 pub struct ThroughputSuite {
     baselines: Vec<(String, Run)>,
     rows: Vec<(String, u64, Run)>,
+    /// max_demand and the two rows of each pair.
+    pairs: Vec<(u64, Named, Named)>,
 }
 
 impl ThroughputSuite {
@@ -76,6 +81,25 @@ impl ThroughputSuite {
         run: impl FnMut(u64) -> Sample + 'static,
     ) -> &mut ThroughputSuite {
         self.rows.push((topology.into(), max_demand, Box::new(run)));
+        self
+    }
+
+    /// Adds two rows at `max_demand` that are measured alternately, run by run (see
+    /// [`measure_pair`](crate::measure_pair)), after the other rows: for two scenarios that
+    /// differ by a few percent, where the machine's drift between two separate measurements
+    /// would be larger than the difference. The table prints `b / a`; the `RESULT` line has both
+    /// as ordinary rows. Selected when a filter selects either.
+    pub fn paired_rows(
+        &mut self,
+        max_demand: u64,
+        a: (impl Into<String>, impl FnMut(u64) -> Sample + 'static),
+        b: (impl Into<String>, impl FnMut(u64) -> Sample + 'static),
+    ) -> &mut ThroughputSuite {
+        self.pairs.push((
+            max_demand,
+            (a.0.into(), Box::new(a.1)),
+            (b.0.into(), Box::new(b.1)),
+        ));
         self
     }
 
@@ -153,6 +177,13 @@ impl ThroughputSuite {
                 runs.push((label, run));
             }
         }
+        for (max_demand, (a, run_a), (b, run_b)) in &mut self.pairs {
+            let (a, b) = (row_label(a, *max_demand), row_label(b, *max_demand));
+            if args.selects(&a) || args.selects(&b) {
+                runs.push((a, run_a));
+                runs.push((b, run_b));
+            }
+        }
         let total = runs.len();
         for (i, (label, run)) in runs.into_iter().enumerate() {
             let sample = run(SMOKE_EVENTS);
@@ -171,8 +202,13 @@ impl ThroughputSuite {
     pub fn run(mut self, args: &Args) -> ThroughputReport {
         self.rows
             .retain(|(topology, max_demand, _)| args.selects(&row_label(topology, *max_demand)));
-        let twice = !self.rows.is_empty();
-        let measurements = self.baselines.len() * if twice { 2 } else { 1 } + self.rows.len();
+        self.pairs.retain(|(max_demand, (a, _), (b, _))| {
+            args.selects(&row_label(a, *max_demand)) || args.selects(&row_label(b, *max_demand))
+        });
+        let twice = !self.rows.is_empty() || !self.pairs.is_empty();
+        let measurements = self.baselines.len() * if twice { 2 } else { 1 }
+            + self.rows.len()
+            + 2 * self.pairs.len();
         let config = match args.mode {
             Mode::Quick => Config::quick(measurements),
             Mode::Full | Mode::Smoke => Config::full(),
@@ -187,7 +223,9 @@ impl ThroughputSuite {
             config.estimated_time(measurements).as_secs_f64()
         );
 
-        let mut progress = Progress::new(BENCH, args.mode, measurements as u64);
+        // A pair is one step of the progress (two measurements).
+        let steps = measurements - self.pairs.len();
+        let mut progress = Progress::new(BENCH, args.mode, steps as u64);
         let mut baselines: Vec<MeasuredBaseline> = self
             .baselines
             .iter_mut()
@@ -197,7 +235,7 @@ impl ThroughputSuite {
                 drift: None,
             })
             .collect();
-        let rows = self
+        let mut rows: Vec<MeasuredRow> = self
             .rows
             .iter_mut()
             .map(|(topology, max_demand, run)| MeasuredRow {
@@ -211,6 +249,25 @@ impl ThroughputSuite {
                 ),
             })
             .collect();
+        let mut pairs = Vec::new();
+        for (max_demand, (a, run_a), (b, run_b)) in &mut self.pairs {
+            progress.start(&format!("{a} and {b} alternately, max_demand={max_demand}"));
+            let (ma, mb) = measure_pair(&config, run_a, run_b);
+            progress.finish(&format!(
+                "{} and {} ev/s: {}",
+                si(ma.events_per_sec),
+                si(mb.events_per_sec),
+                ratio(mb.events_per_sec / ma.events_per_sec)
+            ));
+            pairs.push((rows.len(), rows.len() + 1));
+            for (topology, measurement) in [(a, ma), (b, mb)] {
+                rows.push(MeasuredRow {
+                    topology: topology.clone(),
+                    max_demand: *max_demand,
+                    measurement,
+                });
+            }
+        }
         if twice {
             for (baseline, (name, run)) in baselines.iter_mut().zip(&mut self.baselines) {
                 let label = format!("{name} (after the rows)");
@@ -226,6 +283,7 @@ impl ThroughputSuite {
             config,
             baselines,
             rows,
+            pairs,
         }
     }
 }
@@ -313,8 +371,10 @@ pub struct ThroughputReport {
     pub config: Config,
     /// The baselines, in the order they were added.
     pub baselines: Vec<MeasuredBaseline>,
-    /// The rows, in the order they were added.
+    /// The rows, in the order they were added; then the paired rows, each pair's two in a row.
     pub rows: Vec<MeasuredRow>,
+    /// Indices `(a, b)` in [`rows`](Self::rows) of the rows measured alternately as a pair.
+    pub pairs: Vec<(usize, usize)>,
 }
 
 impl ThroughputReport {
@@ -400,6 +460,36 @@ impl ThroughputReport {
         }
         for row in &self.rows {
             line(&row.topology, Some(row.max_demand), &row.measurement);
+        }
+
+        if !self.pairs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\npairs measured alternately, run by run (b/a: ratio of the medians; \
+                 runs: the slowest and fastest ratio of two neighbouring runs):"
+            );
+        }
+        for &(a, b) in &self.pairs {
+            let (a, b) = (&self.rows[a], &self.rows[b]);
+            let per_run: Vec<f64> = a
+                .measurement
+                .rates
+                .iter()
+                .zip(&b.measurement.rates)
+                .map(|(ra, rb)| rb / ra)
+                .collect();
+            let lo = per_run.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_run.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                out,
+                "  {} / {} at max_demand={}: {} (runs {}..{})",
+                b.topology,
+                a.topology,
+                a.max_demand,
+                ratio(b.measurement.events_per_sec / a.measurement.events_per_sec),
+                ratio(lo),
+                ratio(hi)
+            );
         }
 
         let drifts: Vec<String> = self
@@ -887,6 +977,40 @@ mod tests {
         // One series, P->C, with its one point and its legend marker.
         assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains("base (1.00 M ev/s)"));
+    }
+
+    #[test]
+    fn paired_rows_are_rows_of_the_result_and_their_ratio_is_in_the_table() {
+        let mut suite = ThroughputSuite::new();
+        suite
+            .baseline("base", fixed_rate(1_000_000))
+            .paired_rows(
+                100,
+                ("P->PC->C off", fixed_rate(400_000)),
+                ("P->PC->C on", fixed_rate(380_000)),
+            )
+            .paired_rows(
+                1,
+                ("P->PC->C off", fixed_rate(100_000)),
+                ("P->PC->C on", fixed_rate(100_000)),
+            );
+        // A filter that names only one of a pair selects both.
+        let report = suite.run(&Args::parse(["--quick", "on max_demand=100"]).unwrap());
+        let figures = report.figures();
+        let rows: Vec<(&str, u64)> = figures
+            .rows
+            .iter()
+            .map(|r| (r.topology.as_str(), r.max_demand))
+            .collect();
+        assert_eq!(rows, [("P->PC->C off", 100), ("P->PC->C on", 100)]);
+        assert_eq!(report.pairs, [(0, 1)]);
+        // With no other rows, the pair still has the baselines measured before and after it.
+        assert!(report.baselines[0].drift.is_some());
+        let table = report.table();
+        assert!(
+            table.contains("P->PC->C on / P->PC->C off at max_demand=100: 0.950x"),
+            "{table}"
+        );
     }
 
     #[test]
