@@ -54,7 +54,7 @@ impl Consumer for Tally {
 }
 
 /// Passes events through unchanged (the producer-consumer of `P->PC->C`).
-struct Pass;
+pub(crate) struct Pass;
 
 impl ProducerConsumer for Pass {
     type In = u64;
@@ -85,7 +85,7 @@ where
     })
 }
 
-fn sum_below(events: u64) -> u64 {
+pub(crate) fn sum_below(events: u64) -> u64 {
     (0..events).fold(0_u64, |acc, e| acc.wrapping_add(e))
 }
 
@@ -93,7 +93,7 @@ fn sum_below(events: u64) -> u64 {
 /// clock, switches `source` (accumulating until now) to forward, and stops the
 /// clock when every consumer has stopped; then checks the count and the sum
 /// over all consumers against `copies` copies of `0..events`.
-async fn fan_out(
+pub(crate) async fn fan_out(
     events: u64,
     source: &ProducerRef<u64>,
     upstream: &impl AsProducer<u64>,
@@ -141,7 +141,7 @@ async fn fan_out(
 }
 
 /// A finite source of `0..events`, accumulating demand until the clock starts.
-fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
+pub(crate) fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
     producer(from_iter(0..events))
         .dispatcher(dispatcher)
         .demand_flow(DemandFlow::Accumulate)
@@ -149,7 +149,7 @@ fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
         .expect("starting the producer")
 }
 
-fn at(max_demand: u64) -> SubscribeOptions<u64> {
+pub(crate) fn at(max_demand: u64) -> SubscribeOptions<u64> {
     SubscribeOptions::new().max_demand(max_demand)
 }
 
@@ -247,6 +247,6 @@ pub fn p_partition_c(max_demand: u64) -> Scenario {
 }
 
 /// A count that is not zero, for the APIs that take `NonZeroUsize`.
-fn nz(n: usize) -> std::num::NonZeroUsize {
+pub(crate) fn nz(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }
