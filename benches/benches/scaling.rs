@@ -14,11 +14,12 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use demandflow_benches::{
-    Args, ArgsError, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
-    USAGE, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, measure, partitions,
-    report_dir, result_line, rounded, tokio_mpsc_batched,
+    Args, ArgsError, BatchSizes, Config, LogLogPlot, Measurement, Mode, Progress, Reference,
+    Sample, Series, USAGE, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed,
+    measure, partitions, report_dir, result_line, rounded, tokio_mpsc_batched,
 };
 use serde_json::{Value, json};
 
@@ -77,6 +78,8 @@ struct Point {
     /// A run moves at least this many events (the keyed curve: every key once).
     min_events: u64,
     measurement: Option<Measurement>,
+    /// Batches the consumers received (fan-out by demand and partitions only).
+    sizes: Option<Arc<BatchSizes>>,
 }
 
 impl Point {
@@ -107,7 +110,7 @@ fn main() -> ExitCode {
     };
 
     let mut points: Vec<Point> = Vec::new();
-    let mut add = |curve: Curve, n: u64, run, min_events| {
+    let mut add = |curve: Curve, n: u64, run, min_events, sizes: Option<Arc<BatchSizes>>| {
         if args.selects(&curve.label(n)) {
             points.push(Point {
                 curve,
@@ -115,29 +118,29 @@ fn main() -> ExitCode {
                 run,
                 min_events,
                 measurement: None,
+                sizes,
             });
         }
     };
     for n in CHAIN {
-        add(Curve::Chain, n, chain(n as usize, MAX_DEMAND), 0);
+        add(Curve::Chain, n, chain(n as usize, MAX_DEMAND), 0, None);
     }
     for n in WIDTHS {
-        add(
-            Curve::FanOutDemand,
-            n,
-            fan_out_demand(n as usize, MAX_DEMAND),
-            0,
-        );
+        let sizes = Arc::new(BatchSizes::default());
+        let run = fan_out_demand(n as usize, MAX_DEMAND, sizes.clone());
+        add(Curve::FanOutDemand, n, run, 0, Some(sizes));
     }
     for n in WIDTHS {
         let run = fan_out_broadcast(n as usize, MAX_DEMAND);
-        add(Curve::FanOutBroadcast, n, run, 0);
+        add(Curve::FanOutBroadcast, n, run, 0, None);
     }
     for n in WIDTHS {
-        add(Curve::Partitions, n, partitions(n as usize, MAX_DEMAND), 0);
+        let sizes = Arc::new(BatchSizes::default());
+        let run = partitions(n as usize, MAX_DEMAND, sizes.clone());
+        add(Curve::Partitions, n, run, 0, Some(sizes));
     }
     for n in keys {
-        add(Curve::Keyed, n, keyed(n), n);
+        add(Curve::Keyed, n, keyed(n), n, None);
     }
     let mut baseline = |events| tokio_mpsc_batched(events, 1_000, 16);
 
@@ -275,12 +278,13 @@ fn table(
     let _ = writeln!(
         out,
         "vs first: ratio to the curve's first point; per hop: events/s × the hops an event makes \
-         (chain: stages + 1), the work done per second\n"
+         (chain: stages + 1), the work done per second; per batch: events per batch the \
+         consumers received, averaged over every run\n"
     );
     let _ = writeln!(
         out,
-        "{:<34} {:>12} {:>9} {:>14} {:>12}",
-        "scenario", "events/s", "vs first", "per hop/s", "vs baseline"
+        "{:<34} {:>12} {:>9} {:>14} {:>12} {:>10}",
+        "scenario", "events/s", "vs first", "per hop/s", "vs baseline", "per batch"
     );
     let mut chain_per_hop = Vec::new();
     for curve in [
@@ -300,9 +304,13 @@ fn table(
             if curve == Curve::Chain {
                 chain_per_hop.push(per_hop);
             }
+            let per_batch = p
+                .sizes
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| format!("{:.0}", s.average()));
             let _ = writeln!(
                 out,
-                "{:<34} {:>10.3} M {:>8.3}x {:>12.3} M {:>11.4}x",
+                "{:<34} {:>10.3} M {:>8.3}x {:>12.3} M {:>11.4}x {per_batch:>10}",
                 p.curve.label(p.n),
                 p.rate() / 1e6,
                 p.rate() / first,

@@ -57,7 +57,9 @@ pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};
 pub use progress::Progress;
 pub use result::{last_result, result_line, rounded};
-pub use scaling::{chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, partitions};
+pub use scaling::{
+    BatchSizes, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, partitions,
+};
 pub use supervisor::consumer_supervisor;
 pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,

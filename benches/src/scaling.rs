@@ -7,6 +7,7 @@
 //! sum of what arrived are checked afterwards.
 
 use std::fs;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -15,7 +16,29 @@ use demandflow::keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
 use demandflow::{Consumer, ConsumerContext, SubscriptionId, consumer, producer_consumer};
 
 use crate::Sample;
-use crate::topologies::{Pass, Scenario, at, fan_out, nz, scenario, source, sum_below};
+use crate::topologies::{
+    Pass, Scenario, at, fan_out, fan_out_batches, nz, scenario, source, sum_below,
+};
+
+/// Events and batches the consumers of a scenario received, over all its runs: how full the
+/// batches a dispatcher delivers are.
+#[derive(Debug, Default)]
+pub struct BatchSizes {
+    events: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl BatchSizes {
+    /// Events per batch received so far; NaN before any.
+    pub fn average(&self) -> f64 {
+        self.events.load(Ordering::Relaxed) as f64 / self.batches.load(Ordering::Relaxed) as f64
+    }
+
+    fn add(&self, events: u64, batches: u64) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.batches.fetch_add(batches, Ordering::Relaxed);
+    }
+}
 
 /// A chain: a source, `stages` pass-through producer-consumers in a row, and a consumer, every
 /// subscription at `max_demand`. The figure is events/s out of the end of the chain.
@@ -42,11 +65,18 @@ pub fn chain(stages: usize, max_demand: u64) -> Scenario {
 }
 
 /// A source with the demand dispatcher and `consumers` consumers, each event going to one of
-/// them. The figure is events/s out of the source (the total over the consumers).
-pub fn fan_out_demand(consumers: usize, max_demand: u64) -> Scenario {
-    scenario(move |events| async move {
-        let source = source(events, DemandDispatcher::new());
-        fan_out(events, &source, &source, consumers, 1, |_| at(max_demand)).await
+/// them. The figure is events/s out of the source (the total over the consumers); `sizes`
+/// counts the batches they receive.
+pub fn fan_out_demand(consumers: usize, max_demand: u64, sizes: Arc<BatchSizes>) -> Scenario {
+    scenario(move |events| {
+        let sizes = sizes.clone();
+        async move {
+            let source = source(events, DemandDispatcher::new());
+            let (sample, batches) =
+                fan_out_batches(events, &source, &source, consumers, 1, |_| at(max_demand)).await;
+            sizes.add(events, batches);
+            sample
+        }
     })
 }
 
@@ -64,20 +94,26 @@ pub fn fan_out_broadcast(consumers: usize, max_demand: u64) -> Scenario {
 }
 
 /// A source with the partition dispatcher (`event mod partitions`) and one consumer per
-/// partition. The figure is events/s out of the source.
-pub fn partitions(partitions: usize, max_demand: u64) -> Scenario {
-    scenario(move |events| async move {
-        let n = partitions as u64;
-        let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
-            Some(((e % n) as usize, e))
-        })
-        .build()
-        .expect("building the partition dispatcher");
-        let source = source(events, dispatcher);
-        fan_out(events, &source, &source, partitions, 1, |i| {
-            at(max_demand).partition(i)
-        })
-        .await
+/// partition. The figure is events/s out of the source; `sizes` counts the batches the
+/// consumers receive.
+pub fn partitions(partitions: usize, max_demand: u64, sizes: Arc<BatchSizes>) -> Scenario {
+    scenario(move |events| {
+        let sizes = sizes.clone();
+        async move {
+            let n = partitions as u64;
+            let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
+                Some(((e % n) as usize, e))
+            })
+            .build()
+            .expect("building the partition dispatcher");
+            let source = source(events, dispatcher);
+            let (sample, batches) = fan_out_batches(events, &source, &source, partitions, 1, |i| {
+                at(max_demand).partition(i)
+            })
+            .await;
+            sizes.add(events, batches);
+            sample
+        }
     })
 }
 

@@ -25,11 +25,12 @@ use crate::Sample;
 /// A scenario: moves the events it is asked for, returns what it moved in how long.
 pub type Scenario = Box<dyn FnMut(u64) -> Sample>;
 
-/// Counts and sums what it receives, into shared totals when it stops.
+/// Counts and sums what it receives, and counts the batches, into shared totals when it stops.
 struct Tally {
     count: u64,
     sum: u64,
-    totals: Arc<(AtomicU64, AtomicU64)>,
+    batches: u64,
+    totals: Arc<[AtomicU64; 3]>,
 }
 
 impl Consumer for Tally {
@@ -42,14 +43,16 @@ impl Consumer for Tally {
         _: &mut ConsumerContext,
     ) {
         self.count += events.len() as u64;
+        self.batches += 1;
         self.sum = self
             .sum
             .wrapping_add(black_box(&events).iter().sum::<u64>());
     }
 
     async fn terminate(&mut self, _: &Reason) {
-        self.totals.0.fetch_add(self.count, Ordering::Relaxed);
-        self.totals.1.fetch_add(self.sum, Ordering::Relaxed);
+        self.totals[0].fetch_add(self.count, Ordering::Relaxed);
+        self.totals[1].fetch_add(self.sum, Ordering::Relaxed);
+        self.totals[2].fetch_add(self.batches, Ordering::Relaxed);
     }
 }
 
@@ -101,12 +104,27 @@ pub(crate) async fn fan_out(
     copies: u64,
     options: impl Fn(usize) -> SubscribeOptions<u64>,
 ) -> Sample {
-    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    fan_out_batches(events, source, upstream, consumers, copies, options)
+        .await
+        .0
+}
+
+/// [`fan_out`], and how many batches the consumers received together.
+pub(crate) async fn fan_out_batches(
+    events: u64,
+    source: &ProducerRef<u64>,
+    upstream: &impl AsProducer<u64>,
+    consumers: usize,
+    copies: u64,
+    options: impl Fn(usize) -> SubscribeOptions<u64>,
+) -> (Sample, u64) {
+    let totals: Arc<[AtomicU64; 3]> = Arc::default();
     let mut sinks = Vec::with_capacity(consumers);
     for i in 0..consumers {
         let tally = Tally {
             count: 0,
             sum: 0,
+            batches: 0,
             totals: totals.clone(),
         };
         let sink = consumer(tally).start().expect("starting a consumer");
@@ -128,16 +146,17 @@ pub(crate) async fn fan_out(
     }
     let elapsed = start.elapsed();
     assert_eq!(
-        totals.0.load(Ordering::Relaxed),
+        totals[0].load(Ordering::Relaxed),
         copies * events,
         "events lost or duplicated"
     );
     assert_eq!(
-        totals.1.load(Ordering::Relaxed),
+        totals[1].load(Ordering::Relaxed),
         sum_below(events).wrapping_mul(copies),
         "wrong events delivered"
     );
-    Sample::new(events, elapsed)
+    let batches = totals[2].load(Ordering::Relaxed);
+    (Sample::new(events, elapsed), batches)
 }
 
 /// A finite source of `0..events`, accumulating demand until the clock starts.
