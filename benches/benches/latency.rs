@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use demandflow_benches::{
-    Args, ArgsError, LatencyFigures, LatencyTopology, Mode, Progress, USAGE, measure_pipeline,
-    measure_tokio_mpsc, result_line,
+    Args, LatencyFigures, LatencyTopology, Mode, Progress, measure_pipeline, measure_tokio_mpsc,
+    result_line,
 };
 use serde_json::json;
 
@@ -24,16 +24,9 @@ use serde_json::json;
 const LOADS: [u64; 3] = [10_000, 100_000, 1_000_000];
 
 fn main() -> ExitCode {
-    let args = match Args::from_env() {
+    let args = match Args::from_env_or_exit("latency") {
         Ok(args) => args,
-        Err(ArgsError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("latency: {err}\n\n{USAGE}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let duration = match args.mode {
         Mode::Smoke => Duration::from_millis(20),

@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demandflow_benches::{
-    Args, ArgsError, LogLogPlot, Mode, Progress, Reference, Series, USAGE, median, report_dir,
-    result_line, rounded,
+    Args, LogLogPlot, Mode, Progress, Reference, Series, median, report_dir, result_line, rounded,
 };
 use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
 use serde_json::json;
@@ -396,16 +395,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::from_env() {
+    let args = match Args::from_env_or_exit("million_objects") {
         Ok(args) => args,
-        Err(ArgsError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("million_objects: {e}\n\n{USAGE}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let plan = Plan::for_mode(args.mode);
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);

@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use demandflow_benches::{
-    Args, ArgsError, BatchSizes, Config, LogLogPlot, Measurement, Mode, Progress, Reference,
-    Sample, Series, USAGE, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed,
-    measure, partitions, report_dir, result_line, rounded, tokio_mpsc_batched,
+    Args, BatchSizes, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
+    chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, measure, partitions,
+    report_dir, result_line, rounded, tokio_mpsc_batched,
 };
 use serde_json::{Value, json};
 
@@ -91,16 +91,9 @@ impl Point {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::from_env() {
+    let args = match Args::from_env_or_exit("scaling") {
         Ok(args) => args,
-        Err(ArgsError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("scaling: {err}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     // A full run uses the sizes of the issue; --quick smaller ones, to stay within a minute.
     let (keys, idle) = match args.mode {

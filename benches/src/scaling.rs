@@ -16,9 +16,7 @@ use demandflow::keyed::{KeyedBatch, KeyedBuilder, KeyedHandler};
 use demandflow::{Consumer, ConsumerContext, SubscriptionId, consumer, producer_consumer};
 
 use crate::Sample;
-use crate::topologies::{
-    Pass, Scenario, at, fan_out, fan_out_batches, nz, scenario, source, sum_below,
-};
+use crate::topologies::{Pass, Scenario, at, fan_out, nz, scenario, source, sum_below};
 
 /// Events and batches the consumers of a scenario received, over all its runs: how full the
 /// batches a dispatcher delivers are.
@@ -60,7 +58,9 @@ pub fn chain(stages: usize, max_demand: u64) -> Scenario {
                 .expect("subscribing");
             last = next;
         }
-        fan_out(events, &source, &last, 1, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &last, 1, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -73,7 +73,7 @@ pub fn fan_out_demand(consumers: usize, max_demand: u64, sizes: Arc<BatchSizes>)
         async move {
             let source = source(events, DemandDispatcher::new());
             let (sample, batches) =
-                fan_out_batches(events, &source, &source, consumers, 1, |_| at(max_demand)).await;
+                fan_out(events, &source, &source, consumers, 1, |_| at(max_demand)).await;
             sizes.add(events, batches);
             sample
         }
@@ -90,6 +90,7 @@ pub fn fan_out_broadcast(consumers: usize, max_demand: u64) -> Scenario {
             at(max_demand)
         })
         .await
+        .0
     })
 }
 
@@ -107,7 +108,7 @@ pub fn partitions(partitions: usize, max_demand: u64, sizes: Arc<BatchSizes>) ->
             .build()
             .expect("building the partition dispatcher");
             let source = source(events, dispatcher);
-            let (sample, batches) = fan_out_batches(events, &source, &source, partitions, 1, |i| {
+            let (sample, batches) = fan_out(events, &source, &source, partitions, 1, |i| {
                 at(max_demand).partition(i)
             })
             .await;

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::result::{deserialize_rate, serialize_rate};
 use crate::{
-    Args, ArgsError, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
-    USAGE, last_result, measure, measure_pair, report_dir, result_line,
+    Args, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series, last_result,
+    measure, measure_pair, report_dir, result_line,
 };
 
 /// The `"bench"` key of the `RESULT` line and the name of the plot.
@@ -110,16 +110,9 @@ impl ThroughputSuite {
     /// Returns failure (2) for a bad command line or an unreadable `--compare` file, before
     /// measuring anything.
     pub fn run_cli(self) -> ExitCode {
-        let args = match Args::from_env() {
+        let args = match Args::from_env_or_exit(BENCH) {
             Ok(args) => args,
-            Err(ArgsError::Help) => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Err(err) => {
-                eprintln!("error: {err}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         let saved = match &args.compare {
             Some(path) => match ThroughputFigures::read(path) {

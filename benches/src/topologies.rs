@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use demandflow::dispatcher::{
-    BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher,
-};
+use demandflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
 use demandflow::{
     AsProducer, Consumer, ConsumerContext, Context, DemandFlow, ProducerConsumer, ProducerRef,
     Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
@@ -95,22 +93,9 @@ pub(crate) fn sum_below(events: u64) -> u64 {
 /// Subscribes `consumers` tallies to `upstream` with `options(i)`, starts the
 /// clock, switches `source` (accumulating until now) to forward, and stops the
 /// clock when every consumer has stopped; then checks the count and the sum
-/// over all consumers against `copies` copies of `0..events`.
+/// over all consumers against `copies` copies of `0..events`. Returns the
+/// sample and how many batches the consumers received together.
 pub(crate) async fn fan_out(
-    events: u64,
-    source: &ProducerRef<u64>,
-    upstream: &impl AsProducer<u64>,
-    consumers: usize,
-    copies: u64,
-    options: impl Fn(usize) -> SubscribeOptions<u64>,
-) -> Sample {
-    fan_out_batches(events, source, upstream, consumers, copies, options)
-        .await
-        .0
-}
-
-/// [`fan_out`], and how many batches the consumers received together.
-pub(crate) async fn fan_out_batches(
     events: u64,
     source: &ProducerRef<u64>,
     upstream: &impl AsProducer<u64>,
@@ -176,7 +161,9 @@ pub(crate) fn at(max_demand: u64) -> SubscribeOptions<u64> {
 pub fn p_to_c(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, DemandDispatcher::new());
-        fan_out(events, &source, &source, 1, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 1, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -189,7 +176,9 @@ pub fn p_pc_c(max_demand: u64) -> Scenario {
             .subscribe_to(&source, at(max_demand))
             .await
             .expect("subscribing");
-        fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &middle, 1, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -217,7 +206,9 @@ pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
             .subscribe_to(&source, at(max_demand))
             .await
             .expect("subscribing");
-        let sample = fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await;
+        let sample = fan_out(events, &source, &middle, 1, 1, |_| at(max_demand))
+            .await
+            .0;
         stop.store(true, Ordering::Relaxed);
         watcher.await.expect("the registry reader");
         assert!(
@@ -233,7 +224,9 @@ pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
 pub fn p_4c_demand(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, DemandDispatcher::new());
-        fan_out(events, &source, &source, 4, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 4, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -242,27 +235,16 @@ pub fn p_4c_demand(max_demand: u64) -> Scenario {
 pub fn p_2c_broadcast(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, BroadcastDispatcher::new());
-        fan_out(events, &source, &source, 2, 2, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 2, 2, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
 /// `P->partition->C`: a producer with the partition dispatcher (`event mod n`),
 /// one partition and one consumer per core; the figure is the total.
 pub fn p_partition_c(max_demand: u64) -> Scenario {
-    let partitions = num_cpus::get().max(1);
-    scenario(move |events| async move {
-        let n = partitions as u64;
-        let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
-            Some(((e % n) as usize, e))
-        })
-        .build()
-        .expect("building the partition dispatcher");
-        let source = source(events, dispatcher);
-        fan_out(events, &source, &source, partitions, 1, |i| {
-            at(max_demand).partition(i)
-        })
-        .await
-    })
+    crate::partitions(num_cpus::get().max(1), max_demand, Arc::default())
 }
 
 /// A count that is not zero, for the APIs that take `NonZeroUsize`.
