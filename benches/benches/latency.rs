@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use demandflow_benches::{
-    Args, ArgsError, LatencyFigures, LatencyTopology, Mode, USAGE, measure_pipeline,
-    measure_tokio_mpsc,
+    Args, LatencyFigures, LatencyTopology, Mode, Progress, measure_pipeline, measure_tokio_mpsc,
+    result_line,
 };
 use serde_json::json;
 
@@ -24,16 +24,9 @@ use serde_json::json;
 const LOADS: [u64; 3] = [10_000, 100_000, 1_000_000];
 
 fn main() -> ExitCode {
-    let args = match Args::from_env() {
+    let args = match Args::from_env_or_exit("latency") {
         Ok(args) => args,
-        Err(ArgsError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("latency: {err}\n\n{USAGE}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let duration = match args.mode {
         Mode::Smoke => Duration::from_millis(20),
@@ -49,26 +42,29 @@ fn main() -> ExitCode {
     let _ = measure_tokio_mpsc(10_000, Duration::from_millis(20));
 
     let steps = LOADS.len() * (selected.len() + 1);
-    let mut step = 0;
+    let mut progress = Progress::new("latency", args.mode, steps as u64);
+    let p99_us = |f: &LatencyFigures| f.histogram.value_at_quantile(0.99) as f64 / 1_000.0;
     let mut rows = Vec::new();
     let mut baselines = Vec::new();
     let mut table = Vec::new();
     for load in LOADS {
-        step += 1;
-        eprintln!("latency [{step}/{steps}] tokio_mpsc at {load}/s");
+        progress.start(&format!("tokio_mpsc at {load}/s"));
         let baseline = measure_tokio_mpsc(load, duration);
+        progress.finish(&format!("p99 {:.1} µs", p99_us(&baseline)));
         table.push(("tokio_mpsc".to_owned(), baseline.clone(), None));
         baselines.push(baseline.to_json("name", "tokio_mpsc"));
         let base_p99 = baseline.histogram.value_at_quantile(0.99);
         for &topology in &selected {
-            step += 1;
-            eprintln!("latency [{step}/{steps}] {} at {load}/s", topology.label());
+            progress.start(&format!("{} at {load}/s", topology.label()));
             let figures = measure_pipeline(topology, load, duration);
+            progress.finish(&format!("p99 {:.1} µs", p99_us(&figures)));
             let ratio = figures.histogram.value_at_quantile(0.99) as f64 / base_p99.max(1) as f64;
             rows.push(figures.to_json("topology", topology.label()));
             table.push((topology.label().to_owned(), figures, Some(ratio)));
         }
     }
+
+    drop(progress);
 
     println!(
         "{:<18} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>12}",
@@ -103,8 +99,8 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "RESULT {}",
-        json!({"bench": "latency", "rows": rows, "baselines": baselines})
+        "{}",
+        result_line(&json!({"bench": "latency", "rows": rows, "baselines": baselines}))
     );
     ExitCode::SUCCESS
 }

@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demandflow_benches::{
-    Args, ArgsError, Json, LogLogPlot, Mode, Reference, Series, USAGE, median, report_dir,
+    Args, LogLogPlot, Mode, Progress, Reference, Series, median, report_dir, result_line, rounded,
 };
 use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+use serde_json::json;
 
 /// Damage of every hit; armor takes `ARMOR` off it.
 const DAMAGE: u32 = 7;
@@ -195,7 +196,7 @@ struct WorldRun {
 }
 
 /// Sends `frames` frames of one hit per object, each after the previous one has drained.
-async fn run_world(plan: &Plan) -> WorldRun {
+async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
     let Setup {
         world,
         hit,
@@ -222,11 +223,11 @@ async fn run_world(plan: &Plan) -> WorldRun {
         drains.push(t0.elapsed());
         if frame % 60 == 0 {
             let last = &drains[drains.len() - 60..];
-            eprintln!(
+            progress.note(&format!(
                 "[million_objects] frame {frame}/{}: drain median {:.2} ms",
                 plan.frames,
                 ms(median_duration(last))
-            );
+            ));
         }
     }
     let total = start.elapsed();
@@ -394,16 +395,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::from_env() {
+    let args = match Args::from_env_or_exit("million_objects") {
         Ok(args) => args,
-        Err(ArgsError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("million_objects: {e}\n\n{USAGE}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let plan = Plan::for_mode(args.mode);
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
@@ -413,34 +407,48 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
 
-    eprintln!(
-        "[million_objects] hand loop: {} frames of {} objects",
+    let mut progress = Progress::new("million_objects", args.mode, 5);
+    progress.start(&format!(
+        "hand loop: {} frames of {} objects",
         plan.hand_frames, plan.objects
-    );
+    ));
     let (mut hand, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
-    eprintln!(
-        "[million_objects] world: {} frames of {} objects on {cores} cores",
+    progress.finish(&format!("{:.2} ms per frame", ms(median_duration(&hand))));
+    progress.start(&format!(
+        "world: {} frames of {} objects on {cores} cores",
         plan.frames, plan.objects
-    );
-    let run = runtime.block_on(run_world(&plan));
+    ));
+    let run = runtime.block_on(run_world(&plan, &progress));
+    progress.finish(&format!(
+        "{:.1} fps",
+        run.drains.len() as f64 / run.total.as_secs_f64()
+    ));
+    progress.start("hand loop again");
     let (hand_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    progress.finish(&format!(
+        "{:.2} ms per frame",
+        ms(median_duration(&hand_after))
+    ));
     // The peak of the frames scenario (world and hand loop), before the other scenarios.
     let rss = peak_rss_mb();
     let hand_before_ms = ms(median_duration(&hand));
     let hand_after_ms = ms(median_duration(&hand_after));
     hand.extend(hand_after);
-    eprintln!(
-        "[million_objects] small: 1000 objects every {} ms for {:.0} s",
+    progress.start(&format!(
+        "small: 1000 objects every {} ms for {:.0} s",
         plan.small_tick.as_millis(),
         plan.small_for.as_secs_f64()
-    );
+    ));
     let (small, small_bad) = runtime.block_on(run_small(1_000, plan.small_tick, plan.small_for));
-    eprintln!(
-        "[million_objects] stage path: {} frames of {} objects through from_iter -> KeyedConsumer",
+    progress.finish(&format!("{} ticks", small.len()));
+    progress.start(&format!(
+        "stage path: {} frames of {} objects through from_iter -> KeyedConsumer",
         plan.stage_frames, plan.objects
-    );
+    ));
     let (stage_time, stage_violations, stage_lost) =
         runtime.block_on(run_stage(plan.objects, plan.stage_frames));
+    progress.finish(&format!("{:.2} s", stage_time.as_secs_f64()));
+    drop(progress);
     let rss_end = peak_rss_mb();
 
     let frames = run.drains.len() as u64;
@@ -583,26 +591,30 @@ fn main() -> ExitCode {
         };
         let dir = report_dir();
         let path = dir.join("million_objects.svg");
-        match fs::create_dir_all(&dir).and_then(|()| fs::write(&path, plot.to_svg())) {
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| plot.to_svg())
+            .and_then(|svg| fs::write(&path, svg));
+        match written {
             Ok(()) => println!("plot: {}", path.display()),
             Err(e) => eprintln!("million_objects: could not write {}: {e}", path.display()),
         }
     }
 
-    let result = Json::object([
-        ("bench", Json::from("million_objects")),
-        ("objects", Json::from(plan.objects)),
-        ("frames", Json::from(frames)),
-        ("fps", Json::from(round1(fps))),
-        ("drain_ms_p50", Json::from(round3(p50))),
-        ("drain_ms_p99", Json::from(round3(p99))),
-        ("hand_loop_ms", Json::from(round3(hand_ms))),
-        ("peak_rss_mb", Json::from(round1(rss))),
-        ("max_backlog", Json::from(run.max_backlog)),
-        ("ordering_violations", Json::from(run.violations)),
-        ("lost_events", Json::from(lost)),
-    ]);
-    println!("RESULT {result}");
+    // serde_json keeps the keys in this order (its `preserve_order` feature).
+    let result = json!({
+        "bench": "million_objects",
+        "objects": plan.objects,
+        "frames": frames,
+        "fps": rounded(fps, 1),
+        "drain_ms_p50": rounded(p50, 3),
+        "drain_ms_p99": rounded(p99, 3),
+        "hand_loop_ms": rounded(hand_ms, 3),
+        "peak_rss_mb": rounded(rss, 1),
+        "max_backlog": run.max_backlog,
+        "ordering_violations": run.violations,
+        "lost_events": lost,
+    });
+    println!("{}", result_line(&result));
     let ok = stage_violations == 0
         && stage_lost == 0
         && hand_ok_before
@@ -617,12 +629,4 @@ fn main() -> ExitCode {
         eprintln!("million_objects: a correctness check failed");
         ExitCode::FAILURE
     }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

@@ -112,13 +112,21 @@ fn main() -> ExitCode {
             )),
         }
     }
-    // What being observed costs: `P->PC->C` while a task reads the registry every
-    // 10 ms, to read against the `P->PC->C` rows of the same run.
+    // What the registry costs the stages: `P->PC->C` with nobody reading the registry (off)
+    // and with a task reading all of it every 10 ms (on: a hundred times a dashboard's rate),
+    // measured alternately run by run so that the machine's drift cannot hide or fake a few
+    // percent. Registration itself cannot be switched off (see benches/README.md).
     for max_demand in [1, 100, 1_000] {
-        suite.row(
-            "P->PC->C registry read",
+        suite.paired_rows(
             max_demand,
-            demandflow_benches::p_pc_c_observed(max_demand),
+            (
+                "P->PC->C registry off",
+                demandflow_benches::p_pc_c(max_demand),
+            ),
+            (
+                "P->PC->C registry read",
+                demandflow_benches::p_pc_c_observed(max_demand),
+            ),
         );
     }
     // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.

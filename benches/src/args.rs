@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// How much measuring a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,23 @@ impl Args {
     /// See [`Args::parse`].
     pub fn from_env() -> Result<Args, ArgsError> {
         Args::parse(std::env::args().skip(1))
+    }
+
+    /// The arguments of this process for the bench `bench`'s `main`: `Err` with the exit code
+    /// to return after `--help` (usage printed, success) or a bad command line (error and
+    /// usage printed on stderr, failure 2).
+    pub fn from_env_or_exit(bench: &str) -> Result<Args, ExitCode> {
+        match Args::from_env() {
+            Ok(args) => Ok(args),
+            Err(ArgsError::Help) => {
+                println!("{USAGE}");
+                Err(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                eprintln!("{bench}: {err}\n\n{USAGE}");
+                Err(ExitCode::from(2))
+            }
+        }
     }
 
     /// Parses `args`, the arguments after the program name.

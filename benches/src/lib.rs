@@ -8,12 +8,13 @@
 //!   runs it as a benchmark (`--bench`) or as a smoke test under `cargo test`;
 //! - measures each scenario ([`measure`]): calibrates the event count to a run length, warms up,
 //!   repeats, and reports the median events per second;
-//! - prints progress to stderr, a table to stdout and, as the very last line of stdout,
-//!   `RESULT {json}` with the keys BENCH.md fixes ([`Json`] writes it by hand);
+//! - prints progress to stderr ([`Progress`], a bar on full runs), a table to stdout and, as
+//!   the very last line of stdout, `RESULT {json}` with the keys BENCH.md fixes
+//!   ([`result_line`], with `serde_json`);
 //! - provides the baselines a user would write instead ([`crossbeam_batched`],
 //!   [`tokio_mpsc_batched`]), to be measured in the same run as the figures they frame;
 //! - on a full run, draws the figures next to the baselines as an SVG under
-//!   `target/bench-report/` ([`LogLogPlot`], [`report_dir`]).
+//!   `target/bench-report/` ([`LogLogPlot`], drawn by `plotters`, and [`report_dir`]).
 //!
 //! A scenario is a closure that is given a number of events, moves them, and returns what it
 //! moved in how long:
@@ -35,24 +36,30 @@
 
 mod args;
 mod baselines;
-mod json;
 mod latency;
 mod measure;
 mod messages;
 mod paths;
 mod plot;
+mod progress;
+mod result;
+mod scaling;
 mod supervisor;
 mod throughput;
 mod topologies;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip, tokio_spawn};
-pub use json::{Json, JsonError};
 pub use latency::{LatencyFigures, LatencyTopology, measure_pipeline, measure_tokio_mpsc};
-pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, median};
+pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, measure_pair, median};
 pub use messages::messages;
 pub use paths::{report_dir, target_dir};
 pub use plot::{LogLogPlot, Reference, Series};
+pub use progress::Progress;
+pub use result::{last_result, result_line, rounded};
+pub use scaling::{
+    BatchSizes, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, partitions,
+};
 pub use supervisor::consumer_supervisor;
 pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,

@@ -176,17 +176,7 @@ pub fn median(values: &[f64]) -> f64 {
 /// assert!(measurement.events_per_sec > 0.0);
 /// ```
 pub fn measure(config: &Config, mut scenario: impl FnMut(u64) -> Sample) -> Measurement {
-    let threshold = config.run_time / 10;
-    let mut events = config.min_events.max(1);
-    let mut rate = loop {
-        let sample = scenario(events);
-        if sample.elapsed >= threshold || events >= MAX_EVENTS {
-            break sample.events_per_sec();
-        }
-        let seconds = sample.elapsed.as_secs_f64().max(1e-6);
-        let grow = (2.0 * threshold.as_secs_f64() / seconds).clamp(2.0, 100.0);
-        events = scale(events, grow);
-    };
+    let mut rate = calibrate(config, &mut scenario);
     for _ in 0..config.warmups {
         rate = scenario(events_for(rate, config.run_time)).events_per_sec();
     }
@@ -195,6 +185,76 @@ pub fn measure(config: &Config, mut scenario: impl FnMut(u64) -> Sample) -> Meas
         .map(|_| scenario(events).events_per_sec())
         .collect();
     Measurement::from_rates(rates, events)
+}
+
+/// Measures `a` and `b` as [`measure`] does, but alternately, run by run, so that a change of
+/// the machine's speed during the measurement reaches both alike: the way to compare two
+/// scenarios that differ by a few percent on a shared machine.
+///
+/// Both are calibrated, then warmed up (`a`, `b`, `a`, …), then measured in the order
+/// `a b`, `b a`, `a b`, … (each pair swapped, so that neither always runs second).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use demandflow_benches::{Config, Sample, measure_pair};
+///
+/// let sum = |events: u64| {
+///     let start = Instant::now();
+///     let sum: u64 = (0..events).map(std::hint::black_box).sum();
+///     assert_eq!(sum, events * (events - 1) / 2);
+///     Sample::new(events, start.elapsed())
+/// };
+/// let config = Config { warmups: 1, reps: 4, run_time: Duration::from_millis(5), min_events: 100 };
+/// let (a, b) = measure_pair(&config, sum, sum);
+/// assert_eq!((a.rates.len(), b.rates.len()), (4, 4));
+/// ```
+pub fn measure_pair(
+    config: &Config,
+    mut a: impl FnMut(u64) -> Sample,
+    mut b: impl FnMut(u64) -> Sample,
+) -> (Measurement, Measurement) {
+    let mut rate_a = calibrate(config, &mut a);
+    let mut rate_b = calibrate(config, &mut b);
+    for _ in 0..config.warmups {
+        rate_a = a(events_for(rate_a, config.run_time)).events_per_sec();
+        rate_b = b(events_for(rate_b, config.run_time)).events_per_sec();
+    }
+    let (events_a, events_b) = (
+        events_for(rate_a, config.run_time),
+        events_for(rate_b, config.run_time),
+    );
+    let (mut rates_a, mut rates_b) = (Vec::new(), Vec::new());
+    for rep in 0..config.reps.max(1) {
+        if rep % 2 == 0 {
+            rates_a.push(a(events_a).events_per_sec());
+            rates_b.push(b(events_b).events_per_sec());
+        } else {
+            rates_b.push(b(events_b).events_per_sec());
+            rates_a.push(a(events_a).events_per_sec());
+        }
+    }
+    (
+        Measurement::from_rates(rates_a, events_a),
+        Measurement::from_rates(rates_b, events_b),
+    )
+}
+
+/// Runs `scenario` on `config.min_events`, growing the count (2× to 100× per step) until one
+/// run takes a tenth of `run_time`; returns the speed of that run, events per second.
+fn calibrate(config: &Config, scenario: &mut impl FnMut(u64) -> Sample) -> f64 {
+    let threshold = config.run_time / 10;
+    let mut events = config.min_events.max(1);
+    loop {
+        let sample = scenario(events);
+        if sample.elapsed >= threshold || events >= MAX_EVENTS {
+            return sample.events_per_sec();
+        }
+        let seconds = sample.elapsed.as_secs_f64().max(1e-6);
+        let grow = (2.0 * threshold.as_secs_f64() / seconds).clamp(2.0, 100.0);
+        events = scale(events, grow);
+    }
 }
 
 /// `events * factor`, within `1..=MAX_EVENTS`.
@@ -265,5 +325,31 @@ mod tests {
         assert_eq!(asked[..3], [1_000, 100_000, 2_000_000]);
         // One warm-up and three measured runs of the calibrated length.
         assert_eq!(asked[3..], [10_000_000; 4]);
+    }
+
+    #[test]
+    fn a_pair_is_measured_alternately_each_pair_of_runs_swapped() {
+        let config = Config {
+            warmups: 1,
+            reps: 4,
+            run_time: Duration::from_millis(100),
+            min_events: 1_000_000,
+        };
+        // Each scenario logs its name in a shared order of calls.
+        let order = std::cell::RefCell::new(Vec::new());
+        let run = |name: char, nanos_per_event: u64| {
+            let order = &order;
+            move |events: u64| {
+                order.borrow_mut().push(name);
+                Sample::new(events, Duration::from_nanos(events * nanos_per_event))
+            }
+        };
+        let (a, b) = measure_pair(&config, run('a', 10), run('b', 20));
+        assert!((a.events_per_sec - 1e8).abs() < 1.0);
+        assert!((b.events_per_sec - 5e7).abs() < 1.0);
+        // Calibration (one run each: 10 ms and 20 ms reach the 10 ms threshold), one warm-up
+        // each, then a b, b a, a b, b a.
+        let order: String = order.into_inner().into_iter().collect();
+        assert_eq!(order, "abab".to_owned() + "abbaabba");
     }
 }

@@ -1,6 +1,10 @@
-//! A log-log line chart with horizontal reference lines, written as SVG by hand.
+//! A log-log line chart with horizontal reference lines, drawn as SVG by `plotters`.
 
-use std::fmt::Write as _;
+use std::error::Error;
+use std::io;
+
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
 
 /// One line of the chart: a name and its points.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,41 +44,47 @@ pub struct LogLogPlot {
     pub references: Vec<Reference>,
 }
 
-// The chart area spans LEFT..RIGHT × TOP..BOTTOM; the legend is right of it, as wide as its
-// longest entry needs.
-const HEIGHT: f64 = 600.0;
-const LEFT: f64 = 90.0;
-const RIGHT: f64 = 700.0;
-const TOP: f64 = 80.0;
-const BOTTOM: f64 = HEIGHT - 70.0;
-/// Legend: line sample, then text at this offset from the legend's left edge.
-const LEGEND_TEXT: f64 = 36.0;
-/// A generous average width of a character at font-size 12, to size the legend.
+/// Size of the chart, without the legend, which is right of it and as wide as its longest
+/// entry needs.
+const CHART: (u32, u32) = (760, 600);
+/// A generous average width of a legend character, in pixels, to size the legend.
 const CHAR_WIDTH: f64 = 7.5;
-/// Text drawn over the chart gets a white outline of this width, so lines do not hide it.
-const HALO: &str = r#"stroke="white" stroke-width="4" paint-order="stroke""#;
+/// Legend: where its text starts, right of the line sample; the height of one entry.
+const LEGEND_TEXT: i32 = 46;
+const LEGEND_ROW: i32 = 22;
 
-/// Colours of the series, in order (repeated beyond ten).
-const COLOURS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+/// Colours of the series, in order (repeated beyond ten): the usual categorical palette.
+const COLOURS: [RGBColor; 10] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
-/// Colours and dash patterns of the reference lines, in order (repeated).
-const REFERENCE_STYLES: [(&str, &str); 3] = [
-    ("#333333", "8 4"),
-    ("#777777", "3 3"),
-    ("#333333", "12 3 3 3"),
+/// Colours and dash lengths of the reference lines, in order (repeated), so that two close
+/// references can be told apart.
+const REFERENCE_STYLES: [(RGBColor, u32); 3] = [
+    (RGBColor(0x33, 0x33, 0x33), 8),
+    (RGBColor(0x77, 0x77, 0x77), 3),
+    (RGBColor(0x55, 0x55, 0x55), 14),
 ];
+
+/// Whether `v` has a place on a log axis.
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
 
 /// The decades `(lo, hi)` as exponents of 10 that hold `span` and every value of `values`
 /// that is positive; `(0, 1)` when nothing is.
 fn decades(span: (f64, f64), values: impl Iterator<Item = f64>) -> (i32, i32) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in values
-        .chain([span.0, span.1])
-        .filter(|v| v.is_finite() && *v > 0.0)
-    {
+    for v in values.chain([span.0, span.1]).filter(|v| positive(*v)) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
@@ -86,60 +96,39 @@ fn decades(span: (f64, f64), values: impl Iterator<Item = f64>) -> (i32, i32) {
     (lo, hi)
 }
 
-/// `10^decade` written short: `1`, `100`, `10k`, `1M`, `10G`.
-fn decade_label(decade: i32) -> String {
-    const UNITS: [(i32, &str); 4] = [(12, "T"), (9, "G"), (6, "M"), (3, "k")];
-    if decade < 0 {
-        return format!("1e{decade}");
-    }
-    for (exponent, unit) in UNITS {
-        if decade >= exponent {
-            return format!("{}{unit}", 10u64.pow((decade - exponent) as u32));
-        }
-    }
-    10u64.pow(decade as u32).to_string()
+/// A tick value written short, to three significant digits: `1`, `20`, `500`, `2k`, `1.5M`,
+/// `10G`; below 1 as it is (`0.5`).
+fn short(value: f64) -> String {
+    const UNITS: [(f64, &str); 4] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    let (scaled, unit) = UNITS
+        .iter()
+        .find(|(size, _)| value >= *size)
+        .map_or((value, ""), |&(size, unit)| (value / size, unit));
+    // `{}` of an f64 drops trailing zeros; rounding to 3 significant digits first keeps
+    // 2000.0000001 from printing as `2.0000000001k`.
+    let digits = 3 - (scaled.abs().max(1e-12).log10().floor() as i32 + 1);
+    let scale = 10f64.powi(digits.max(0));
+    format!("{}{unit}", (scaled * scale).round() / scale)
 }
 
-/// `text` with the characters that are special in XML escaped.
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// One logarithmic axis: `decades` mapped onto the pixels `from..to`.
-struct Axis {
-    decades: (i32, i32),
-    from: f64,
-    to: f64,
-}
-
-impl Axis {
-    fn pixel(&self, value: f64) -> f64 {
-        let (lo, hi) = (f64::from(self.decades.0), f64::from(self.decades.1));
-        self.from + (value.log10() - lo) / (hi - lo) * (self.to - self.from)
-    }
-
-    /// `(value, is_decade)` of every grid line: 1, 2, …, 9 times each decade, and the last decade.
-    fn grid(&self) -> impl Iterator<Item = (f64, bool)> {
-        let (lo, hi) = self.decades;
-        (lo..hi)
-            .flat_map(|d| (1..10).map(move |m| (f64::from(m) * 10f64.powi(d), m == 1)))
-            .chain([(10f64.powi(hi), true)])
-    }
+/// A series' points that have a place on the chart, in order of `x`.
+fn plottable(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut points: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|&(x, y)| positive(x) && positive(y))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
 }
 
 impl LogLogPlot {
     /// The chart as a standalone SVG document.
+    ///
+    /// # Errors
+    ///
+    /// What `plotters` reports while drawing (it draws into a string, so nothing is
+    /// expected).
     ///
     /// # Examples
     ///
@@ -155,25 +144,26 @@ impl LogLogPlot {
     ///     series: vec![Series { name: "P->C".into(), points: vec![(1.0, 2e5), (10.0, 2e6)] }],
     ///     references: vec![Reference { name: "crossbeam".into(), value: 5e8 }],
     /// };
-    /// let svg = plot.to_svg();
+    /// let svg = plot.to_svg().unwrap();
     /// assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    /// assert!(svg.contains("P-&gt;C"));
+    /// assert!(svg.contains("P-&gt;C") && svg.contains("crossbeam"));
     /// ```
-    pub fn to_svg(&self) -> String {
+    pub fn to_svg(&self) -> io::Result<String> {
+        let mut svg = String::new();
+        self.draw(&mut svg)
+            .map_err(|err| io::Error::other(format!("drawing the plot: {err}")))?;
+        Ok(svg)
+    }
+
+    fn draw(&self, svg: &mut String) -> Result<(), Box<dyn Error>> {
         let points = || self.series.iter().flat_map(|s| s.points.iter());
-        let x = Axis {
-            decades: decades(self.x_span, points().map(|p| p.0)),
-            from: LEFT,
-            to: RIGHT,
-        };
+        let (x_lo, x_hi) = decades(self.x_span, points().map(|p| p.0));
         let y_values = points()
             .map(|p| p.1)
             .chain(self.references.iter().map(|r| r.value));
-        let y = Axis {
-            decades: decades((f64::NAN, f64::NAN), y_values),
-            from: BOTTOM,
-            to: TOP,
-        };
+        let (y_lo, y_hi) = decades((f64::NAN, f64::NAN), y_values);
+        let (x_lo, x_hi) = (10f64.powi(x_lo), 10f64.powi(x_hi));
+        let (y_lo, y_hi) = (10f64.powi(y_lo), 10f64.powi(y_hi));
 
         let longest = self
             .series
@@ -182,182 +172,108 @@ impl LogLogPlot {
             .chain(self.references.iter().map(|r| r.name.chars().count()))
             .max()
             .unwrap_or(0);
-        let width = (RIGHT + 20.0 + LEGEND_TEXT + CHAR_WIDTH * longest as f64 + 20.0).round();
+        let legend_width = (f64::from(LEGEND_TEXT) + CHAR_WIDTH * longest as f64 + 30.0) as u32;
+        let root =
+            SVGBackend::with_string(svg, (CHART.0 + legend_width, CHART.1)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (chart_area, legend_area) = root.split_horizontally(CHART.0);
+        let chart_area = chart_area
+            .titled(
+                &self.title,
+                ("sans-serif", 20).into_font().style(FontStyle::Bold),
+            )?
+            .titled(
+                &self.subtitle,
+                ("sans-serif", 13)
+                    .into_font()
+                    .color(&RGBColor(0x55, 0x55, 0x55)),
+            )?;
 
-        let mut svg = String::new();
-        let out = &mut svg;
-        // `write!` into a `String` cannot fail.
-        let _ = writeln!(
-            out,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{HEIGHT}" viewBox="0 0 {width} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(out, "<title>{}</title>", xml_escape(&self.title));
-        let _ = writeln!(
-            out,
-            r#"<rect width="{width}" height="{HEIGHT}" fill="white"/>"#
-        );
-        let _ = writeln!(
-            out,
-            r#"<text x="{LEFT}" y="30" font-size="18" font-weight="bold">{}</text>"#,
-            xml_escape(&self.title)
-        );
-        let _ = writeln!(
-            out,
-            r##"<text x="{LEFT}" y="52" fill="#555">{}</text>"##,
-            xml_escape(&self.subtitle)
-        );
+        let mut chart = ChartBuilder::on(&chart_area)
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 13))
+            .draw()?;
 
-        // Grid and tick labels.
-        for (value, decade) in x.grid() {
-            let px = x.pixel(value);
-            let (stroke, width) = if decade { ("#ccc", 1.0) } else { ("#eee", 0.5) };
-            let _ = writeln!(
-                out,
-                r#"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{BOTTOM}" stroke="{stroke}" stroke-width="{width}"/>"#
-            );
-            if decade {
-                let _ = writeln!(
-                    out,
-                    r#"<text x="{px:.1}" y="{}" text-anchor="middle">{}</text>"#,
-                    BOTTOM + 18.0,
-                    decade_label(value.log10().round() as i32)
-                );
-            }
-        }
-        for (value, decade) in y.grid() {
-            let py = y.pixel(value);
-            let (stroke, width) = if decade { ("#ccc", 1.0) } else { ("#eee", 0.5) };
-            let _ = writeln!(
-                out,
-                r#"<line x1="{LEFT}" y1="{py:.1}" x2="{RIGHT}" y2="{py:.1}" stroke="{stroke}" stroke-width="{width}"/>"#
-            );
-            if decade {
-                let _ = writeln!(
-                    out,
-                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    LEFT - 8.0,
-                    py + 4.0,
-                    decade_label(value.log10().round() as i32)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
-            RIGHT - LEFT,
-            BOTTOM - TOP
-        );
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            (LEFT + RIGHT) / 2.0,
-            HEIGHT - 25.0,
-            xml_escape(&self.x_label)
-        );
-        let _ = writeln!(
-            out,
-            r#"<text transform="translate(24 {}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            (TOP + BOTTOM) / 2.0,
-            xml_escape(&self.y_label)
-        );
-
-        // Reference lines, each labelled on the line.
+        // Reference lines first, so that the series are drawn over them; each labelled on the
+        // line, at alternate ends so that the labels of two close references do not overlap.
         for (i, reference) in self.references.iter().enumerate() {
-            if !(reference.value.is_finite() && reference.value > 0.0) {
+            if !positive(reference.value) {
                 continue;
             }
             let (colour, dash) = REFERENCE_STYLES[i % REFERENCE_STYLES.len()];
-            let py = y.pixel(reference.value);
-            let _ = writeln!(
-                out,
-                r#"<line x1="{LEFT}" y1="{py:.1}" x2="{RIGHT}" y2="{py:.1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{dash}"/>"#
-            );
-            // Alternate ends, so that the labels of two close references do not overlap.
-            let (label_x, anchor) = if i % 2 == 0 {
-                (RIGHT - 6.0, "end")
+            chart.draw_series(DashedLineSeries::new(
+                [(x_lo, reference.value), (x_hi, reference.value)],
+                dash,
+                4,
+                colour.stroke_width(2),
+            ))?;
+            let font = ("sans-serif", 12).into_font().color(&colour);
+            let text = reference.name.clone();
+            let (anchor, offset) = if i % 2 == 0 {
+                (
+                    x_hi,
+                    (-(CHAR_WIDTH * text.chars().count() as f64) as i32 - 6, -16),
+                )
             } else {
-                (LEFT + 6.0, "start")
+                (x_lo, (6, -16))
             };
-            let _ = writeln!(
-                out,
-                r#"<text x="{label_x}" y="{:.1}" text-anchor="{anchor}" fill="{colour}" {HALO}>{}</text>"#,
-                py - 5.0,
-                xml_escape(&reference.name)
-            );
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((anchor, reference.value)) + Text::new(text, offset, font),
+            ))?;
         }
 
-        // Series: a polyline through the points, a marker on each.
+        // Series: a line through the points, a marker on each.
         for (i, series) in self.series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let mut points: Vec<(f64, f64)> = series
-                .points
-                .iter()
-                .copied()
-                .filter(|&(px, py)| px.is_finite() && px > 0.0 && py.is_finite() && py > 0.0)
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let path: Vec<String> = points
-                .iter()
-                .map(|&(px, py)| format!("{:.1},{:.1}", x.pixel(px), y.pixel(py)))
-                .collect();
-            let _ = writeln!(
-                out,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                path.join(" ")
-            );
-            for &(px, py) in &points {
-                let _ = writeln!(
-                    out,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"><title>{}: {px} → {py:.0}</title></circle>"#,
-                    x.pixel(px),
-                    y.pixel(py),
-                    xml_escape(&series.name)
-                );
-            }
+            let points = plottable(&series.points);
+            chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
         }
 
         // Legend, right of the chart: the series, then the references.
-        let legend_x = RIGHT + 20.0;
-        let mut legend_y = TOP + 10.0;
+        let font = ("sans-serif", 12).into_font();
+        let mut y = 100;
         for (i, series) in self.series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let _ = writeln!(
-                out,
-                r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{colour}" stroke-width="2"/>"#,
-                legend_x + 28.0
-            );
-            let _ = writeln!(
-                out,
-                r#"<circle cx="{}" cy="{legend_y}" r="4" fill="{colour}"/>"#,
-                legend_x + 14.0
-            );
-            let _ = writeln!(
-                out,
-                r#"<text x="{}" y="{}">{}</text>"#,
-                legend_x + LEGEND_TEXT,
-                legend_y + 4.0,
-                xml_escape(&series.name)
-            );
-            legend_y += 22.0;
+            legend_area.draw(&PathElement::new(
+                vec![(0, y), (28, y)],
+                colour.stroke_width(2),
+            ))?;
+            legend_area.draw(&Circle::new((14, y), 4, colour.filled()))?;
+            legend_area.draw(&Text::new(
+                series.name.clone(),
+                (LEGEND_TEXT, y - 7),
+                font.clone(),
+            ))?;
+            y += LEGEND_ROW;
         }
         for (i, reference) in self.references.iter().enumerate() {
             let (colour, dash) = REFERENCE_STYLES[i % REFERENCE_STYLES.len()];
-            let _ = writeln!(
-                out,
-                r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{dash}"/>"#,
-                legend_x + 28.0
-            );
-            let _ = writeln!(
-                out,
-                r#"<text x="{}" y="{}">{}</text>"#,
-                legend_x + LEGEND_TEXT,
-                legend_y + 4.0,
-                xml_escape(&reference.name)
-            );
-            legend_y += 22.0;
+            legend_area.draw(&DashedPathElement::new(
+                [(0, y), (28, y)],
+                dash,
+                4,
+                colour.stroke_width(2),
+            ))?;
+            legend_area.draw(&Text::new(
+                reference.name.clone(),
+                (LEGEND_TEXT, y - 7),
+                font.clone(),
+            ))?;
+            y += LEGEND_ROW;
         }
-        svg.push_str("</svg>\n");
-        svg
+        root.present()?;
+        Ok(())
     }
 }
 
@@ -381,27 +297,24 @@ mod tests {
     }
 
     #[test]
-    fn decade_labels_are_short() {
-        let labels: Vec<_> = (0..11).map(decade_label).collect();
-        assert_eq!(
-            labels,
-            [
-                "1", "10", "100", "1k", "10k", "100k", "1M", "10M", "100M", "1G", "10G"
-            ]
-        );
+    fn tick_labels_are_short() {
+        let labels: Vec<String> = [1.0, 20.0, 500.0, 2e3, 1.5e6, 1e10, 0.5, 2_000.000_000_1]
+            .into_iter()
+            .map(short)
+            .collect();
+        assert_eq!(labels, ["1", "20", "500", "2k", "1.5M", "10G", "0.5", "2k"]);
     }
 
     #[test]
-    fn axes_map_decades_linearly_onto_pixels() {
-        let axis = Axis {
-            decades: (0, 4),
-            from: 100.0,
-            to: 500.0,
-        };
-        assert_eq!(axis.pixel(1.0), 100.0);
-        assert_eq!(axis.pixel(100.0), 300.0);
-        assert_eq!(axis.pixel(10_000.0), 500.0);
-        assert_eq!(axis.grid().count(), 4 * 9 + 1);
+    fn points_off_the_log_scale_are_left_out_and_the_rest_sorted() {
+        let points = [
+            (10.0, 1e6),
+            (1.0, 1e5),
+            (100.0, 0.0),
+            (f64::NAN, 1.0),
+            (5.0, -1.0),
+        ];
+        assert_eq!(plottable(&points), [(1.0, 1e5), (10.0, 1e6)]);
     }
 
     #[test]
@@ -427,14 +340,14 @@ mod tests {
                 value: 5e8,
             }],
         };
-        let svg = plot.to_svg();
-        assert!(svg.contains("<title>a &lt;b&gt; &amp; c</title>"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        let svg = plot.to_svg().unwrap();
+        assert!(svg.contains("a &lt;b&gt; &amp; c"), "{svg}");
+        assert!(svg.contains("P-&gt;C") && svg.contains("P-&gt;2C broadcast"));
+        // The reference's name on its line and in the legend.
+        assert_eq!(svg.matches("crossbeam_batched_1000").count(), 2);
         // Markers: two points of the first series (the zero is left out), one of the second,
         // and one per series in the legend.
         assert_eq!(svg.matches("<circle").count(), 2 + 1 + 2);
-        // The reference on the chart and in the legend.
-        assert_eq!(svg.matches("stroke-dasharray").count(), 2);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
 }

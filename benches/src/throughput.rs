@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::result::{deserialize_rate, serialize_rate};
 use crate::{
-    Args, ArgsError, Config, Json, LogLogPlot, Measurement, Mode, Reference, Sample, Series, USAGE,
-    measure, report_dir,
+    Args, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series, last_result,
+    measure, measure_pair, report_dir, result_line,
 };
 
 /// The `"bench"` key of the `RESULT` line and the name of the plot.
@@ -24,6 +28,9 @@ const UNSTEADY: f64 = 0.15;
 
 /// A scenario: moves the events it is asked for and says what it moved in how long.
 type Run = Box<dyn FnMut(u64) -> Sample>;
+
+/// A scenario and the topology of its row.
+type Named = (String, Run);
 
 /// The scenarios of the `throughput` bench, to be measured together.
 ///
@@ -46,6 +53,8 @@ type Run = Box<dyn FnMut(u64) -> Sample>;
 pub struct ThroughputSuite {
     baselines: Vec<(String, Run)>,
     rows: Vec<(String, u64, Run)>,
+    /// max_demand and the two rows of each pair.
+    pairs: Vec<(u64, Named, Named)>,
 }
 
 impl ThroughputSuite {
@@ -75,6 +84,25 @@ impl ThroughputSuite {
         self
     }
 
+    /// Adds two rows at `max_demand` that are measured alternately, run by run (see
+    /// [`measure_pair`](crate::measure_pair)), after the other rows: for two scenarios that
+    /// differ by a few percent, where the machine's drift between two separate measurements
+    /// would be larger than the difference. The table prints `b / a`; the `RESULT` line has both
+    /// as ordinary rows. Selected when a filter selects either.
+    pub fn paired_rows(
+        &mut self,
+        max_demand: u64,
+        a: (impl Into<String>, impl FnMut(u64) -> Sample + 'static),
+        b: (impl Into<String>, impl FnMut(u64) -> Sample + 'static),
+    ) -> &mut ThroughputSuite {
+        self.pairs.push((
+            max_demand,
+            (a.0.into(), Box::new(a.1)),
+            (b.0.into(), Box::new(b.1)),
+        ));
+        self
+    }
+
     /// The `main` of a bench target: reads the command line, then runs the suite as it asks
     /// (see [`Args`]) and prints the table, the comparison with `--compare FILE`, the plot's
     /// path on full runs, and the `RESULT` line last. Progress goes to stderr.
@@ -82,16 +110,9 @@ impl ThroughputSuite {
     /// Returns failure (2) for a bad command line or an unreadable `--compare` file, before
     /// measuring anything.
     pub fn run_cli(self) -> ExitCode {
-        let args = match Args::from_env() {
+        let args = match Args::from_env_or_exit(BENCH) {
             Ok(args) => args,
-            Err(ArgsError::Help) => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Err(err) => {
-                eprintln!("error: {err}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         let saved = match &args.compare {
             Some(path) => match ThroughputFigures::read(path) {
@@ -149,6 +170,13 @@ impl ThroughputSuite {
                 runs.push((label, run));
             }
         }
+        for (max_demand, (a, run_a), (b, run_b)) in &mut self.pairs {
+            let (a, b) = (row_label(a, *max_demand), row_label(b, *max_demand));
+            if args.selects(&a) || args.selects(&b) {
+                runs.push((a, run_a));
+                runs.push((b, run_b));
+            }
+        }
         let total = runs.len();
         for (i, (label, run)) in runs.into_iter().enumerate() {
             let sample = run(SMOKE_EVENTS);
@@ -167,8 +195,13 @@ impl ThroughputSuite {
     pub fn run(mut self, args: &Args) -> ThroughputReport {
         self.rows
             .retain(|(topology, max_demand, _)| args.selects(&row_label(topology, *max_demand)));
-        let twice = !self.rows.is_empty();
-        let measurements = self.baselines.len() * if twice { 2 } else { 1 } + self.rows.len();
+        self.pairs.retain(|(max_demand, (a, _), (b, _))| {
+            args.selects(&row_label(a, *max_demand)) || args.selects(&row_label(b, *max_demand))
+        });
+        let twice = !self.rows.is_empty() || !self.pairs.is_empty();
+        let measurements = self.baselines.len() * if twice { 2 } else { 1 }
+            + self.rows.len()
+            + 2 * self.pairs.len();
         let config = match args.mode {
             Mode::Quick => Config::quick(measurements),
             Mode::Full | Mode::Smoke => Config::full(),
@@ -183,32 +216,55 @@ impl ThroughputSuite {
             config.estimated_time(measurements).as_secs_f64()
         );
 
-        let mut progress = Progress {
-            done: 0,
-            total: measurements,
-            config: &config,
-        };
+        // A pair is one step of the progress (two measurements).
+        let steps = measurements - self.pairs.len();
+        let mut progress = Progress::new(BENCH, args.mode, steps as u64);
         let mut baselines: Vec<MeasuredBaseline> = self
             .baselines
             .iter_mut()
             .map(|(name, run)| MeasuredBaseline {
                 name: name.clone(),
-                measurement: progress.measure(name, run),
+                measurement: measure_one(&mut progress, &config, name, run),
                 drift: None,
             })
             .collect();
-        let rows = self
+        let mut rows: Vec<MeasuredRow> = self
             .rows
             .iter_mut()
             .map(|(topology, max_demand, run)| MeasuredRow {
                 topology: topology.clone(),
                 max_demand: *max_demand,
-                measurement: progress.measure(&row_label(topology, *max_demand), run),
+                measurement: measure_one(
+                    &mut progress,
+                    &config,
+                    &row_label(topology, *max_demand),
+                    run,
+                ),
             })
             .collect();
+        let mut pairs = Vec::new();
+        for (max_demand, (a, run_a), (b, run_b)) in &mut self.pairs {
+            progress.start(&format!("{a} and {b} alternately, max_demand={max_demand}"));
+            let (ma, mb) = measure_pair(&config, run_a, run_b);
+            progress.finish(&format!(
+                "{} and {} ev/s: {}",
+                si(ma.events_per_sec),
+                si(mb.events_per_sec),
+                ratio(mb.events_per_sec / ma.events_per_sec)
+            ));
+            pairs.push((rows.len(), rows.len() + 1));
+            for (topology, measurement) in [(a, ma), (b, mb)] {
+                rows.push(MeasuredRow {
+                    topology: topology.clone(),
+                    max_demand: *max_demand,
+                    measurement,
+                });
+            }
+        }
         if twice {
             for (baseline, (name, run)) in baselines.iter_mut().zip(&mut self.baselines) {
-                let after = progress.measure(&format!("{name} (after the rows)"), run);
+                let label = format!("{name} (after the rows)");
+                let after = measure_one(&mut progress, &config, &label, run);
                 let before = &baseline.measurement;
                 baseline.drift = Some(after.events_per_sec / before.events_per_sec - 1.0);
                 let rates = [before.rates.as_slice(), after.rates.as_slice()].concat();
@@ -220,31 +276,28 @@ impl ThroughputSuite {
             config,
             baselines,
             rows,
+            pairs,
         }
     }
 }
 
-/// Measures scenarios one after the other, with a progress line on stderr for each.
-struct Progress<'a> {
-    done: usize,
-    total: usize,
-    config: &'a Config,
-}
-
-impl Progress<'_> {
-    fn measure(&mut self, label: &str, run: &mut Run) -> Measurement {
-        self.done += 1;
-        eprint!("[{}/{}] {label} ... ", self.done, self.total);
-        let measurement = measure(self.config, run);
-        eprintln!(
-            "{} ev/s (range {:.1}%, {} runs of {} events)",
-            si(measurement.events_per_sec),
-            measurement.range() * 100.0,
-            measurement.rates.len(),
-            si(measurement.events_per_run as f64),
-        );
-        measurement
-    }
+/// Measures one scenario, as a step of `progress`.
+fn measure_one(
+    progress: &mut Progress,
+    config: &Config,
+    label: &str,
+    run: &mut Run,
+) -> Measurement {
+    progress.start(label);
+    let measurement = measure(config, run);
+    progress.finish(&format!(
+        "{} ev/s (range {:.1}%, {} runs of {} events)",
+        si(measurement.events_per_sec),
+        measurement.range() * 100.0,
+        measurement.rates.len(),
+        si(measurement.events_per_run as f64),
+    ));
+    measurement
 }
 
 /// How rows are labelled in progress lines, tables and filters: `P->C max_demand=100`.
@@ -311,8 +364,10 @@ pub struct ThroughputReport {
     pub config: Config,
     /// The baselines, in the order they were added.
     pub baselines: Vec<MeasuredBaseline>,
-    /// The rows, in the order they were added.
+    /// The rows, in the order they were added; then the paired rows, each pair's two in a row.
     pub rows: Vec<MeasuredRow>,
+    /// Indices `(a, b)` in [`rows`](Self::rows) of the rows measured alternately as a pair.
+    pub pairs: Vec<(usize, usize)>,
 }
 
 impl ThroughputReport {
@@ -400,6 +455,36 @@ impl ThroughputReport {
             line(&row.topology, Some(row.max_demand), &row.measurement);
         }
 
+        if !self.pairs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\npairs measured alternately, run by run (b/a: ratio of the medians; \
+                 runs: the slowest and fastest ratio of two neighbouring runs):"
+            );
+        }
+        for &(a, b) in &self.pairs {
+            let (a, b) = (&self.rows[a], &self.rows[b]);
+            let per_run: Vec<f64> = a
+                .measurement
+                .rates
+                .iter()
+                .zip(&b.measurement.rates)
+                .map(|(ra, rb)| rb / ra)
+                .collect();
+            let lo = per_run.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_run.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                out,
+                "  {} / {} at max_demand={}: {} (runs {}..{})",
+                b.topology,
+                a.topology,
+                a.max_demand,
+                ratio(b.measurement.events_per_sec / a.measurement.events_per_sec),
+                ratio(lo),
+                ratio(hi)
+            );
+        }
+
         let drifts: Vec<String> = self
             .baselines
             .iter()
@@ -474,13 +559,13 @@ impl ThroughputReport {
         let dir = report_dir();
         fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{BENCH}.svg"));
-        fs::write(&path, self.plot().to_svg())?;
+        fs::write(&path, self.plot().to_svg()?)?;
         Ok(path)
     }
 }
 
 /// The figures of a `throughput` `RESULT` line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ThroughputFigures {
     /// One per topology and max_demand.
     pub rows: Vec<RowFigure>,
@@ -489,23 +574,47 @@ pub struct ThroughputFigures {
 }
 
 /// The figure of one topology at one max_demand.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowFigure {
     /// Topology, such as `P->C`.
     pub topology: String,
     /// The max_demand its consumers subscribed with.
     pub max_demand: u64,
     /// Median events per second.
+    #[serde(
+        serialize_with = "serialize_rate",
+        deserialize_with = "deserialize_rate"
+    )]
     pub events_per_sec: f64,
 }
 
 /// The figure of one baseline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineFigure {
     /// Name, such as `crossbeam_batched_1000`.
     pub name: String,
     /// Median events per second.
+    #[serde(
+        serialize_with = "serialize_rate",
+        deserialize_with = "deserialize_rate"
+    )]
     pub events_per_sec: f64,
+}
+
+/// The `RESULT` object as written: `bench` first, as BENCH.md lays it out.
+#[derive(Serialize)]
+struct ResultObject<'a> {
+    bench: &'static str,
+    rows: &'a [RowFigure],
+    baselines: &'a [BaselineFigure],
+}
+
+/// A saved `RESULT` object, whatever its bench, to check that it is a throughput one.
+#[derive(Deserialize)]
+struct SavedObject {
+    bench: String,
+    #[serde(flatten)]
+    figures: Value,
 }
 
 /// Why a saved `RESULT` could not be read.
@@ -520,32 +629,17 @@ impl std::fmt::Display for ReadResultError {
 
 impl std::error::Error for ReadResultError {}
 
-/// A rate rounded to 0.1 event/s: the `RESULT` line claims no more precision than that.
-fn rounded(events_per_sec: f64) -> Json {
-    Json::from((events_per_sec * 10.0).round() / 10.0)
-}
-
 impl ThroughputFigures {
-    /// The `RESULT` object, with the key layout BENCH.md fixes.
-    pub fn to_json(&self) -> Json {
-        let rows = self.rows.iter().map(|row| {
-            Json::object([
-                ("topology", Json::from(row.topology.as_str())),
-                ("max_demand", Json::from(row.max_demand)),
-                ("events_per_sec", rounded(row.events_per_sec)),
-            ])
-        });
-        let baselines = self.baselines.iter().map(|baseline| {
-            Json::object([
-                ("name", Json::from(baseline.name.as_str())),
-                ("events_per_sec", rounded(baseline.events_per_sec)),
-            ])
-        });
-        Json::object([
-            ("bench", Json::from(BENCH)),
-            ("rows", Json::Array(rows.collect())),
-            ("baselines", Json::Array(baselines.collect())),
-        ])
+    /// The `RESULT` object, with the key layout BENCH.md fixes; rates rounded to 0.1 event/s
+    /// (the line claims no more precision than that), `null` when not finite.
+    pub fn to_json(&self) -> Value {
+        // Plain strings and numbers: serializing them into a value cannot fail.
+        serde_json::to_value(ResultObject {
+            bench: BENCH,
+            rows: &self.rows,
+            baselines: &self.baselines,
+        })
+        .expect("the throughput figures serialize")
     }
 
     /// `RESULT ` and the JSON object, on one line.
@@ -566,7 +660,7 @@ impl ThroughputFigures {
     /// assert_eq!(ThroughputFigures::parse_output(&figures.result_line()).unwrap(), figures);
     /// ```
     pub fn result_line(&self) -> String {
-        format!("RESULT {}", self.to_json())
+        result_line(&self.to_json())
     }
 
     /// The figures of a `throughput` RESULT object.
@@ -574,45 +668,13 @@ impl ThroughputFigures {
     /// # Errors
     ///
     /// If `json` is not such an object.
-    pub fn from_json(json: &Json) -> Result<ThroughputFigures, ReadResultError> {
-        let error = |what: &str| ReadResultError(format!("not a throughput RESULT: {what}"));
-        if json.get("bench").and_then(Json::as_str) != Some(BENCH) {
-            return Err(error("\"bench\" is not \"throughput\""));
+    pub fn from_json(json: &Value) -> Result<ThroughputFigures, ReadResultError> {
+        let error = |what: String| ReadResultError(format!("not a throughput RESULT: {what}"));
+        let saved = SavedObject::deserialize(json).map_err(|err| error(err.to_string()))?;
+        if saved.bench != BENCH {
+            return Err(error(format!("\"bench\" is {:?}", saved.bench)));
         }
-        let items = |key: &str| {
-            json.get(key)
-                .and_then(Json::as_array)
-                .ok_or_else(|| error(&format!("no \"{key}\" array")))
-        };
-        let rate = |item: &Json| {
-            item.get("events_per_sec")
-                .and_then(Json::as_f64)
-                .ok_or_else(|| error("an entry without a numeric \"events_per_sec\""))
-        };
-        let mut rows = Vec::new();
-        for row in items("rows")? {
-            let topology = row.get("topology").and_then(Json::as_str);
-            let max_demand = row.get("max_demand").and_then(Json::as_f64);
-            let (Some(topology), Some(max_demand)) = (topology, max_demand) else {
-                return Err(error("a row without \"topology\" or \"max_demand\""));
-            };
-            rows.push(RowFigure {
-                topology: topology.to_owned(),
-                max_demand: max_demand as u64,
-                events_per_sec: rate(row)?,
-            });
-        }
-        let mut baselines = Vec::new();
-        for baseline in items("baselines")? {
-            let Some(name) = baseline.get("name").and_then(Json::as_str) else {
-                return Err(error("a baseline without \"name\""));
-            };
-            baselines.push(BaselineFigure {
-                name: name.to_owned(),
-                events_per_sec: rate(baseline)?,
-            });
-        }
-        Ok(ThroughputFigures { rows, baselines })
+        ThroughputFigures::deserialize(saved.figures).map_err(|err| error(err.to_string()))
     }
 
     /// The figures of the last `RESULT ` line of `output` (a saved run, or just its last line),
@@ -622,12 +684,7 @@ impl ThroughputFigures {
     ///
     /// If there is no such line, or it is not a throughput RESULT.
     pub fn parse_output(output: &str) -> Result<ThroughputFigures, ReadResultError> {
-        let json = output
-            .lines()
-            .rev()
-            .find_map(|line| line.trim().strip_prefix("RESULT "))
-            .unwrap_or(output);
-        let json = Json::parse(json.trim())
+        let json: Value = serde_json::from_str(last_result(output))
             .map_err(|err| ReadResultError(format!("no RESULT line, or {err}")))?;
         ThroughputFigures::from_json(&json)
     }
@@ -909,9 +966,44 @@ mod tests {
         assert!(base.drift.unwrap().abs() < 1e-6);
         let table = report.table();
         assert!(table.contains("0.500x"), "{table}");
-        let svg = report.plot().to_svg();
-        assert_eq!(svg.matches("<polyline").count(), 1);
+        let svg = report.plot().to_svg().unwrap();
+        // One series, P->C, with its one point and its legend marker.
+        assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains("base (1.00 M ev/s)"));
+    }
+
+    #[test]
+    fn paired_rows_are_rows_of_the_result_and_their_ratio_is_in_the_table() {
+        let mut suite = ThroughputSuite::new();
+        suite
+            .baseline("base", fixed_rate(1_000_000))
+            .paired_rows(
+                100,
+                ("P->PC->C off", fixed_rate(400_000)),
+                ("P->PC->C on", fixed_rate(380_000)),
+            )
+            .paired_rows(
+                1,
+                ("P->PC->C off", fixed_rate(100_000)),
+                ("P->PC->C on", fixed_rate(100_000)),
+            );
+        // A filter that names only one of a pair selects both.
+        let report = suite.run(&Args::parse(["--quick", "on max_demand=100"]).unwrap());
+        let figures = report.figures();
+        let rows: Vec<(&str, u64)> = figures
+            .rows
+            .iter()
+            .map(|r| (r.topology.as_str(), r.max_demand))
+            .collect();
+        assert_eq!(rows, [("P->PC->C off", 100), ("P->PC->C on", 100)]);
+        assert_eq!(report.pairs, [(0, 1)]);
+        // With no other rows, the pair still has the baselines measured before and after it.
+        assert!(report.baselines[0].drift.is_some());
+        let table = report.table();
+        assert!(
+            table.contains("P->PC->C on / P->PC->C off at max_demand=100: 0.950x"),
+            "{table}"
+        );
     }
 
     #[test]

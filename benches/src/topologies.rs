@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use demandflow::dispatcher::{
-    BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher,
-};
+use demandflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
 use demandflow::{
     AsProducer, Consumer, ConsumerContext, Context, DemandFlow, ProducerConsumer, ProducerRef,
     Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
@@ -25,11 +23,12 @@ use crate::Sample;
 /// A scenario: moves the events it is asked for, returns what it moved in how long.
 pub type Scenario = Box<dyn FnMut(u64) -> Sample>;
 
-/// Counts and sums what it receives, into shared totals when it stops.
+/// Counts and sums what it receives, and counts the batches, into shared totals when it stops.
 struct Tally {
     count: u64,
     sum: u64,
-    totals: Arc<(AtomicU64, AtomicU64)>,
+    batches: u64,
+    totals: Arc<[AtomicU64; 3]>,
 }
 
 impl Consumer for Tally {
@@ -42,19 +41,21 @@ impl Consumer for Tally {
         _: &mut ConsumerContext,
     ) {
         self.count += events.len() as u64;
+        self.batches += 1;
         self.sum = self
             .sum
             .wrapping_add(black_box(&events).iter().sum::<u64>());
     }
 
     async fn terminate(&mut self, _: &Reason) {
-        self.totals.0.fetch_add(self.count, Ordering::Relaxed);
-        self.totals.1.fetch_add(self.sum, Ordering::Relaxed);
+        self.totals[0].fetch_add(self.count, Ordering::Relaxed);
+        self.totals[1].fetch_add(self.sum, Ordering::Relaxed);
+        self.totals[2].fetch_add(self.batches, Ordering::Relaxed);
     }
 }
 
 /// Passes events through unchanged (the producer-consumer of `P->PC->C`).
-struct Pass;
+pub(crate) struct Pass;
 
 impl ProducerConsumer for Pass {
     type In = u64;
@@ -85,28 +86,30 @@ where
     })
 }
 
-fn sum_below(events: u64) -> u64 {
+pub(crate) fn sum_below(events: u64) -> u64 {
     (0..events).fold(0_u64, |acc, e| acc.wrapping_add(e))
 }
 
 /// Subscribes `consumers` tallies to `upstream` with `options(i)`, starts the
 /// clock, switches `source` (accumulating until now) to forward, and stops the
 /// clock when every consumer has stopped; then checks the count and the sum
-/// over all consumers against `copies` copies of `0..events`.
-async fn fan_out(
+/// over all consumers against `copies` copies of `0..events`. Returns the
+/// sample and how many batches the consumers received together.
+pub(crate) async fn fan_out(
     events: u64,
     source: &ProducerRef<u64>,
     upstream: &impl AsProducer<u64>,
     consumers: usize,
     copies: u64,
     options: impl Fn(usize) -> SubscribeOptions<u64>,
-) -> Sample {
-    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+) -> (Sample, u64) {
+    let totals: Arc<[AtomicU64; 3]> = Arc::default();
     let mut sinks = Vec::with_capacity(consumers);
     for i in 0..consumers {
         let tally = Tally {
             count: 0,
             sum: 0,
+            batches: 0,
             totals: totals.clone(),
         };
         let sink = consumer(tally).start().expect("starting a consumer");
@@ -128,20 +131,21 @@ async fn fan_out(
     }
     let elapsed = start.elapsed();
     assert_eq!(
-        totals.0.load(Ordering::Relaxed),
+        totals[0].load(Ordering::Relaxed),
         copies * events,
         "events lost or duplicated"
     );
     assert_eq!(
-        totals.1.load(Ordering::Relaxed),
+        totals[1].load(Ordering::Relaxed),
         sum_below(events).wrapping_mul(copies),
         "wrong events delivered"
     );
-    Sample::new(events, elapsed)
+    let batches = totals[2].load(Ordering::Relaxed);
+    (Sample::new(events, elapsed), batches)
 }
 
 /// A finite source of `0..events`, accumulating demand until the clock starts.
-fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
+pub(crate) fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
     producer(from_iter(0..events))
         .dispatcher(dispatcher)
         .demand_flow(DemandFlow::Accumulate)
@@ -149,7 +153,7 @@ fn source<D: Dispatcher<u64>>(events: u64, dispatcher: D) -> ProducerRef<u64> {
         .expect("starting the producer")
 }
 
-fn at(max_demand: u64) -> SubscribeOptions<u64> {
+pub(crate) fn at(max_demand: u64) -> SubscribeOptions<u64> {
     SubscribeOptions::new().max_demand(max_demand)
 }
 
@@ -157,7 +161,9 @@ fn at(max_demand: u64) -> SubscribeOptions<u64> {
 pub fn p_to_c(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, DemandDispatcher::new());
-        fan_out(events, &source, &source, 1, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 1, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -170,7 +176,9 @@ pub fn p_pc_c(max_demand: u64) -> Scenario {
             .subscribe_to(&source, at(max_demand))
             .await
             .expect("subscribing");
-        fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &middle, 1, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -198,7 +206,9 @@ pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
             .subscribe_to(&source, at(max_demand))
             .await
             .expect("subscribing");
-        let sample = fan_out(events, &source, &middle, 1, 1, |_| at(max_demand)).await;
+        let sample = fan_out(events, &source, &middle, 1, 1, |_| at(max_demand))
+            .await
+            .0;
         stop.store(true, Ordering::Relaxed);
         watcher.await.expect("the registry reader");
         assert!(
@@ -214,7 +224,9 @@ pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
 pub fn p_4c_demand(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, DemandDispatcher::new());
-        fan_out(events, &source, &source, 4, 1, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 4, 1, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
@@ -223,30 +235,19 @@ pub fn p_4c_demand(max_demand: u64) -> Scenario {
 pub fn p_2c_broadcast(max_demand: u64) -> Scenario {
     scenario(move |events| async move {
         let source = source(events, BroadcastDispatcher::new());
-        fan_out(events, &source, &source, 2, 2, |_| at(max_demand)).await
+        fan_out(events, &source, &source, 2, 2, |_| at(max_demand))
+            .await
+            .0
     })
 }
 
 /// `P->partition->C`: a producer with the partition dispatcher (`event mod n`),
 /// one partition and one consumer per core; the figure is the total.
 pub fn p_partition_c(max_demand: u64) -> Scenario {
-    let partitions = num_cpus::get().max(1);
-    scenario(move |events| async move {
-        let n = partitions as u64;
-        let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
-            Some(((e % n) as usize, e))
-        })
-        .build()
-        .expect("building the partition dispatcher");
-        let source = source(events, dispatcher);
-        fan_out(events, &source, &source, partitions, 1, |i| {
-            at(max_demand).partition(i)
-        })
-        .await
-    })
+    crate::partitions(num_cpus::get().max(1), max_demand, Arc::default())
 }
 
 /// A count that is not zero, for the APIs that take `NonZeroUsize`.
-fn nz(n: usize) -> std::num::NonZeroUsize {
+pub(crate) fn nz(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).expect("counts here are not zero")
 }
