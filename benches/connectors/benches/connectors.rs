@@ -1,4 +1,4 @@
-//! `cargo bench -p demandflow-redis --bench connectors [-- --quick]`
+//! `cargo bench -p demandflow-connectors-bench --bench connectors [-- --quick]`
 //!
 //! Redis Streams end to end: 200,000 entries XADD'ed to a fresh stream, then
 //! read through a consumer group and acknowledged, timed from the first read
@@ -14,15 +14,27 @@
 //! - `redis_hand_loop_raw`: the same loop reading the raw reply, as the source
 //!   does (fewer allocations; the stricter baseline).
 //!
-//! The ratio reported is the source over the faster hand loop. The last line
-//! is `RESULT {"bench":"connectors","rows":[…]}`; a full run also writes
-//! `target/bench-report/connectors.svg`. Kafka is not built yet, so there is
-//! no `kafka_mock` row. Needs Redis on 127.0.0.1:6379 (or `REDIS_URL`).
+//! And Kafka, as a fourth row of the same rounds:
+//!
+//! - `kafka_mock`: 200,000 records on 4 partitions of librdkafka's in-process
+//!   mock cluster, read by a [`KafkaSource`] (a fresh consumer group each
+//!   round) into the same topology, timed from its start to the last
+//!   acknowledgement. The mock is not a broker: the figure tells the source's
+//!   own cost, not what a Kafka cluster would sustain, and has no target.
+//!
+//! The ratio reported is the Redis source over the faster hand loop. The
+//! last line is `RESULT {"bench":"connectors","rows":[…]}`; a full run also
+//! writes `target/bench-report/connectors.svg`. Needs Redis on
+//! 127.0.0.1:6379 (or `REDIS_URL`).
+
+#[path = "../../../crates/demandflow-kafka/tests/support/mod.rs"]
+mod kafka_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use demandflow_kafka::{KafkaSource, partition_of};
 use demandflow_messages::{Message, MessageHandler, Processors, Topology};
 use demandflow_redis::{RedisSource, StreamEntry};
 use redis::Value;
@@ -175,6 +187,46 @@ async fn hand_loop_raw(conn: &mut MultiplexedConnection, key: &str) -> f64 {
     MESSAGES as f64 / elapsed.as_secs_f64()
 }
 
+const KAFKA_TOPIC: &str = "bench";
+const KAFKA_PARTITIONS: i32 = 4;
+
+/// The mock cluster holding `MESSAGES` records (the numbers as text).
+fn kafka_cluster() -> kafka_support::Cluster {
+    let cluster = kafka_support::cluster(KAFKA_TOPIC, KAFKA_PARTITIONS);
+    kafka_support::produce(&cluster.brokers, KAFKA_TOPIC, KAFKA_PARTITIONS, MESSAGES);
+    cluster
+}
+
+/// Reads the whole topic as consumer group `group` (new, so from the start).
+async fn kafka_run(brokers: &str, group: &str) -> f64 {
+    let sum = Arc::new(AtomicU64::new(0));
+    let source = KafkaSource::builder(brokers, [KAFKA_TOPIC], group)
+        .consumer("bench")
+        .decode(|record| record.text()?.parse::<u64>().map_err(|e| e.to_string()))
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let s = source.clone();
+    let topology = Topology::builder("bench", Sum(sum.clone()))
+        .source(1, move |i| s.copy(i))
+        .processors(
+            Processors::new(2)
+                .max_demand(1_000)
+                .partition_by(partition_of),
+        )
+        .start()
+        .await
+        .unwrap();
+    while source.metrics().acked < MESSAGES {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(sum.load(Ordering::Relaxed), MESSAGES * (MESSAGES - 1) / 2);
+    topology.drain(Duration::from_secs(5)).await;
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -186,7 +238,7 @@ fn svg(rows: &[(&str, f64)]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n",
         40 + rows.len() * 40
     );
-    out += "<text x=\"10\" y=\"20\">Redis Streams, 200,000 entries read and acknowledged (messages/s, median)</text>\n";
+    out += "<text x=\"10\" y=\"20\">200,000 entries read and acknowledged (messages/s, median; Kafka on the mock cluster)</text>\n";
     for (i, (name, rate)) in rows.iter().enumerate() {
         let y = 35 + i * 40;
         let w = (rate / max * 380.0).round();
@@ -233,19 +285,23 @@ fn main() {
             }
         };
         let key = format!("demandflow-bench:connectors:{}", std::process::id());
-        let (mut source, mut typed, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-        // One warm-up round, then `reps` rounds, the three interleaved.
+        let kafka = kafka_cluster();
+        let (mut source, mut typed, mut raw, mut mock) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // One warm-up round, then `reps` rounds, the four interleaved.
         for rep in 0..=reps {
             let s = source_run(&mut conn, &key).await;
             let t = hand_loop_typed(&mut conn, &key).await;
             let r = hand_loop_raw(&mut conn, &key).await;
+            let k = kafka_run(&kafka.brokers, &format!("bench-{rep}")).await;
             eprintln!(
-                "round {rep}/{reps}: source {s:.0}/s, hand loop {t:.0}/s, raw hand loop {r:.0}/s"
+                "round {rep}/{reps}: source {s:.0}/s, hand loop {t:.0}/s, raw hand loop {r:.0}/s, kafka mock {k:.0}/s"
             );
             if rep > 0 {
                 source.push(s);
                 typed.push(t);
                 raw.push(r);
+                mock.push(k);
             }
         }
         let _: () = redis::cmd("DEL")
@@ -253,11 +309,12 @@ fn main() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        let (s, t, r) = (median(source), median(typed), median(raw));
+        let (s, t, r, k) = (median(source), median(typed), median(raw), median(mock));
         let rows = [
             ("redis_streams", s),
             ("redis_hand_loop", t),
             ("redis_hand_loop_raw", r),
+            ("kafka_mock", k),
         ];
         println!("{:<22} {:>14}", "name", "messages/s");
         for (name, rate) in rows {
