@@ -4,7 +4,7 @@
 //! and the partitions of a process that leaves are finished by the others.
 //!
 //! ```text
-//!  topic partitions ──fetch (paused when the demand is met)──> KafkaSource copy ──> processors ──> batchers
+//!  topic partitions ──fetch (bounded queues: demand + max_batch)──> KafkaSource copy ──> processors ──> batchers
 //!        ▲      ▲                                                                                    │
 //!        │      └───── commit: per partition, the contiguous acknowledged prefix ◄──────────────────┘
 //!        └──── KafkaSink (idempotent producer; a message is ok once its delivery report is)
@@ -12,8 +12,9 @@
 //!
 //! - [`KafkaSource`] runs one group member per copy. It emits each
 //!   partition's records in order with `"<topic>/<partition>"` as their batch
-//!   key, holds at most `max_batch` records beyond its demand (it pauses its
-//!   partitions, and resumes them when demand comes), and commits a
+//!   key, holds at most `max_batch` records beyond its demand (bounded
+//!   queues: it stops taking records, librdkafka's queue fills and it stops
+//!   fetching; a copy whose demand stalls pauses its partitions), and commits a
 //!   partition's offset only up to its first message not yet acknowledged as
 //!   done. On a rebalance it stops emitting the revoked partitions and waits,
 //!   up to a timeout, for their in-flight messages before it lets them go.

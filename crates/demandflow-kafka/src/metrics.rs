@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub(crate) revoked: AtomicU64,
     pub(crate) revoke_timeouts: AtomicU64,
     pub(crate) client_errors: AtomicU64,
+    pub(crate) pauses: AtomicU64,
     pub(crate) closed: AtomicU64,
 }
 
@@ -38,6 +39,7 @@ impl Counters {
             revoked: get(&self.revoked),
             revoke_timeouts: get(&self.revoke_timeouts),
             client_errors: get(&self.client_errors),
+            pauses: get(&self.pauses),
             closed: get(&self.closed),
         }
     }
@@ -71,6 +73,9 @@ pub struct SourceMetrics {
     pub revoke_timeouts: u64,
     /// Errors the client reported while fetching (it retries on its own).
     pub client_errors: u64,
+    /// Times a copy paused its partitions because it was full and its
+    /// demand stalled.
+    pub pauses: u64,
     /// Copies whose consumer has left the group and closed.
     pub closed: u64,
 }

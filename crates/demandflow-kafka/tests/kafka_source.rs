@@ -152,6 +152,39 @@ async fn every_record_is_handled_in_partition_order_and_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_is_bounded_by_demand_plus_max_batch() {
+    let cluster = cluster(TOPIC, 1);
+    produce(&cluster.brokers, TOPIC, 1, 3000);
+    let source = source(&cluster, "bound", "bound", |b| b).await;
+    // Every record waits at the gate, so demand stops at the processor's first ask.
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Record {
+        permits: Some(gate.clone()),
+        ..Record::default()
+    };
+    let topology = run(
+        "bound",
+        handler.clone(),
+        &source,
+        1,
+        Processors::new(1).max_demand(10),
+    )
+    .await;
+    eventually("the copy to pause, full", || source.metrics().pauses > 0).await;
+    // max_batch (100) held beyond a demand of at most two asks of 10: not
+    // the 3,000 records the partition has.
+    let received = source.metrics().received;
+    assert!((100..=120).contains(&received), "received {received}");
+    assert_eq!(committed(&cluster.brokers, "bound", TOPIC, 1), vec![-1]);
+
+    // Demand comes back: the copy resumes and finishes.
+    gate.add_permits(3000);
+    committed_reaches(&cluster, "bound", 1, &[3000]).await;
+    assert_eq!(handler.seen().len(), 3000);
+    leave(topology, &source, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_is_not_committed_past_and_is_delivered_again() {
     let cluster = cluster(TOPIC, 2);
     produce(&cluster.brokers, TOPIC, 2, 200);
