@@ -76,6 +76,15 @@ async fn source(
     tune(builder).build().await.unwrap()
 }
 
+/// A mock cluster whose [`TOPIC`] has `partitions` partitions holding
+/// records `0..count`, and a source on it in consumer group `group`.
+async fn filled(partitions: i32, count: u64, group: &str) -> (Cluster, KafkaSource<KafkaRecord>) {
+    let cluster = cluster(TOPIC, partitions);
+    produce(&cluster.brokers, TOPIC, partitions, count);
+    let source = source(&cluster, group, group, |b| b).await;
+    (cluster, source)
+}
+
 /// Runs `handler` over `copies` copies of `source`, a partition per processor.
 async fn run(
     name: &str,
@@ -117,9 +126,7 @@ async fn leave(topology: Topology<KafkaRecord>, source: &KafkaSource<KafkaRecord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_handled_in_partition_order_and_committed() {
-    let cluster = cluster(TOPIC, 3);
-    produce(&cluster.brokers, TOPIC, 3, 3000);
-    let source = source(&cluster, "all", "all", |b| b).await;
+    let (cluster, source) = filled(3, 3000, "all").await;
     let handler = Record::default();
     let topology = run(
         "all",
@@ -153,9 +160,7 @@ async fn every_record_is_handled_in_partition_order_and_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_is_bounded_by_demand_plus_max_batch() {
-    let cluster = cluster(TOPIC, 1);
-    produce(&cluster.brokers, TOPIC, 1, 3000);
-    let source = source(&cluster, "bound", "bound", |b| b).await;
+    let (cluster, source) = filled(1, 3000, "bound").await;
     // Every record waits at the gate, so demand stops at the processor's first ask.
     let gate = Arc::new(Semaphore::new(0));
     let handler = Record {
@@ -253,9 +258,7 @@ async fn commit_past_moves_over_handled_failures_and_malformed_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commit_never_runs_ahead_of_an_unacknowledged_record() {
-    let cluster = cluster(TOPIC, 1);
-    produce(&cluster.brokers, TOPIC, 1, 100);
-    let source = source(&cluster, "gate", "gate", |b| b).await;
+    let (cluster, source) = filled(1, 100, "gate").await;
     let gate = Arc::new(Semaphore::new(0));
     let handler = Record {
         gate: Some(((0, 30), gate.clone())),
@@ -380,15 +383,13 @@ impl MessageHandler<KafkaRecord> for Forward {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_acknowledges_records_once_they_are_delivered() {
-    let cluster = cluster(TOPIC, 2);
+    let (cluster, source) = filled(2, 500, "copy").await;
     cluster.mock.create_topic("copied", 1, 1).unwrap();
-    produce(&cluster.brokers, TOPIC, 2, 500);
     let sink = Arc::new(
         KafkaSink::connect(&cluster.brokers, "copied", &[])
             .await
             .unwrap(),
     );
-    let source = source(&cluster, "copy", "copy", |b| b).await;
     let s = source.clone();
     let topology = Topology::builder("copy", Forward(sink))
         .source(1, move |i| s.copy(i))
