@@ -1,4 +1,4 @@
-//! `cargo bench -p demandflow-connectors-bench --bench connectors [-- --quick]`
+//! `cargo bench -p demandflow-connectors-bench --bench connectors [-- --quick] [--messages N]`
 //!
 //! Redis Streams end to end: 200,000 entries XADD'ed to a fresh stream, then
 //! read through a consumer group and acknowledged, timed from the first read
@@ -23,6 +23,9 @@
 //!   acknowledgement. The mock is not a broker: the figure tells the source's
 //!   own cost, not what a Kafka cluster would sustain, and has no target.
 //!
+//! `--messages N` runs N entries and records instead of 200,000 (CI runs
+//! 20,000 on the dev profile, as a smoke check).
+//!
 //! The ratio reported is the Redis source over the faster hand loop. The
 //! last line is `RESULT {"bench":"connectors","rows":[…]}`; a full run also
 //! writes `target/bench-report/connectors.svg`. Needs Redis on
@@ -42,16 +45,21 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 
-const MESSAGES: u64 = 200_000;
+/// Entries (and records) per run: 200,000, or `--messages N`.
+static MESSAGES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn messages() -> u64 {
+    *MESSAGES.get().unwrap_or(&200_000)
+}
 
 fn url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
-/// A fresh stream of `MESSAGES` entries (field `n`) with group `g` at its start.
+/// A fresh stream of `messages()` entries (field `n`) with group `g` at its start.
 async fn fill(conn: &mut MultiplexedConnection, key: &str) {
     let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.unwrap();
-    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(10_000) {
+    for chunk in (0..messages()).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = redis::pipe();
         for n in chunk {
             pipe.cmd("XADD").arg(key).arg("*").arg("n").arg(n).ignore();
@@ -97,13 +105,16 @@ async fn source_run(conn: &mut MultiplexedConnection, key: &str) -> f64 {
         .start()
         .await
         .unwrap();
-    while source.metrics().acked < MESSAGES {
+    while source.metrics().acked < messages() {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = start.elapsed();
-    assert_eq!(sum.load(Ordering::Relaxed), MESSAGES * (MESSAGES - 1) / 2);
+    assert_eq!(
+        sum.load(Ordering::Relaxed),
+        messages() * (messages() - 1) / 2
+    );
     topology.drain(Duration::from_secs(5)).await;
-    MESSAGES as f64 / elapsed.as_secs_f64()
+    messages() as f64 / elapsed.as_secs_f64()
 }
 
 async fn hand_loop_typed(conn: &mut MultiplexedConnection, key: &str) -> f64 {
@@ -111,7 +122,7 @@ async fn hand_loop_typed(conn: &mut MultiplexedConnection, key: &str) -> f64 {
     let start = Instant::now();
     let (mut done, mut sum) = (0, 0_u64);
     let options = StreamReadOptions::default().group("g", "hand").count(1000);
-    while done < MESSAGES {
+    while done < messages() {
         let reply: StreamReadReply =
             redis::AsyncCommands::xread_options(conn, &[key], &[">"], &options)
                 .await
@@ -130,15 +141,15 @@ async fn hand_loop_typed(conn: &mut MultiplexedConnection, key: &str) -> f64 {
             .unwrap();
     }
     let elapsed = start.elapsed();
-    assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2);
-    MESSAGES as f64 / elapsed.as_secs_f64()
+    assert_eq!(sum, messages() * (messages() - 1) / 2);
+    messages() as f64 / elapsed.as_secs_f64()
 }
 
 async fn hand_loop_raw(conn: &mut MultiplexedConnection, key: &str) -> f64 {
     fill(conn, key).await;
     let start = Instant::now();
     let (mut done, mut sum) = (0, 0_u64);
-    while done < MESSAGES {
+    while done < messages() {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg("g")
@@ -184,17 +195,17 @@ async fn hand_loop_raw(conn: &mut MultiplexedConnection, key: &str) -> f64 {
             .unwrap();
     }
     let elapsed = start.elapsed();
-    assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2);
-    MESSAGES as f64 / elapsed.as_secs_f64()
+    assert_eq!(sum, messages() * (messages() - 1) / 2);
+    messages() as f64 / elapsed.as_secs_f64()
 }
 
 const KAFKA_TOPIC: &str = "bench";
 const KAFKA_PARTITIONS: i32 = 4;
 
-/// The mock cluster holding `MESSAGES` records (the numbers as text).
+/// The mock cluster holding `messages()` records (the numbers as text).
 fn kafka_cluster() -> kafka_support::Cluster {
     let cluster = kafka_support::cluster(KAFKA_TOPIC, KAFKA_PARTITIONS);
-    kafka_support::produce(&cluster.brokers, KAFKA_TOPIC, KAFKA_PARTITIONS, MESSAGES);
+    kafka_support::produce(&cluster.brokers, KAFKA_TOPIC, KAFKA_PARTITIONS, messages());
     cluster
 }
 
@@ -225,13 +236,16 @@ async fn kafka_run(brokers: &str, group: &str) -> f64 {
     }
     let start = Instant::now();
     let before = source.metrics().acked;
-    while source.metrics().acked < MESSAGES {
+    while source.metrics().acked < messages() {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = start.elapsed();
-    assert_eq!(sum.load(Ordering::Relaxed), MESSAGES * (MESSAGES - 1) / 2);
+    assert_eq!(
+        sum.load(Ordering::Relaxed),
+        messages() * (messages() - 1) / 2
+    );
     topology.drain(Duration::from_secs(5)).await;
-    (MESSAGES - before) as f64 / elapsed.as_secs_f64()
+    (messages() - before) as f64 / elapsed.as_secs_f64()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -262,6 +276,12 @@ fn svg(rows: &[(&str, f64)]) -> String {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args.windows(2).find(|w| w[0] == "--messages") {
+        let n: u64 = n[1].parse().expect("--messages takes a count");
+        assert!(n > 0, "--messages takes a positive count");
+        MESSAGES.set(n).expect("set once");
+    }
     // `cargo test` runs bench targets with no `--bench`: a smoke run is enough then.
     let bench = std::env::args().any(|a| a == "--bench");
     let reps = if quick || !bench { 3 } else { 7 };
@@ -272,9 +292,13 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let client = redis::Client::open(url()).unwrap();
+        // A pipeline of 10,000 XADDs can take longer than the client's
+        // default response timeout on a loaded machine, unoptimised.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(60)));
         let mut conn = match tokio::time::timeout(
             Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
+            client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
         {
