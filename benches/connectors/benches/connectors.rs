@@ -105,7 +105,20 @@ async fn source_run(conn: &mut MultiplexedConnection, key: &str) -> f64 {
         .start()
         .await
         .unwrap();
-    while source.metrics().acked < messages() {
+    finish(topology, &sum, start, 0, || source.metrics().acked).await
+}
+
+/// Waits until `acked()` counts every message, checks the sum and drains
+/// `topology`; returns the rate since `start` of the messages acknowledged
+/// after the first `before`.
+async fn finish(
+    topology: Topology<u64>,
+    sum: &AtomicU64,
+    start: Instant,
+    before: u64,
+    acked: impl Fn() -> u64,
+) -> f64 {
+    while acked() < messages() {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = start.elapsed();
@@ -114,7 +127,7 @@ async fn source_run(conn: &mut MultiplexedConnection, key: &str) -> f64 {
         messages() * (messages() - 1) / 2
     );
     topology.drain(Duration::from_secs(5)).await;
-    messages() as f64 / elapsed.as_secs_f64()
+    (messages() - before) as f64 / elapsed.as_secs_f64()
 }
 
 async fn hand_loop_typed(conn: &mut MultiplexedConnection, key: &str) -> f64 {
@@ -236,16 +249,7 @@ async fn kafka_run(brokers: &str, group: &str) -> f64 {
     }
     let start = Instant::now();
     let before = source.metrics().acked;
-    while source.metrics().acked < messages() {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(
-        sum.load(Ordering::Relaxed),
-        messages() * (messages() - 1) / 2
-    );
-    topology.drain(Duration::from_secs(5)).await;
-    (messages() - before) as f64 / elapsed.as_secs_f64()
+    finish(topology, &sum, start, before, || source.metrics().acked).await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
