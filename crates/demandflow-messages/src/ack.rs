@@ -303,6 +303,9 @@ struct Held {
 /// message), so finishing a message later is a push of its token.
 pub(crate) struct HeldAcks {
     held: Vec<Held>,
+    /// How many of `held` are still to be finished: when none is left, the
+    /// batch is done without another pass over it.
+    unfinished: usize,
     acks: AckSet,
 }
 
@@ -311,6 +314,7 @@ impl HeldAcks {
     pub(crate) fn new(messages: usize) -> Self {
         HeldAcks {
             held: Vec::with_capacity(messages),
+            unfinished: 0,
             acks: AckSet::expecting(messages),
         }
     }
@@ -318,14 +322,17 @@ impl HeldAcks {
     /// Takes over `ack` (leaving it acknowledged) and returns its slot.
     #[inline]
     pub(crate) fn hold(&mut self, ack: &mut AckRef) -> u32 {
-        let slot = u32::try_from(self.held.len()).expect("a batch of fewer than 2^32 messages");
+        // A batch holds fewer than 2^32 messages (the slot is a `u32`).
+        let slot = self.held.len() as u32;
         let group = if !ack.pending {
             HELD_DONE
         } else {
             ack.pending = false;
+            self.unfinished += 1;
             match ack.to.take() {
                 None => HELD_NOOP,
-                Some(to) => u32::try_from(self.acks.group(to)).expect("few acknowledgers"),
+                // Far fewer acknowledgers than HELD_NOOP.
+                Some(to) => self.acks.group(to) as u32,
             }
         };
         self.held.push(Held {
@@ -348,6 +355,7 @@ impl HeldAcks {
             group => self.acks.groups[group as usize].successful.push(held.token),
         }
         self.acks.ok += 1;
+        self.unfinished -= 1;
         true
     }
 
@@ -360,6 +368,7 @@ impl HeldAcks {
             HELD_NOOP => None,
             group => Some(self.acks.groups[group as usize].to.clone()),
         };
+        self.unfinished -= 1;
         Some(AckRef {
             to,
             token: held.token,
@@ -369,6 +378,10 @@ impl HeldAcks {
 
     /// Records every message still held as failed with `failure()`.
     pub(crate) fn fail_rest(&mut self, failure: impl Fn() -> Failure) {
+        if self.unfinished == 0 {
+            return;
+        }
+        self.unfinished = 0;
         for held in &mut self.held {
             let group = match std::mem::replace(&mut held.group, HELD_DONE) {
                 HELD_DONE => continue,
