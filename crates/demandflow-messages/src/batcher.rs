@@ -225,15 +225,9 @@ impl<T: Send + 'static> BatcherStage<T> {
         let n = n.max(1);
         let (len, flush) = run(&events, n);
         if len == events.len() && !self.open.contains_key(events[0].batch_key()) {
-            // The whole chunk starts a batch: it becomes the batch. Room for
-            // the rest is made now, once: letting `extend` grow it step by
-            // step would copy every message again at each doubling.
+            // The whole chunk starts a batch: it becomes the batch.
             let key = events[0].batch_key().clone();
             let full = len == n;
-            let mut events = events;
-            if !full && !flush {
-                events.reserve_exact(batch_capacity(n).saturating_sub(len));
-            }
             self.open_batch(key.clone(), events);
             if full {
                 self.emit(key, BatchTrigger::Size, ctx);
@@ -247,7 +241,7 @@ impl<T: Send + 'static> BatcherStage<T> {
             let key = first.batch_key().clone();
             let open = match self.open.get_mut(&key) {
                 Some(open) => open,
-                None => self.open_batch(key.clone(), Vec::with_capacity(batch_capacity(n))),
+                None => self.open_batch(key.clone(), Vec::with_capacity(n.min(4096))),
             };
             let room = n.saturating_sub(open.messages.len()).max(1);
             let (len, flush) = run(events.as_slice(), room);
@@ -321,13 +315,6 @@ impl<T: Send + 'static> BatcherStage<T> {
             self.emit(key, BatchTrigger::Flush, ctx);
         }
     }
-}
-
-/// The capacity a batch of at most `n` messages is allocated with: all of it,
-/// so that filling it never moves its messages, up to a cap that keeps a huge
-/// `batch_size` with few messages from reserving memory it never uses.
-fn batch_capacity(n: usize) -> usize {
-    n.min(4096)
 }
 
 /// How many messages at the front of `messages` go into one batch with room
