@@ -138,6 +138,9 @@ impl AckRef {
 }
 
 impl Drop for AckRef {
+    // Inlined: every message is dropped, nearly always already acknowledged,
+    // and then this is one test of a flag.
+    #[inline]
     fn drop(&mut self) {
         if self.pending
             && let Some(to) = self.to.take()
@@ -168,18 +171,50 @@ struct Group {
 #[derive(Default)]
 pub(crate) struct AckSet {
     groups: Vec<Group>,
+    /// How many tokens a new group's `successful` is sized for: the messages
+    /// expected, so that a batch's tokens are collected without regrowing.
+    expected: usize,
     pub(crate) ok: u64,
     pub(crate) failed: u64,
     pub(crate) shutdown: u64,
 }
 
 impl AckSet {
+    /// An empty set expecting about `messages` acknowledgements.
+    pub(crate) fn expecting(messages: usize) -> Self {
+        AckSet {
+            expected: messages,
+            ..AckSet::default()
+        }
+    }
+
     /// Records `ack` as ended with `status`, unless it was acknowledged already.
     pub(crate) fn add(&mut self, ack: &mut AckRef, status: Status) {
         if !ack.pending {
             return;
         }
         ack.pending = false;
+        let group = ack.to.take().map(|to| self.group(to));
+        self.record(group, ack.token, status);
+    }
+
+    /// [`add`](Self::add) with [`Status::Ok`], the common case, in fewer steps.
+    #[inline]
+    pub(crate) fn add_ok(&mut self, ack: &mut AckRef) {
+        if !ack.pending {
+            return;
+        }
+        ack.pending = false;
+        self.ok += 1;
+        if let Some(to) = ack.to.take() {
+            let group = self.group(to);
+            self.groups[group].successful.push(ack.token);
+        }
+    }
+
+    /// Counts `token` as ended with `status` and, unless it belongs to no
+    /// acknowledger (`None`), adds it to group `group`.
+    fn record(&mut self, group: Option<usize>, token: u64, status: Status) {
         match &status {
             Status::Ok => self.ok += 1,
             Status::Failed(Failure::Shutdown) => {
@@ -188,44 +223,44 @@ impl AckSet {
             }
             Status::Failed(_) => self.failed += 1,
         }
-        let Some(to) = ack.to.take() else {
+        let Some(group) = group else {
             return;
         };
-        let group = self.group(to);
+        let group = &mut self.groups[group];
         match status {
-            Status::Ok => group.successful.push(ack.token),
-            Status::Failed(failure) => group.failed.push((ack.token, failure)),
+            Status::Ok => group.successful.push(token),
+            Status::Failed(failure) => group.failed.push((token, failure)),
         }
     }
 
-    /// [`add`](Self::add) with [`Status::Ok`], the common case, in fewer steps.
-    pub(crate) fn add_ok(&mut self, ack: &mut AckRef) {
-        if !ack.pending {
-            return;
+    /// The index of the group of `to`, created if needed. Messages of one
+    /// source come in runs, so the last group is tried first, without a loop.
+    #[inline]
+    fn group(&mut self, to: Arc<dyn Acknowledger>) -> usize {
+        let last = self.groups.len().wrapping_sub(1);
+        if let Some(group) = self.groups.get(last)
+            && std::ptr::addr_eq(Arc::as_ptr(&group.to), Arc::as_ptr(&to))
+        {
+            return last;
         }
-        ack.pending = false;
-        self.ok += 1;
-        if let Some(to) = ack.to.take() {
-            self.group(to).successful.push(ack.token);
-        }
+        self.other_group(to)
     }
 
-    /// The group of `to`, created if needed. Messages of one source come in
-    /// runs, so the last group is tried first.
-    fn group(&mut self, to: Arc<dyn Acknowledger>) -> &mut Group {
+    /// [`group`](Self::group) when `to` is not the last group's acknowledger.
+    #[cold]
+    fn other_group(&mut self, to: Arc<dyn Acknowledger>) -> usize {
         let same = |g: &Group| std::ptr::addr_eq(Arc::as_ptr(&g.to), Arc::as_ptr(&to));
-        let i = match self.groups.iter().rposition(same) {
+        match self.groups.iter().rposition(same) {
             Some(i) => i,
             None => {
                 self.groups.push(Group {
                     to,
-                    successful: Vec::new(),
+                    successful: Vec::with_capacity(self.expected),
                     failed: Vec::new(),
                 });
                 self.groups.len() - 1
             }
-        };
-        &mut self.groups[i]
+        }
     }
 
     /// `true` when nothing has been recorded.
@@ -236,7 +271,130 @@ impl AckSet {
     /// Calls each acknowledger once with what was recorded for it.
     pub(crate) fn send(&mut self) {
         for group in self.groups.drain(..) {
-            group.to.ack(group.successful, group.failed);
+            // A group opened by `HeldAcks::hold` whose messages all went
+            // elsewhere has nothing to say, and an acknowledger is never
+            // called with two empty lists.
+            if !group.successful.is_empty() || !group.failed.is_empty() {
+                group.to.ack(group.successful, group.failed);
+            }
         }
+    }
+}
+
+/// Where a held acknowledgement goes: the index of its group in the
+/// [`AckSet`], or one of these two markers.
+const HELD_NOOP: u32 = u32::MAX - 1;
+const HELD_DONE: u32 = u32::MAX;
+
+/// One message's acknowledgement while a batch handler holds the message.
+#[derive(Clone, Copy)]
+struct Held {
+    token: u64,
+    group: u32,
+}
+
+/// The acknowledgements of a batch, taken out of its messages while its
+/// handler has them, so that a message the handler drops, or a panic, cannot
+/// lose one.
+///
+/// A message's place here is its slot, which is all it keeps. The
+/// acknowledger of each held message goes straight into the [`AckSet`] the
+/// batch is acknowledged through (one `Arc` per acknowledger, not one per
+/// message), so finishing a message later is a push of its token.
+pub(crate) struct HeldAcks {
+    held: Vec<Held>,
+    /// How many of `held` are still to be finished: when none is left, the
+    /// batch is done without another pass over it.
+    unfinished: usize,
+    acks: AckSet,
+}
+
+impl HeldAcks {
+    /// Room for a batch of `messages`.
+    pub(crate) fn new(messages: usize) -> Self {
+        HeldAcks {
+            held: Vec::with_capacity(messages),
+            unfinished: 0,
+            acks: AckSet::expecting(messages),
+        }
+    }
+
+    /// Takes over `ack` (leaving it acknowledged) and returns its slot.
+    #[inline]
+    pub(crate) fn hold(&mut self, ack: &mut AckRef) -> u32 {
+        // A batch holds fewer than 2^32 messages (the slot is a `u32`).
+        let slot = self.held.len() as u32;
+        let group = if !ack.pending {
+            HELD_DONE
+        } else {
+            ack.pending = false;
+            self.unfinished += 1;
+            match ack.to.take() {
+                None => HELD_NOOP,
+                // Far fewer acknowledgers than HELD_NOOP.
+                Some(to) => self.acks.group(to) as u32,
+            }
+        };
+        self.held.push(Held {
+            token: ack.token,
+            group,
+        });
+        slot
+    }
+
+    /// Records the message of `slot` as successful; `false` when nothing is
+    /// held there (not a message of this batch, or finished already).
+    #[inline]
+    pub(crate) fn ok(&mut self, slot: u32) -> bool {
+        let Some(held) = self.held.get_mut(slot as usize) else {
+            return false;
+        };
+        match std::mem::replace(&mut held.group, HELD_DONE) {
+            HELD_DONE => return false,
+            HELD_NOOP => {}
+            group => self.acks.groups[group as usize].successful.push(held.token),
+        }
+        self.acks.ok += 1;
+        self.unfinished -= 1;
+        true
+    }
+
+    /// Gives back the acknowledgement of `slot`, still pending, for a message
+    /// to be acknowledged by its own status; `None` when nothing is held there.
+    pub(crate) fn release(&mut self, slot: u32) -> Option<AckRef> {
+        let held = self.held.get_mut(slot as usize)?;
+        let to = match std::mem::replace(&mut held.group, HELD_DONE) {
+            HELD_DONE => return None,
+            HELD_NOOP => None,
+            group => Some(self.acks.groups[group as usize].to.clone()),
+        };
+        self.unfinished -= 1;
+        Some(AckRef {
+            to,
+            token: held.token,
+            pending: true,
+        })
+    }
+
+    /// Records every message still held as failed with `failure()`.
+    pub(crate) fn fail_rest(&mut self, failure: impl Fn() -> Failure) {
+        if self.unfinished == 0 {
+            return;
+        }
+        self.unfinished = 0;
+        for held in &mut self.held {
+            let group = match std::mem::replace(&mut held.group, HELD_DONE) {
+                HELD_DONE => continue,
+                HELD_NOOP => None,
+                group => Some(group as usize),
+            };
+            self.acks
+                .record(group, held.token, Status::Failed(failure()));
+        }
+    }
+
+    /// The set the batch is acknowledged through.
+    pub(crate) fn acks(&mut self) -> &mut AckSet {
+        &mut self.acks
     }
 }

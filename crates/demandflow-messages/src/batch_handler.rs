@@ -8,9 +8,9 @@ use demandflow_runtime::{CancelReason, Consumer, Context, Reason, SubscriptionId
 use tracing::Instrument;
 
 use crate::abort::catch_panic_or_abort;
-use crate::ack::{AckRef, AckSet};
+use crate::ack::{AckRef, HeldAcks};
 use crate::handler::{Batch, MessageHandler};
-use crate::message::{Failure, Status};
+use crate::message::Failure;
 use crate::processor::{Shared, fail_messages};
 
 /// One batch handler of a batcher: a consumer of batches.
@@ -42,13 +42,11 @@ where
         let shared = &*self.shared;
         let mut messages = std::mem::take(&mut batch.messages);
         // The acknowledgements stay here while the handler has the messages, so
-        // a message it drops, or a panic, cannot lose one.
-        // A message's slot is its index here; an acknowledgement no longer
-        // pending was sent (or handed back to its message) already.
-        let mut pending: Vec<AckRef> = Vec::with_capacity(messages.len());
-        for (slot, message) in messages.iter_mut().enumerate() {
-            message.slot = slot as u32;
-            pending.push(std::mem::replace(&mut message.ack, AckRef::done()));
+        // a message it drops, or a panic, cannot lose one. A message's slot is
+        // its place among them, to match returned messages to their acks.
+        let mut held = HeldAcks::new(messages.len());
+        for message in &mut messages {
+            message.slot = held.hold(&mut message.ack);
         }
         let span = tracing::debug_span!(
             "handle_batch",
@@ -65,43 +63,36 @@ where
             .instrument(span);
         let Some(handled) = catch_panic_or_abort(handled, &shared.abort).await else {
             // Abandoned at a drain's deadline or a stop.
-            let mut acks = AckSet::default();
-            for ack in &mut pending {
-                acks.add(ack, Status::Failed(Failure::Shutdown));
-            }
-            shared.metrics.ack(&mut acks);
+            held.fail_rest(|| Failure::Shutdown);
+            shared.metrics.ack(held.acks());
             return;
         };
-        let mut acks = AckSet::default();
         match handled {
             Ok(mut returned) => {
                 let mut failures = false;
                 for message in &mut returned {
-                    match pending
-                        .get_mut(message.slot as usize)
-                        .filter(|ack| ack.is_pending())
-                    {
-                        Some(ack) if message.is_ok() => acks.add_ok(ack),
-                        Some(ack) => {
-                            // Shown to handle_failed with its acknowledgement.
-                            message.ack = std::mem::replace(ack, AckRef::done());
-                            failures = true;
+                    if message.is_ok() {
+                        if held.ok(message.slot) {
+                            continue;
                         }
-                        // Not a message of this batch, or returned twice: its
-                        // acknowledgement is not ours to send.
-                        None => message.ack = AckRef::done(),
+                    } else if let Some(ack) = held.release(message.slot) {
+                        // Shown to handle_failed with its acknowledgement.
+                        message.ack = ack;
+                        failures = true;
+                        continue;
                     }
+                    // Not a message of this batch, or returned twice: its
+                    // acknowledgement is not ours to send.
+                    message.ack = AckRef::done();
                 }
                 if failures {
                     let mut failed: Vec<_> = returned
                         .into_iter()
                         .filter(|m| m.ack.is_pending())
                         .collect();
-                    fail_messages(shared, &mut failed, &mut acks);
+                    fail_messages(shared, &mut failed, held.acks());
                 }
-                for ack in pending.iter_mut().filter(|ack| ack.is_pending()) {
-                    acks.add(ack, Status::Failed(Failure::Dropped));
-                }
+                held.fail_rest(|| Failure::Dropped);
             }
             Err(panic) => {
                 tracing::error!(
@@ -110,12 +101,10 @@ where
                     %panic,
                     "batch handler panicked; its messages fail"
                 );
-                for ack in pending.iter_mut().filter(|ack| ack.is_pending()) {
-                    acks.add(ack, Status::Failed(Failure::Panicked(panic.clone())));
-                }
+                held.fail_rest(|| Failure::Panicked(panic.clone()));
             }
         }
-        shared.metrics.ack(&mut acks);
+        shared.metrics.ack(held.acks());
     }
 }
 

@@ -277,6 +277,12 @@ impl<T> Message<T> {
         self.batcher.is_none()
     }
 
+    /// Ok, bound for the default batcher, and asking for nothing special.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.flags == 0 && self.failure.is_none() && self.batcher.is_none()
+    }
+
     pub(crate) fn wants_ack_now(&self) -> bool {
         self.flags & FLAG_ACK_IMMEDIATELY != 0
     }

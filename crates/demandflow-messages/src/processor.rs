@@ -86,10 +86,23 @@ where
         let shared = &*self.shared;
         shared.metrics.entered(events.len());
         self.handle_all(&mut events).await;
-        let mut acks = AckSet::default();
+        let mut acks = if shared.batchers.is_empty() {
+            AckSet::expecting(events.len())
+        } else {
+            AckSet::default()
+        };
         let mut failures = false;
         let default_slot = shared.batchers.iter().position(|b| **b == *DEFAULT_BATCHER);
+        // With no batcher, or only the default one (whose processors have no
+        // partitioned output, so a slot is never read), a message that is ok,
+        // names no batcher and wants nothing special needs nothing here: the
+        // common case costs one test per message.
+        let plain_goes_as_is =
+            shared.batchers.is_empty() || (shared.batchers.len() == 1 && default_slot.is_some());
         for message in &mut events {
+            if plain_goes_as_is && message.is_plain() {
+                continue;
+            }
             if message.wants_ack_now() {
                 let status = message.status();
                 acks.add(&mut message.ack, status);
@@ -122,7 +135,7 @@ where
         }
         if shared.batchers.is_empty() {
             for message in &mut events {
-                acks.add(&mut message.ack, Status::Ok);
+                acks.add_ok(&mut message.ack);
             }
             events.clear();
         }
