@@ -64,7 +64,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     fn waiting_for(&mut self) -> Option<Stall> {
         if B::KIND != StageKind::Consumer {
             if self.consumers.is_empty() {
-                let buffered = self.buffer.len() + self.dispatcher.buffered();
+                let buffered = self.held();
                 if buffered > 0 {
                     return Some(Stall::NoConsumer { buffered });
                 }
