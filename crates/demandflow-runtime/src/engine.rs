@@ -48,7 +48,8 @@ use crate::call::Message;
 use crate::catch::{CatchUnwind, panic_reason};
 use crate::group::{HandleGuard, Node};
 use crate::port::{
-    ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, SubscribeMsg, SubscribeToMsg,
+    ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, Pulse, SubscribeMsg,
+    SubscribeToMsg,
 };
 use crate::queue;
 use crate::registry;
@@ -97,6 +98,7 @@ where
         id,
         name: name.clone(),
         exit: exit_rx,
+        pulse: Pulse::default(),
     });
     let control: Arc<dyn ControlPort> = mailbox.clone();
     let guard = HandleGuard::new(Node::new(&control));
@@ -193,7 +195,13 @@ enum UpState {
 /// This stage's subscription to a producer.
 struct Upstream<I> {
     producer: Arc<dyn ProducerPort<I>>,
+    /// Automatic demand's accounting; `None` when the stage asks by hand.
     demand: Option<AutoDemand>,
+    /// Events asked of the producer and not received yet, in either mode:
+    /// what the stall watchdog sees a stage wait for.
+    outstanding: u64,
+    /// The producer's pulse when the watchdog last looked (see `watchdog`).
+    turns_seen: u64,
     cancel: CancelMode,
     state: UpState,
 }

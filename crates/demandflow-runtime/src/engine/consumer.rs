@@ -44,6 +44,8 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             Upstream {
                 producer,
                 demand: None,
+                outstanding: 0,
+                turns_seen: 0,
                 cancel,
                 state: UpState::Pending(reply),
             },
@@ -57,7 +59,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             && mode == DemandMode::Automatic
         {
             let mut demand = AutoDemand::new(max, min);
-            up.producer.ask(sub, demand.subscribe());
+            let ask = demand.subscribe();
+            up.producer.ask(sub, ask);
+            up.outstanding = ask;
             up.demand = Some(demand);
         }
     }
@@ -106,10 +110,11 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         if demand == 0 {
             return;
         }
-        if let Some(up) = self.producers.get(&sub)
+        if let Some(up) = self.producers.get_mut(&sub)
             && !matches!(up.state, UpState::Cancelling { .. })
         {
             up.producer.ask(sub, demand);
+            up.outstanding = up.outstanding.saturating_add(demand);
         }
     }
 
@@ -207,10 +212,11 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     }
 
     pub(super) async fn consume(&mut self, sub: SubscriptionId, events: Vec<B::In>) {
-        let Some(up) = self.producers.get(&sub) else {
+        let Some(up) = self.producers.get_mut(&sub) else {
             self.warnings.unknown(sub, events.len() as u64);
             return;
         };
+        up.outstanding = up.outstanding.saturating_sub(events.len() as u64);
         let Some(chunk_len) = up.demand.as_ref().map(AutoDemand::chunk_len) else {
             self.handle_batch(events, sub).await;
             self.flush().await;
