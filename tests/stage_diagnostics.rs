@@ -254,19 +254,13 @@ async fn a_partition_without_a_consumer_is_reported_once_naming_the_stage_and_pa
     );
 }
 
-/// A producer-consumer whose handler never returns: it takes no message again.
+/// A producer whose `handle_demand` never returns: it takes no message again.
 struct Stuck;
 
-impl demandflow::ProducerConsumer for Stuck {
-    type In = u64;
-    type Out = u64;
+impl Producer for Stuck {
+    type Event = u64;
 
-    async fn handle_events(
-        &mut self,
-        _: Vec<u64>,
-        _: demandflow::SubscriptionId,
-        _: &mut Context<u64>,
-    ) {
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {
         std::future::pending::<()>().await;
     }
 }
@@ -285,15 +279,7 @@ impl Producer for Quiet {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_consumer_waiting_on_a_stuck_producer_is_reported_once_naming_both() {
     let (logs, _guard) = capture();
-    let source = producer(from_iter(0..100_u64)).start().unwrap();
-    let stuck = demandflow::producer_consumer(Stuck)
-        .name("stuck")
-        .start()
-        .unwrap();
-    stuck
-        .subscribe_to(&source, SubscribeOptions::new())
-        .await
-        .unwrap();
+    let stuck = producer(Stuck).name("stuck").start().unwrap();
     let (rec, log) = Recorder::<u64>::new();
     let sink = consumer(rec).name("sink").start().unwrap();
     sink.subscribe_to(&stuck, SubscribeOptions::new().max_demand(10))
