@@ -254,6 +254,110 @@ async fn a_partition_without_a_consumer_is_reported_once_naming_the_stage_and_pa
     );
 }
 
+/// A producer whose `handle_demand` never returns: it takes no message again.
+struct Stuck;
+
+impl Producer for Stuck {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A producer with nothing to send: asked, it emits nothing, and that is fine.
+struct Quiet;
+
+impl Producer for Quiet {
+    type Event = u64;
+
+    async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+}
+
+// A consumer that asked a producer stuck in a callback waits forever: it says
+// so once, naming itself and the producer.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_consumer_waiting_on_a_stuck_producer_is_reported_once_naming_both() {
+    let (logs, _guard) = capture();
+    let stuck = producer(Stuck).name("stuck").start().unwrap();
+    let (rec, log) = Recorder::<u64>::new();
+    let sink = consumer(rec).name("sink").start().unwrap();
+    sink.subscribe_to(&stuck, SubscribeOptions::new().max_demand(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(stalls(&logs).is_empty());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(support::batches(&log).is_empty());
+    let reported = stalls(&logs);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].level, Level::WARN);
+    assert_eq!(reported[0].field("stage"), Some("sink"));
+    assert_eq!(
+        reported[0].field("waiting_for"),
+        Some("10 events asked of producer stuck, which has taken no message since: it is stuck")
+    );
+    assert_eq!(
+        sink.stats().await.unwrap().stall,
+        Some(Stall::NoEvents {
+            producer: "stuck".into(),
+            asked: 10,
+            producer_buffered: 0,
+        })
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(stalls(&logs).len(), 1);
+}
+
+// A broadcast producer holds its events while one consumer asks nothing: the
+// consumer that did ask waits on a producer holding events, and says so.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_consumer_waiting_on_a_producer_that_holds_events_is_reported_once() {
+    struct Pushed;
+    impl Producer for Pushed {
+        type Event = u64;
+        async fn init(&mut self, ctx: &mut Context<u64>) {
+            ctx.emit_all(0..100);
+        }
+        async fn handle_demand(&mut self, _: u64, _: &mut Context<u64>) {}
+    }
+    let (logs, _guard) = capture();
+    let p = producer(Pushed)
+        .dispatcher(demandflow::dispatcher::BroadcastDispatcher::new())
+        .start()
+        .unwrap();
+    let (rec, _) = Recorder::<u64>::manual();
+    let idle = consumer(rec).name("asks-nothing").start().unwrap();
+    idle.subscribe_to(&p, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let (rec, log) = Recorder::<u64>::new();
+    let eager = consumer(rec).name("eager").start().unwrap();
+    eager
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(support::batches(&log).is_empty());
+    let reported = stalls(&logs);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].field("stage"), Some("eager"));
+    let stall = eager.stats().await.unwrap().stall;
+    assert!(
+        matches!(
+            &stall,
+            Some(Stall::NoEvents {
+                asked: 50,
+                producer_buffered: 100,
+                ..
+            })
+        ),
+        "{stall:?}"
+    );
+    assert_eq!(idle.stats().await.unwrap().stall, None);
+    assert_eq!(p.stats().await.unwrap().stall, None);
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_idle_producer_is_not_reported() {
     let (logs, _guard) = capture();
@@ -266,11 +370,21 @@ async fn an_idle_producer_is_not_reported() {
     let (rec, _) = Recorder::<u64>::manual();
     let c = consumer(rec).start().unwrap();
     c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    // A consumer that asked a producer with nothing to send: a quiet source.
+    let quiet = producer(Quiet).start().unwrap();
+    let (rec, _) = Recorder::<u64>::new();
+    let waiting = consumer(rec).start().unwrap();
+    waiting
+        .subscribe_to(&quiet, SubscribeOptions::new())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert!(logs.warnings().is_empty(), "{:?}", logs.warnings());
     assert_eq!(alone.stats().await.unwrap().stall, None);
     assert_eq!(p.stats().await.unwrap().stall, None);
     assert_eq!(c.stats().await.unwrap().stall, None);
+    assert_eq!(quiet.stats().await.unwrap().stall, None);
+    assert_eq!(waiting.stats().await.unwrap().stall, None);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

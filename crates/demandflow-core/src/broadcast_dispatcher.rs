@@ -284,7 +284,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Out, ask_each, sub};
+    use crate::test_support::{Out, ask_each, asks, sub};
 
     fn subscribe(d: &mut BroadcastDispatcher<u32>, n: u64) {
         subscribe_with(d, n, SubscribeOptions::new());
@@ -313,9 +313,8 @@ mod tests {
     #[test]
     fn upstream_demand_is_the_growth_of_the_minimum() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 3, &mut out), 0);
-        assert_eq!(d.ask(sub(2), 2, &mut out), 2);
+        let (mut out, up) = asks(&mut d, &[(1, 3), (2, 2)]);
+        assert_eq!(up, [0, 2]);
 
         // One batch fits all.
         let got = d.dispatch(vec![1, 2], &mut out);
@@ -388,9 +387,8 @@ mod tests {
     #[test]
     fn cancelling_the_slowest_subscription_forwards_the_new_minimum() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 10, &mut out), 0);
-        assert_eq!(d.ask(sub(2), 4, &mut out), 4);
+        let (mut out, up) = asks(&mut d, &[(1, 10), (2, 4)]);
+        assert_eq!(up, [0, 4]);
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(2)), 6);
         let got = d.dispatch((1..=12).collect(), &mut out);
         assert_eq!(got.leftover, vec![11, 12]);
@@ -465,9 +463,8 @@ mod tests {
             2,
             SubscribeOptions::new().selector(|e: &u32| e % 3 == 0),
         );
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 6, &mut out), 0);
-        assert_eq!(d.ask(sub(2), 2, &mut out), 2);
+        let (mut out, up) = asks(&mut d, &[(1, 6), (2, 2)]);
+        assert_eq!(up, [0, 2]);
         // 1 and 2 are rejected by sub 2: it still wants 2, sub 1 wants 4.
         let got = d.dispatch(vec![1, 2], &mut out);
         assert_eq!(

@@ -149,7 +149,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Out, ask_each, sub};
+    use crate::test_support::{Out, ask_each, asks, sub};
 
     fn setup(n: u64) -> DemandDispatcher {
         let mut d = DemandDispatcher::new();
@@ -213,10 +213,8 @@ mod tests {
     #[test]
     fn ask_forwards_the_demand_upstream() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 10, &mut out), 10);
-        assert_eq!(d.ask(sub(2), 10, &mut out), 10);
-        assert_eq!(d.ask(sub(1), 5, &mut out), 5);
+        let (out, up) = asks(&mut d, &[(1, 10), (2, 10), (1, 5)]);
+        assert_eq!(up, [10, 10, 5]);
         assert_eq!(Dispatcher::<u32>::pending_demand(&d, sub(1)), Some(15));
         assert!(out.is_empty());
     }
@@ -287,9 +285,8 @@ mod tests {
     #[test]
     fn a_larger_ask_than_the_first_is_honoured() {
         let mut d = setup(1);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 2, &mut out), 2);
-        assert_eq!(d.ask(sub(1), 50, &mut out), 50);
+        let (mut out, up) = asks(&mut d, &[(1, 2), (1, 50)]);
+        assert_eq!(up, [2, 50]);
         d.dispatch((0..60).collect(), &mut out);
         assert_eq!(out[0].1.len(), 52);
     }

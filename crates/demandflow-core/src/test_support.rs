@@ -20,3 +20,14 @@ pub(crate) fn ask_each<D: Dispatcher<u32>>(d: &mut D, asks: &[(u64, u64)]) -> Ou
     }
     out
 }
+
+/// Each `(subscription, demand)` asks in turn; returns what the asks delivered
+/// and the demand each one forwarded upstream, to check the numbers at once.
+pub(crate) fn asks<D: Dispatcher<u32>>(d: &mut D, asks: &[(u64, u64)]) -> (Out, Vec<u64>) {
+    let mut out = Out::new();
+    let upstream = asks
+        .iter()
+        .map(|&(n, demand)| d.ask(sub(n), demand, &mut out))
+        .collect();
+    (out, upstream)
+}

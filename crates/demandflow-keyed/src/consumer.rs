@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use demandflow_core::{CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
+use demandflow_core::{AutoDemand, CancelReason, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
 use demandflow_runtime::{Consumer, ConsumerContext, DemandMode, Info};
 
 use super::index::KeyIndex;
@@ -77,9 +77,7 @@ pub struct KeyedConsumer<X: KeyIndex, H: KeyedHandler, F> {
 #[derive(Debug)]
 struct ManualSub {
     id: SubscriptionId,
-    max: u64,
-    min: u64,
-    asked: u64,
+    demand: AutoDemand,
 }
 
 impl<X: KeyIndex, H: KeyedHandler, F> fmt::Debug for KeyedConsumer<X, H, F> {
@@ -133,7 +131,7 @@ where
             return;
         }
         let room = self.keyed.min_room() as u64;
-        let outstanding: u64 = self.subs.iter().map(|s| s.asked).sum();
+        let outstanding: u64 = self.subs.iter().map(|s| s.demand.pending()).sum();
         let mut budget = room.saturating_sub(outstanding);
         let count = self.subs.len();
         for i in 0..count {
@@ -141,18 +139,12 @@ where
                 break;
             }
             let sub = &mut self.subs[(self.next + i) % count];
-            // Like an automatic subscription: ask back up to `max` once what is
-            // pending has fallen to `min`. When room cuts the ask short, wait
-            // for room for a whole chunk (`max - min`) rather than asking in
-            // dribbles, unless nothing is pending at all.
-            if sub.asked > sub.min {
-                continue;
-            }
-            let ask = sub.max.saturating_sub(sub.asked).min(budget);
-            let chunk = sub.max - sub.min;
-            if ask > 0 && (ask >= chunk || sub.asked == 0) {
+            // Within the subscription's bounds, as the core counts them for
+            // every consumer: back up to `max` once pending is down to `min`,
+            // and no dribbles when room is short.
+            let ask = sub.demand.ask_within(budget);
+            if ask > 0 {
                 ctx.ask(sub.id, ask);
-                sub.asked += ask;
                 budget -= ask;
             }
         }
@@ -188,9 +180,7 @@ where
                 .unwrap_or((DEFAULT_MAX_DEMAND, DEFAULT_MAX_DEMAND / 2));
             self.subs.push(ManualSub {
                 id: sub,
-                max,
-                min,
-                asked: 0,
+                demand: AutoDemand::new(max, min),
             });
             self.refill(ctx);
         }
@@ -205,7 +195,7 @@ where
     ) {
         let n = events.len() as u64;
         if let Some(sub) = self.subs.iter_mut().find(|s| s.id == from) {
-            sub.asked = sub.asked.saturating_sub(n);
+            sub.demand.receive(n);
         }
         let key_of = &self.key_of;
         let sent = self

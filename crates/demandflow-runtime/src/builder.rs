@@ -119,9 +119,11 @@ macro_rules! producing_options {
         }
 
         /// How long the stage may hold events that no consumer is subscribed to
-        /// take (or that wait in a partition without a consumer) before it logs
-        /// one warning naming itself and shows the stall in its stats; `None`
-        /// turns the report off. Default: 5 seconds.
+        /// take (or that wait in a partition without a consumer), or a
+        /// producer-consumer may wait for events it asked of a producer that
+        /// holds events or is stuck, before it logs one warning naming itself
+        /// and shows the stall in its stats; `None` turns the report off.
+        /// Default: 5 seconds.
         pub fn stall_report(mut self, after: Option<Duration>) -> Self {
             self.options.stall_report = after;
             self
@@ -217,9 +219,10 @@ impl<S: Consumer> ConsumerBuilder<S> {
         self
     }
 
-    /// How long the consumer may go without being subscribed to any producer
-    /// before it logs one warning naming itself and shows the stall in its
-    /// stats; `None` turns the report off. Default: 5 seconds.
+    /// How long the consumer may go without being subscribed to any producer,
+    /// or wait for events it asked of a producer that holds events or is
+    /// stuck, before it logs one warning naming itself and shows the stall in
+    /// its stats; `None` turns the report off. Default: 5 seconds.
     pub fn stall_report(mut self, after: Option<Duration>) -> Self {
         self.stall_report = after;
         self

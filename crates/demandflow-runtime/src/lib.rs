@@ -93,10 +93,18 @@
 //!
 //! A stage that waits for something that may never come — a producer holding
 //! events no consumer is subscribed to take, a partition holding events without a
-//! consumer, a consumer never subscribed to any producer — logs one warning after
+//! consumer, a consumer never subscribed to any producer, a stage that asked a
+//! producer for events and got none — logs one warning after
 //! its stall report time (5 seconds unless set with the builder's
 //! `stall_report`) and shows the wait in [`StageStats::stall`]. A producer
-//! with nothing to do is idle, not stalled, and is never reported.
+//! with nothing to do is idle, not stalled, and is never reported; nor is a
+//! stage waiting on one, since that is what a consumer of a quiet source does.
+//! A stage that asked for events is reported ([`Stall::NoEvents`]) only when
+//! the producer it waits on holds events in its buffer and sends none (say, a
+//! broadcast held back by a consumer that asks nothing) or has taken no message
+//! for the whole stall report time (it is stuck in a callback); as it checks
+//! once per stall report time, the report comes between one and two stall
+//! report times after the last event arrived.
 
 mod behaviour;
 mod builder;

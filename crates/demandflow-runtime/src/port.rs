@@ -1,6 +1,7 @@
 //! The typed doors into a stage's mailbox, as its peers and handles see them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use demandflow_core::{
     CancelReason, Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
@@ -33,6 +34,54 @@ pub(crate) trait ProducerPort<T>: Send + Sync + 'static {
     fn ask(&self, sub: SubscriptionId, demand: u64) -> bool;
     /// `echo`: the consumer waits for the producer's confirmation.
     fn cancel(&self, sub: SubscriptionId, reason: CancelReason, echo: bool) -> bool;
+    /// The producer's name, for a consumer's stall report.
+    fn name(&self) -> &str;
+    /// Whether the producer is making progress, for a consumer's stall report.
+    fn pulse(&self) -> PulseReading;
+}
+
+/// A producer's sign of life, written by its own task and read by a consumer
+/// that waits for events from it (see the engine's `watchdog`). Written only
+/// when the producer's mailbox runs empty, so a busy stage does not pay for it
+/// per message.
+#[derive(Default)]
+pub(crate) struct Pulse {
+    /// How many times the stage has turned to its mailbox for more, shifted
+    /// left by one; the low bit is set while it waits there.
+    turns: AtomicU64,
+    /// Events in its own buffer at that time (0 while it accumulates on
+    /// purpose).
+    held: AtomicUsize,
+}
+
+/// What [`Pulse`] read at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PulseReading {
+    pub(crate) turns: u64,
+    pub(crate) waiting: bool,
+    pub(crate) held: usize,
+}
+
+impl Pulse {
+    /// The stage turns to its mailbox (for the `turns`-th time) and may wait there.
+    pub(crate) fn waiting(&self, turns: u64, held: usize) {
+        self.held.store(held, Ordering::Relaxed);
+        self.turns.store(turns << 1 | 1, Ordering::Relaxed);
+    }
+
+    /// The stage took a message and is at work.
+    pub(crate) fn working(&self, turns: u64) {
+        self.turns.store(turns << 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> PulseReading {
+        let turns = self.turns.load(Ordering::Relaxed);
+        PulseReading {
+            turns: turns >> 1,
+            waiting: turns & 1 == 1,
+            held: self.held.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Requests a handle makes to the consumer side of a stage.
@@ -131,6 +180,7 @@ pub(crate) struct Mailbox<I, O> {
     pub(crate) id: StageId,
     pub(crate) name: Arc<str>,
     pub(crate) exit: watch::Receiver<Option<Reason>>,
+    pub(crate) pulse: Pulse,
 }
 
 impl<I: Send + 'static, O: Send + 'static> ConsumerPort<I> for Mailbox<I, O> {
@@ -182,6 +232,14 @@ impl<I: Send + 'static, O: Send + 'static> ProducerPort<O> for Mailbox<I, O> {
 
     fn cancel(&self, sub: SubscriptionId, reason: CancelReason, echo: bool) -> bool {
         self.tx.send(Msg::Cancel { sub, reason, echo }).is_ok()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn pulse(&self) -> PulseReading {
+        self.pulse.read()
     }
 }
 

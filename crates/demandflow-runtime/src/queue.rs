@@ -118,7 +118,7 @@ impl<T> Receiver<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<T> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         if let Some(value) = self.local.pop_front() {
             coop.made_progress();

@@ -77,6 +77,21 @@ pub enum Stall {
     /// The consumer has not been subscribed to any producer, so it will never
     /// receive an event.
     NoProducer,
+    /// The stage asked a producer for events and none has arrived for its
+    /// stall report time, while that producer holds events in its buffer or
+    /// has not taken a message all that time (it is stuck in a callback).
+    ///
+    /// A producer that simply has nothing to send is idle, and a stage waiting
+    /// on it is not reported.
+    NoEvents {
+        /// The producer's name.
+        producer: String,
+        /// Events asked of it and not received.
+        asked: u64,
+        /// Events the producer held in its buffer when last seen; 0 when it is
+        /// reported because it is stuck.
+        producer_buffered: usize,
+    },
 }
 
 impl fmt::Display for Stall {
@@ -96,6 +111,22 @@ impl fmt::Display for Stall {
                 "no consumer subscribed to partition {partition}, which holds {buffered} events"
             ),
             Stall::NoProducer => f.write_str("not subscribed to any producer"),
+            Stall::NoEvents {
+                producer,
+                asked,
+                producer_buffered: 0,
+            } => write!(
+                f,
+                "{asked} events asked of producer {producer}, which has taken no message since: it is stuck"
+            ),
+            Stall::NoEvents {
+                producer,
+                asked,
+                producer_buffered,
+            } => write!(
+                f,
+                "{asked} events asked of producer {producer}, which holds {producer_buffered} buffered events but sends none"
+            ),
         }
     }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use demandflow_core::{CancelReason, ConfigError, DEFAULT_MAX_DEMAND, Reason, SubscriptionId};
+use demandflow_core::{
+    AutoDemand, CancelReason, ConfigError, DEFAULT_MAX_DEMAND, Reason, SubscriptionId,
+};
 use demandflow_runtime::{
     Consumer, ConsumerContext, DemandMode, Info, InfoSender, catch_call, catch_panic,
 };
@@ -281,10 +283,11 @@ pub struct ConsumerSupervisor<T, W> {
     _event: PhantomData<fn(T)>,
 }
 
+/// A producer's subscription and its demand: pending from the ask until the
+/// event's worker is done, so at most `max_demand` run per producer.
 struct ProducerDemand {
     sub: SubscriptionId,
-    pending: u64,
-    min_demand: u64,
+    demand: AutoDemand,
 }
 
 struct Running<T> {
@@ -581,10 +584,9 @@ where
         }
         // Absent when the producer has gone: its workers ask for nothing.
         if let Some(p) = self.producers.iter_mut().find(|p| p.sub == producer) {
-            p.pending += 1;
-            if p.pending >= p.min_demand {
-                ctx.ask(producer, p.pending);
-                p.pending = 0;
+            let ask = p.demand.complete(1);
+            if ask > 0 {
+                ctx.ask(producer, ask);
             }
         }
     }
@@ -701,12 +703,9 @@ where
         let (max_demand, min_demand) = ctx
             .demand_bounds(sub)
             .unwrap_or((DEFAULT_MAX_DEMAND, DEFAULT_MAX_DEMAND / 2));
-        self.producers.push(ProducerDemand {
-            sub,
-            pending: 0,
-            min_demand,
-        });
-        ctx.ask(sub, max_demand);
+        let mut demand = AutoDemand::new(max_demand, min_demand);
+        ctx.ask(sub, demand.subscribe());
+        self.producers.push(ProducerDemand { sub, demand });
         DemandMode::Manual
     }
 

@@ -70,7 +70,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// delivers what it buffered first. With no consumer to take them, those
     /// events are lost, and the exit reason says so.
     pub(super) fn stop_normally(&mut self, reason: Reason) {
-        let held = self.buffer.len() + self.dispatcher.buffered();
+        let held = self.held();
         if self.consumers.is_empty() && held > 0 {
             tracing::warn!(
                 stage = %self.me.name,
@@ -96,7 +96,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             // Also while winding down: a producer-consumer delivering its buffer
             // whose last consumer leaves can deliver nothing more.
             StageKind::Producer | StageKind::ProducerConsumer if self.consumers.is_empty() => {
-                let lost = self.buffer.len() + self.dispatcher.buffered() + self.queued_len();
+                let lost = self.held() + self.queued_in();
                 if lost > 0 {
                     tracing::warn!(
                         stage = %self.me.name,
@@ -114,16 +114,5 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             StageKind::Consumer if !fed => self.stop = Some(Reason::Shutdown),
             _ => {}
         }
-    }
-
-    /// Events a producer-consumer received and has not handled yet.
-    fn queued_len(&self) -> usize {
-        self.input
-            .iter()
-            .map(|i| match i {
-                super::Input::Events(_, e) => e.len(),
-                _ => 0,
-            })
-            .sum()
     }
 }
