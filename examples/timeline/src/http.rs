@@ -53,8 +53,17 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
+/// A refused request: its status and the list of what was wrong.
+struct Refusal(StatusCode, Vec<String>);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "errors": self.1 }))).into_response()
+    }
+}
+
 fn errors(status: StatusCode, errors: Vec<String>) -> Response {
-    (status, axum::Json(json!({ "errors": errors }))).into_response()
+    Refusal(status, errors).into_response()
 }
 
 /// Reads a JSON body of at most `limit` bytes, or says why not.
@@ -62,14 +71,14 @@ async fn json_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<axum::body::Bytes, Response> {
+) -> Result<axum::body::Bytes, Refusal> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(errors(
+        return Err(Refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             vec![format!(
                 "content-type: expected application/json, got {content_type:?}"
@@ -77,7 +86,7 @@ async fn json_body(
         ));
     }
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        errors(
+        Refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             vec![format!("body: larger than {limit} bytes")],
         )
@@ -104,7 +113,7 @@ fn ingest(service: &Service, events: Vec<Event>, ok: Value) -> Response {
 async fn event(State(service): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Response {
     let body = match json_body(&headers, body, MAX_EVENT_BYTES).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match parse_event(&body) {
         Ok(event) => ingest(&service, vec![event], json!({ "success": true })),
@@ -115,7 +124,7 @@ async fn event(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bo
 async fn bulk(State(service): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Response {
     let body = match json_body(&headers, body, MAX_BULK_BYTES).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match parse_bulk(&body) {
         Ok(events) => {
@@ -134,9 +143,9 @@ async fn stats(State(service): State<Arc<Service>>) -> Response {
     axum::Json(service.stats().to_json()).into_response()
 }
 
-fn message_id(text: &str) -> Result<i64, Response> {
+fn message_id(text: &str) -> Result<i64, Refusal> {
     text.parse::<i64>().map_err(|_| {
-        errors(
+        Refusal(
             StatusCode::BAD_REQUEST,
             vec![format!("message_id: not an integer: {text:?}")],
         )
@@ -146,7 +155,7 @@ fn message_id(text: &str) -> Result<i64, Response> {
 async fn timeline(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
     let id = match message_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match service.timeline(id).await {
         Ok(events) => axum::Json(json!({ "message_id": id, "events": events })).into_response(),
@@ -157,7 +166,7 @@ async fn timeline(State(service): State<Arc<Service>>, Path(id): Path<String>) -
 async fn page(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
     let id = match message_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match service.timeline(id).await {
         // Step names are letters, digits and `_` and times RFC 3339, so the
@@ -179,7 +188,7 @@ async fn socket(
 ) -> Response {
     let id = match message_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     // Subscribed before the handshake is answered: a step stored once the
     // client sees the socket open reaches it.
