@@ -20,7 +20,7 @@ pub mod proto {
 }
 
 pub use proto::timeline_client::TimelineClient;
-pub use proto::timeline_server::TimelineServer;
+pub use proto::timeline_server::{Timeline as TimelineService, TimelineServer};
 pub use proto::{EventRequest, EventResponse};
 
 /// The gRPC service over a running [`Service`].

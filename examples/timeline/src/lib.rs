@@ -37,7 +37,9 @@ pub use event::{
     Event, MAX_STEP_BYTES, STEPS, check_step, now_ms, now_rfc3339, parse_bulk, parse_created_at,
     parse_event, random_event,
 };
-pub use grpc::{EventRequest, EventResponse, Grpc, TimelineClient, TimelineServer};
+pub use grpc::{
+    EventRequest, EventResponse, Grpc, TimelineClient, TimelineServer, TimelineService,
+};
 pub use http::{MAX_BULK_BYTES, MAX_EVENT_BYTES, RETRY_AFTER_SECS, call, router};
 pub use live::{Live, StepJson, Watch};
 pub use pipeline::{Pipeline, PipelineConfig, PushRefused, Stats, group};
