@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, ToSql, TransactionBehavior};
 use serde_json::{Map, Value};
+use store_url::Database;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// Rows per SQLite statement in a batched upsert (5 parameters each, well
@@ -100,26 +101,16 @@ impl Store {
     /// [`StoreError::Config`] for an unknown URL or a bad table name; the
     /// database's error if it cannot be opened or the table created.
     pub async fn open(url: &str, table: &str) -> Result<Store, StoreError> {
-        if table.is_empty()
-            || !table
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            || table.as_bytes()[0].is_ascii_digit()
-        {
-            return Err(StoreError::Config(format!("bad table name {table:?}")));
-        }
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
-        } else if let Some(path) = url.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path).to_owned();
-            let table = table.to_owned();
-            Backend::Sqlite(Arc::new(
-                blocking(move || Sqlite::open(&path, &table)).await?,
-            ))
-        } else {
-            return Err(StoreError::Config(format!(
-                "unknown database URL {url:?} (want sqlite:PATH or postgres://…)"
-            )));
+        let backend = match Database::parse(url, table).map_err(StoreError::Config)? {
+            Database::Postgres(url) => {
+                Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
+            }
+            Database::Sqlite(path) => {
+                let (path, table) = (path.to_owned(), table.to_owned());
+                Backend::Sqlite(Arc::new(
+                    blocking(move || Sqlite::open(&path, &table)).await?,
+                ))
+            }
         };
         Ok(Store {
             backend,
@@ -249,9 +240,7 @@ type RawRow = (i64, i64, String, i64, i64);
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    store_url::blocking(f, StoreError::Task).await
 }
 
 /// One SQLite connection (SQLite runs one writer at a time anyway), in WAL

@@ -59,13 +59,28 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// What one wrk run reported.
+/// wrk's summary of one run, as its `done` hook printed it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
+    requests: f64,
+    duration_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: f64,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests / (self.duration_us / 1e6)
+    }
+
+    fn p50_ms(&self) -> f64 {
+        self.p50_us / 1e3
+    }
+
+    fn p99_ms(&self) -> f64 {
+        self.p99_us / 1e3
+    }
 }
 
 fn wrk(script: &std::path::Path, url: &str, seconds: u64) -> Load {
@@ -77,19 +92,18 @@ fn wrk(script: &std::path::Path, url: &str, seconds: u64) -> Load {
         .output()
         .expect("wrk runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let Some(summary) = stdout
+    let summary = stdout
         .lines()
         .find_map(|line| line.strip_prefix("SUMMARY "))
         .and_then(|json| serde_json::from_str::<Value>(json).ok())
-    else {
-        panic!("wrk printed no summary: {stdout}");
-    };
-    let number = |key: &str| summary[key].as_f64().unwrap_or(0.0);
+        .unwrap_or_else(|| panic!("wrk printed no summary: {stdout}"));
+    let field = |key: &str| summary[key].as_f64().unwrap_or(0.0);
     Load {
-        rps: number("requests") / (number("duration_us") / 1e6),
-        p50_ms: number("p50_us") / 1e3,
-        p99_ms: number("p99_us") / 1e3,
-        errors: number("errors") as u64,
+        requests: field("requests"),
+        duration_us: field("duration_us"),
+        p50_us: field("p50_us"),
+        p99_us: field("p99_us"),
+        errors: field("errors"),
     }
 }
 
@@ -316,12 +330,15 @@ async fn main() -> ExitCode {
     ] {
         println!(
             "{name:<34} {:>11.0} {:>8.2} {:>8.2} {:>8}",
-            load.rps, load.p50_ms, load.p99_ms, load.errors
+            load.rps(),
+            load.p50_ms(),
+            load.p99_ms(),
+            load.errors
         );
     }
     println!(
         "single-event ingest: {:.2}× the do-nothing handler; backlog drained {} after the load",
-        single.rps / http_noop.rps,
+        single.rps() / http_noop.rps(),
         drained.map_or("NOT within 60 s".to_owned(), |d| format!(
             "{:.0} ms",
             d.as_secs_f64() * 1e3
@@ -342,9 +359,9 @@ async fn main() -> ExitCode {
     let _ = std::fs::remove_dir_all(&dir);
     let result = json!({
         "bench": "timeline",
-        "http_single_rps": single.rps.round(),
-        "http_single_p99_ms": (single.p99_ms * 100.0).round() / 100.0,
-        "http_noop_rps": http_noop.rps.round(),
+        "http_single_rps": single.rps().round(),
+        "http_single_p99_ms": (single.p99_ms() * 100.0).round() / 100.0,
+        "http_noop_rps": http_noop.rps().round(),
         "grpc_rps": grpc_rps.round(),
         "grpc_noop_rps": grpc_noop_rps.round(),
         "bulk_events_per_sec": bulk_rate.round(),
