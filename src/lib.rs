@@ -1136,6 +1136,7 @@
 //! - Shutting down cleanly — `docs/guide/09-shutting-down.md`
 //! - Testing pipelines — `docs/guide/10-testing.md`
 //! - Performance — `docs/guide/11-performance.md`
+//! - An event-timeline service — `docs/guide/12-timeline.md`
 //! - Write-behind to a database — `docs/guide/13-write-behind.md`
 //! - More than one machine — `docs/guide/14-more-than-one-machine.md`
 //! - Observing a pipeline — `docs/guide/15-observing.md`

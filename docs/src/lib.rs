@@ -54,6 +54,9 @@ pub mod testing {}
 #[doc = include_str!("../guide/11-performance.md")]
 pub mod performance {}
 
+#[doc = include_str!("../guide/12-timeline.md")]
+pub mod timeline {}
+
 #[doc = include_str!("../guide/13-write-behind.md")]
 pub mod write_behind {}
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior};
+use store_url::Database;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// How many PostgreSQL connections a store keeps (the synchronous mode's
@@ -63,26 +64,16 @@ impl Store {
     /// [`StoreError::Config`] for an unknown URL or a bad table name; the
     /// database's error if it cannot be opened or the table created.
     pub async fn open(url: &str, table: &str) -> Result<Store, StoreError> {
-        if table.is_empty()
-            || !table
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            || table.as_bytes()[0].is_ascii_digit()
-        {
-            return Err(StoreError::Config(format!("bad table name {table:?}")));
-        }
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
-        } else if let Some(path) = url.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path).to_owned();
-            let table = table.to_owned();
-            Backend::Sqlite(Arc::new(
-                blocking(move || Sqlite::open(&path, &table)).await?,
-            ))
-        } else {
-            return Err(StoreError::Config(format!(
-                "unknown database URL {url:?} (want sqlite:PATH or postgres://…)"
-            )));
+        let backend = match Database::parse(url, table).map_err(StoreError::Config)? {
+            Database::Postgres(url) => {
+                Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
+            }
+            Database::Sqlite(path) => {
+                let (path, table) = (path.to_owned(), table.to_owned());
+                Backend::Sqlite(Arc::new(
+                    blocking(move || Sqlite::open(&path, &table)).await?,
+                ))
+            }
         };
         Ok(Store {
             backend,
@@ -213,9 +204,7 @@ impl Store {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    store_url::blocking(f, StoreError::Task).await
 }
 
 /// One SQLite connection (SQLite runs one writer at a time anyway), in WAL

@@ -9,34 +9,11 @@ use std::time::Duration;
 
 use counters::{Service, Store};
 
-const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/test";
-
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// The database URLs to test against: a fresh SQLite file, and PostgreSQL
-/// (`DATABASE_URL` or 127.0.0.1:5432 database `test`) when it answers. If it
-/// does not, the PostgreSQL half is skipped with a printed reason, unless
-/// `CI=true`, where that fails the test.
+/// SQLite, and PostgreSQL when it answers (required when `CI=true`).
 pub async fn urls() -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("counters-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut urls = vec![format!(
-        "sqlite:{}",
-        dir.join(format!("db{n}.sqlite")).display()
-    )];
-    let postgres = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| url.starts_with("postgres"))
-        .unwrap_or_else(|| DEFAULT_POSTGRES.to_owned());
-    match tokio_postgres::connect(&postgres, tokio_postgres::NoTls).await {
-        Ok(_) => urls.push(postgres),
-        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true and PostgreSQL is unreachable at {postgres}: {error}")
-        }
-        Err(error) => eprintln!("skipping PostgreSQL: unreachable at {postgres}: {error}"),
-    }
-    urls
+    store_url::test_urls("counters-tests").await
 }
 
 /// Opens `url` with a table of its own, empty, named after `test`.
