@@ -699,7 +699,10 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         };
         let slot = &mut self.slots[index];
         let (_, unmet) = slot.subs.remove(member);
-        slot.demand -= unmet;
+        // The partition's demand saturates at `u64::MAX` while each subscription
+        // keeps its own: with an unbounded ask among them, the sum of the
+        // subscriptions' unmet demand can exceed the partition's.
+        slot.demand = slot.demand.saturating_sub(unmet);
         // Its queue stays for the other subscriptions of the partition, or the
         // next one; its unmet demand was forwarded already and serves later asks.
         self.pending = self.pending.saturating_add(unmet);

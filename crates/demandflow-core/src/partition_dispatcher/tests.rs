@@ -257,6 +257,24 @@ fn cancel_frees_the_partition_and_keeps_its_queue_for_the_next_subscriber() {
 }
 
 #[test]
+fn cancelling_after_an_unbounded_ask_on_a_shared_partition_does_not_underflow() {
+    // Found by the runtime property test: two subscriptions share partition 0,
+    // one asks `u64::MAX`, so the partition's demand saturates below the sum
+    // of the two; cancelling both must leave it at 0, not panic.
+    let mut d = parity(10);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 0);
+    let mut out = ask_each(&mut d, &[(1, 1), (2, u64::MAX)]);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(2)), 0);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    // With nobody subscribed, events wait in the partition's queue.
+    let got = d.dispatch(vec![0, 2], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(d.buffered(), 2);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn demand_of_a_cancelled_subscription_serves_later_asks() {
     let mut d = parity(10);
     subscribe(&mut d, 1, 0);
