@@ -231,8 +231,17 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
             if !self.release_markers().await {
                 return;
             }
-            // Go on past a marker; not over events the dispatcher just handed back.
-            if rest == 0 || self.buffer.is_empty() || !all_dispatched {
+            if !all_dispatched {
+                // The dispatcher handed buffered events back (a partition
+                // dispatcher's full queue): it holds back the demand it was
+                // awaiting, this included, and asks for it again once those
+                // events can go. Asking the stage for it now would pile events up
+                // behind them until the buffer overflowed and dropped events a
+                // consumer had asked for.
+                return;
+            }
+            // Go on past a marker.
+            if rest == 0 || self.buffer.is_empty() {
                 break;
             }
         }
