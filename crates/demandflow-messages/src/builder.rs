@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use demandflow_core::{CancelMode, PartitionDispatcher, SubscribeOptions, key_partition};
+use demandflow_core::{
+    CancelMode, DEFAULT_BUFFER_SIZE, PartitionDispatcher, SubscribeOptions, key_partition,
+};
 use demandflow_runtime::{
     ConsumerRef, DemandFlow, Producer, ProducerConsumerRef, ProducerRef, consumer, producer,
     producer_consumer,
@@ -25,13 +27,23 @@ use crate::rate::{RateLimit, RateLimiter};
 use crate::source::{Inbox, SourceStage};
 use crate::topology::{Inner, Topology};
 
+/// A source copy's buffer unless [`TopologyBuilder::source_buffer`] says
+/// otherwise: the runtime's producer default.
+const DEFAULT_SOURCE_BUFFER: usize = DEFAULT_BUFFER_SIZE;
+
 /// A source: its copies, how to start one, and each copy's inbox.
 type SourceSpec<T> = (usize, StartSource<T>, Vec<Arc<Inbox<T>>>);
 /// Switches every source of a topology to forward, once the stages after them are up.
 type Release = Arc<dyn Fn(&Children) + Send + Sync>;
 type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
+/// Starts source copy `i` with its partitioning, demand flow and buffer size.
 type StartSource<T> = Arc<
-    dyn Fn(usize, Option<(usize, KeyFn<T>)>, DemandFlow) -> Result<ProducerRef<Message<T>>, String>
+    dyn Fn(
+            usize,
+            Option<(usize, KeyFn<T>)>,
+            DemandFlow,
+            usize,
+        ) -> Result<ProducerRef<Message<T>>, String>
         + Send
         + Sync,
 >;
@@ -222,6 +234,7 @@ impl From<BuildError> for StartTopologyError {
 /// | `processors` | [`Processors::new(1)`](Processors::new) |
 /// | `batcher` | none: processors acknowledge messages themselves |
 /// | `rate_limit` | none |
+/// | `source_buffer` | 10 000 messages per source copy |
 /// | `max_restarts` / `max_seconds` | 3 restarts in 5 s |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct TopologyBuilder<T, H> {
@@ -231,6 +244,7 @@ pub struct TopologyBuilder<T, H> {
     processors: Processors<T>,
     batchers: Vec<Batcher<T>>,
     rate_limit: Option<RateLimit>,
+    source_buffer: usize,
     max_restarts: usize,
     max_seconds: Duration,
 }
@@ -248,6 +262,7 @@ where
             processors: Processors::new(1),
             batchers: Vec::new(),
             rate_limit: None,
+            source_buffer: DEFAULT_SOURCE_BUFFER,
             max_restarts: 3,
             max_seconds: Duration::from_secs(5),
         }
@@ -263,12 +278,13 @@ where
         let topology = self.name.clone();
         let inboxes: Vec<Arc<Inbox<T>>> = (0..copies).map(|_| Arc::new(Inbox::new())).collect();
         let stage_inboxes = inboxes.clone();
-        let start: StartSource<T> = Arc::new(move |i, partition, flow| {
+        let start: StartSource<T> = Arc::new(move |i, partition, flow, buffer| {
             let stage = producer(SourceStage {
                 inner: source(i),
                 inbox: stage_inboxes[i].clone(),
             })
             .name(format!("{topology}.source.{i}"))
+            .buffer_size(buffer)
             .demand_flow(flow);
             match partition {
                 None => stage.start().map_err(|e| e.to_string()),
@@ -309,6 +325,21 @@ where
     /// source, all copies together (see [`RateLimiter`]).
     pub fn rate_limit(mut self, rate: RateLimit) -> Self {
         self.rate_limit = Some(rate);
+        self
+    }
+
+    /// How many messages each source copy may hold beyond what the processors
+    /// asked for before its buffer drops the oldest, which are acknowledged as
+    /// failed ([`Failure::Dropped`](crate::Failure::Dropped)); `usize::MAX` for
+    /// no bound. Default 10,000.
+    ///
+    /// Messages pushed with [`Topology::push_messages`] wait in this buffer
+    /// too, so a push faster than the processors drain it overflows it. A
+    /// caller that bounds what it pushes by admission control of its own (at
+    /// most N messages not yet acknowledged) sets this to at least N, so that
+    /// nothing it admitted is dropped.
+    pub fn source_buffer(mut self, messages: usize) -> Self {
+        self.source_buffer = messages;
         self
     }
 
@@ -398,8 +429,9 @@ where
         for (i, child) in source_names.iter().enumerate() {
             let start = start_source.clone();
             let partition = procs.partition_by.clone().map(|key| (n_procs, key));
+            let buffer = self.source_buffer;
             supervisor = supervisor.child(child, Restart::Transient, move |_| {
-                let result = start(i, partition.clone(), DemandFlow::Accumulate);
+                let result = start(i, partition.clone(), DemandFlow::Accumulate, buffer);
                 async move { result }
             });
         }

@@ -137,3 +137,42 @@ async fn a_cancellation_token_starts_the_drain() {
     assert_eq!(tally.inner.lock().ok.len(), 10);
     assert_eq!(report.metrics.batches_by_flush, 1);
 }
+
+/// Pushes `n` messages into one source copy whose buffer holds `buffer`, with
+/// no chance for any stage to run before the drain, and returns how many
+/// were acknowledged as successful and as dropped.
+async fn burst(n: u64, buffer: Option<usize>) -> (usize, usize) {
+    let mut builder = Topology::builder("burst", Recorder::default())
+        .source(1, |_| DummySource::new())
+        .processors(Processors::new(1))
+        .batcher(support::batcher(1_000, Duration::from_secs(3600)));
+    if let Some(buffer) = buffer {
+        builder = builder.source_buffer(buffer);
+    }
+    let topology = builder.start().await.unwrap();
+    let tally = Arc::new(Tally::default());
+    topology
+        .push_messages(support::messages(n, &tally))
+        .unwrap();
+    let report = topology.drain(Duration::from_secs(5)).await;
+    assert!(report.is_complete(), "{report:?}");
+    tally.assert_exactly_once(n);
+    let t = tally.inner.lock();
+    let dropped = t
+        .failed
+        .values()
+        .filter(|(_, why)| matches!(why, Failure::Dropped))
+        .count();
+    (t.ok.len(), dropped)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_buffer_as_large_as_the_burst_drops_nothing_the_default_drops_the_excess() {
+    // The default buffer (10,000) keeps the newest and drops the rest,
+    // acknowledged as failed: a caller bounding pushes by its own admission
+    // count must size the buffer to that count.
+    let (ok, dropped) = burst(25_000, None).await;
+    assert!(dropped > 0, "{ok} ok, {dropped} dropped");
+    assert_eq!(ok + dropped, 25_000);
+    assert_eq!(burst(25_000, Some(25_000)).await, (25_000, 0));
+}

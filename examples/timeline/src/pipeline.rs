@@ -300,6 +300,12 @@ impl Pipeline {
         };
         let topology = Topology::builder("timeline", handler)
             .source(config.collectors, |_| DummySource::new())
+            // Pushed events wait in the collectors' buffers until the
+            // aggregators ask for them. The backlog admission already bounds
+            // them by `capacity`; a smaller buffer (the default is 10,000)
+            // would drop admitted events under a burst, acknowledged as
+            // failed, so the backlog would still read 0 while they were lost.
+            .source_buffer(usize::try_from(config.capacity).unwrap_or(usize::MAX))
             .processors(
                 Processors::new(config.aggregators)
                     .max_demand(1_000)

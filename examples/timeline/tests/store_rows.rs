@@ -220,3 +220,58 @@ async fn retention_deletes_rows_not_updated_for_the_configured_age() {
         table.drop_table(&store).await;
     }
 }
+
+/// A burst of single-event pushes far larger than a collector's own buffer
+/// (10,000 events by default) but within the pipeline's capacity: every
+/// accepted event must be stored. The runtime is single-threaded and the
+/// pushes never yield, so the whole burst lands in the collectors' inboxes
+/// before any stage runs — no timing involved. The collectors used to emit
+/// it into a bounded buffer that dropped what did not fit (acknowledged as
+/// failed, so the backlog still read 0 and only `lost` told).
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_larger_than_a_collectors_buffer_is_stored_whole() {
+    for url in support::urls().await {
+        let table = Table::new(&url);
+        let store = table.open().await;
+        let running = start(
+            store.clone(),
+            config(Duration::from_millis(50), 10_000, 200_000),
+        )
+        .await;
+        // 10,000 messages × the six steps, each (message, step) once, so the
+        // steps stored in the rows can be counted against the events accepted.
+        const MESSAGES: i64 = 10_000;
+        let mut accepted = 0u64;
+        for step in STEPS {
+            for m in 0..MESSAGES {
+                let event = timeline::Event {
+                    app_id: 1,
+                    message_id: (m + 1) * 100,
+                    event: step.into(),
+                    created_at: timeline::now_rfc3339(),
+                };
+                running
+                    .service
+                    .ingest(vec![event])
+                    .expect("within capacity");
+                accepted += 1;
+            }
+        }
+        running.stored().await;
+        let stats = running.service.stats();
+        assert_eq!(
+            (stats.accepted, stats.stored, stats.lost),
+            (accepted, accepted, 0),
+            "{url}: {stats:?}"
+        );
+        let rows = store.all().await.expect("rows");
+        assert_eq!(rows.len(), MESSAGES as usize, "{url}: one row per message");
+        let steps: usize = rows.iter().map(|row| row.events.len()).sum();
+        assert_eq!(
+            steps as u64, accepted,
+            "{url}: every accepted step is in a row"
+        );
+        running.service.shutdown(Duration::from_secs(10)).await;
+        table.drop_table(&store).await;
+    }
+}
