@@ -161,6 +161,32 @@ impl<T: Send + 'static> Topology<T> {
             return Ok(());
         }
         let i = self.inner.next_source.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+        self.push_to(i, messages)
+    }
+
+    /// Pushes `messages` into the copy of the source that `key` picks: every
+    /// push with the same key goes to the same copy, so its messages reach
+    /// the processors in the order they were pushed. With processors
+    /// partitioned by the same key, one processor sees them in that order.
+    /// ([`push_messages`](Topology::push_messages) spreads pushes over the
+    /// copies, so two pushes may overtake each other.)
+    ///
+    /// # Errors
+    ///
+    /// As [`push_messages`](Topology::push_messages).
+    pub fn push_messages_by_key(
+        &self,
+        key: u64,
+        messages: Vec<Message<T>>,
+    ) -> Result<(), PushError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let i = (key % self.inboxes.len() as u64) as usize;
+        self.push_to(i, messages)
+    }
+
+    fn push_to(&self, i: usize, messages: Vec<Message<T>>) -> Result<(), PushError> {
         // Dropped on failure, which acknowledges them as failed.
         self.inboxes[i].push(messages).map_err(|_| PushError)?;
         if let Some(source) = self

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use demandflow_messages::{
-    AckRef, Batcher, ChannelAcknowledger, Failure, Message, Processors, Topology,
+    AckRef, Batcher, ChannelAcknowledger, DummySource, Failure, Message, Processors, Topology,
 };
 use demandflow_runtime::from_iter;
 use support::{Recorder, Tally};
@@ -228,4 +228,28 @@ fn a_dropped_ack_ref_acks_failed_and_a_noop_one_does_nothing() {
     assert_eq!(ack.failed, vec![(9, Failure::Dropped)]);
     assert!(ack.successful.is_empty());
     drop(Message::new(1_u8, AckRef::noop()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_with_one_key_keep_their_order_across_source_copies() {
+    let tally = Arc::new(Tally::default());
+    let handler = Recorder::default();
+    let log = handler.log.clone();
+    let topology = support::started(
+        Topology::builder("t", handler)
+            .source(2, |_| DummySource::new())
+            .processors(Processors::new(1).max_demand(10)),
+    )
+    .await;
+    // A long push, then a short one with the same key: the short one waits
+    // behind the long one in the same copy. (Round robin, it would go to the
+    // other copy and reach the processor after the first 10.)
+    let mut all = support::messages(1_001, &tally);
+    let last = all.split_off(1_000);
+    topology.push_messages_by_key(7, all).unwrap();
+    topology.push_messages_by_key(7, last).unwrap();
+    topology.drain(Duration::from_secs(5)).await;
+    tally.assert_exactly_once(1_001);
+    let handled: Vec<u64> = log.0.lock().handled.iter().map(|h| h.0).collect();
+    assert_eq!(handled, (0..1_001).collect::<Vec<_>>());
 }

@@ -39,7 +39,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The pipeline's shape.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
-    /// Copies of the collector (the topology's source) pushes are spread over.
+    /// Copies of the collector (the topology's source); a message's events all go
+    /// to the one its id picks, which keeps them in order.
     pub collectors: usize,
     /// Aggregators (processors), each owning the messages whose id hashes to it.
     pub aggregators: usize,
@@ -271,6 +272,7 @@ pub struct Pipeline {
     counts: Arc<Counts>,
     ledger: Arc<dyn Acknowledger>,
     capacity: u64,
+    collectors: usize,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -324,6 +326,7 @@ impl Pipeline {
             ledger: Arc::new(Ledger(counts.clone())),
             counts,
             capacity: config.capacity,
+            collectors: config.collectors,
         })
     }
 
@@ -352,15 +355,35 @@ impl Pipeline {
             })
             .map_err(|_| PushRefused::Full)?;
         self.counts.accepted.fetch_add(n, Ordering::Relaxed);
-        let messages = events
-            .into_iter()
-            .map(|event| Message::new(event, AckRef::new(self.ledger.clone(), 0)))
-            .collect();
-        if self.topology.push_messages(messages).is_err() {
+        // Each message's events go to the collector its id picks, so the
+        // events of one message keep the order they were pushed in all the
+        // way to the store: the latest report of a step wins. (Spread round
+        // robin, two pushes could overtake each other between collectors.)
+        let collectors = self.collectors as u64;
+        let mut groups: Vec<Vec<Message<Event>>> = (0..collectors).map(|_| Vec::new()).collect();
+        for event in events {
+            let collector = event.message_id as u64 % collectors;
+            groups[collector as usize]
+                .push(Message::new(event, AckRef::new(self.ledger.clone(), 0)));
+        }
+        let mut refused = 0;
+        for (collector, group) in (0..collectors).zip(groups) {
+            let k = group.len() as u64;
+            if self
+                .topology
+                .push_messages_by_key(collector, group)
+                .is_err()
+            {
+                refused += k;
+            }
+        }
+        if refused > 0 {
             // The refused messages were acknowledged as failed as they were
             // dropped, which gave their room back; they were never accepted.
-            self.counts.accepted.fetch_sub(n, Ordering::Relaxed);
-            self.counts.lost.fetch_sub(n, Ordering::Relaxed);
+            // (Only a drain refuses a push, and then it refuses every group
+            // pushed after it started.)
+            self.counts.accepted.fetch_sub(refused, Ordering::Relaxed);
+            self.counts.lost.fetch_sub(refused, Ordering::Relaxed);
             return Err(PushRefused::Stopped);
         }
         Ok(())
