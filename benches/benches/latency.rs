@@ -1,21 +1,25 @@
-//! Latency of demandflow pipelines under a steady offered load, next to a plain tokio
-//! mpsc pipeline under the same load.
+//! Latency of demandflow pipelines under a steady offered load, next to plain tokio mpsc
+//! pipelines under the same load.
 //!
 //! ```text
 //! cargo bench -p demandflow-benches --bench latency -- --quick
 //! ```
 //!
 //! For each offered load (10 k, 100 k and 1 M events/s) it measures `P->C`, `P->PC->C` and
-//! `P->partition->C` fed by a push source, and the `tokio_mpsc` baseline, reporting p50, p99,
-//! p99.9 and the maximum of the time from handing an event over to handling it (see
-//! `benches/src/latency.rs` for how load is paced and what "kept up" means). The target: each
-//! row's p99 at most 2× the baseline's p99 at the same load, wherever both keep up.
+//! `P->partition->C` fed by a push source, the `tokio_mpsc` baseline, and the hop baselines
+//! `tokio_mpsc_via_1_task` and `tokio_mpsc_via_2_tasks` (plain tokio making as many task hops as
+//! `P->C` and `P->PC->C` do), reporting p50, p99, p99.9 and the maximum of the time from handing
+//! an event over to handling it (see `benches/src/latency.rs` for how load is paced and what
+//! "kept up" means). Everything runs in several interleaved rounds; each figure is the median
+//! over the rounds, and each ratio the median of the rounds' ratios to the baseline of the same
+//! round. The target: each row's p99 at most 2× `tokio_mpsc`'s at the same load, wherever both
+//! keep up.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use demandflow_benches::{
-    Args, LatencyFigures, LatencyTopology, Mode, Progress, measure_pipeline, measure_tokio_mpsc,
+    Args, LatencySummary, LatencyTopology, Mode, Progress, measure_pipeline, measure_tokio_hops,
     result_line,
 };
 use serde_json::json;
@@ -23,15 +27,30 @@ use serde_json::json;
 /// Offered loads, events per second.
 const LOADS: [u64; 3] = [10_000, 100_000, 1_000_000];
 
+/// The baselines: a name and how many forwarding tasks sit between the pacer and the recorder.
+const BASELINES: [(&str, usize); 3] = [
+    ("tokio_mpsc", 0),
+    ("tokio_mpsc_via_1_task", 1),
+    ("tokio_mpsc_via_2_tasks", 2),
+];
+
+/// The hop baseline a topology is compared with: the one making as many task hops.
+fn hop_baseline(topology: LatencyTopology) -> usize {
+    match topology {
+        LatencyTopology::Direct | LatencyTopology::Partition => 1,
+        LatencyTopology::ThroughStage => 2,
+    }
+}
+
 fn main() -> ExitCode {
     let args = match Args::from_env_or_exit("latency") {
         Ok(args) => args,
         Err(code) => return code,
     };
-    let duration = match args.mode {
-        Mode::Smoke => Duration::from_millis(20),
-        Mode::Quick => Duration::from_millis(500),
-        Mode::Full => Duration::from_secs(3),
+    let (duration, rounds) = match args.mode {
+        Mode::Smoke => (Duration::from_millis(20), 1),
+        Mode::Quick => (Duration::from_millis(250), 5),
+        Mode::Full => (Duration::from_secs(2), 7),
     };
     let selected: Vec<LatencyTopology> = LatencyTopology::ALL
         .into_iter()
@@ -39,83 +58,126 @@ fn main() -> ExitCode {
         .collect();
 
     // Warm up the allocator, the timer wheel and the code paths once.
-    let _ = measure_tokio_mpsc(10_000, Duration::from_millis(20));
+    let _ = measure_tokio_hops(0, 10_000, Duration::from_millis(20));
 
-    let steps = LOADS.len() * (selected.len() + 1);
+    let summary = |load| LatencySummary {
+        offered_per_sec: load,
+        rounds: Vec::new(),
+    };
+    // [load][baseline] and [load][topology], filled round by round.
+    let mut baselines: Vec<Vec<LatencySummary>> = LOADS
+        .iter()
+        .map(|&load| BASELINES.iter().map(|_| summary(load)).collect())
+        .collect();
+    let mut rows: Vec<Vec<LatencySummary>> = LOADS
+        .iter()
+        .map(|&load| selected.iter().map(|_| summary(load)).collect())
+        .collect();
+
+    let steps = rounds * LOADS.len() * (selected.len() + BASELINES.len());
     let mut progress = Progress::new("latency", args.mode, steps as u64);
-    let p99_us = |f: &LatencyFigures| f.histogram.value_at_quantile(0.99) as f64 / 1_000.0;
-    let mut rows = Vec::new();
-    let mut baselines = Vec::new();
-    let mut table = Vec::new();
-    for load in LOADS {
-        progress.start(&format!("tokio_mpsc at {load}/s"));
-        let baseline = measure_tokio_mpsc(load, duration);
-        progress.finish(&format!("p99 {:.1} µs", p99_us(&baseline)));
-        table.push(("tokio_mpsc".to_owned(), baseline.clone(), None));
-        baselines.push(baseline.to_json("name", "tokio_mpsc"));
-        let base_p99 = baseline.histogram.value_at_quantile(0.99);
-        for &topology in &selected {
-            progress.start(&format!("{} at {load}/s", topology.label()));
-            let figures = measure_pipeline(topology, load, duration);
-            progress.finish(&format!("p99 {:.1} µs", p99_us(&figures)));
-            let ratio = figures.histogram.value_at_quantile(0.99) as f64 / base_p99.max(1) as f64;
-            rows.push(figures.to_json("topology", topology.label()));
-            table.push((topology.label().to_owned(), figures, Some(ratio)));
+    let p99_us = |f: &demandflow_benches::LatencyFigures| {
+        f.histogram.value_at_quantile(0.99) as f64 / 1_000.0
+    };
+    for round in 1..=rounds {
+        for (l, &load) in LOADS.iter().enumerate() {
+            // Baselines and rows alternate, so that a busy second hits both alike.
+            for (b, &(name, forwarders)) in BASELINES.iter().enumerate() {
+                progress.start(&format!("round {round}: {name} at {load}/s"));
+                let figures = measure_tokio_hops(forwarders, load, duration);
+                progress.finish(&format!("p99 {:.1} µs", p99_us(&figures)));
+                baselines[l][b].rounds.push(figures);
+                if let Some(t) = selected.get(b) {
+                    progress.start(&format!("round {round}: {} at {load}/s", t.label()));
+                    let figures = measure_pipeline(*t, load, duration);
+                    progress.finish(&format!("p99 {:.1} µs", p99_us(&figures)));
+                    rows[l][b].rounds.push(figures);
+                }
+            }
         }
     }
-
     drop(progress);
 
     println!(
-        "{:<18} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>12}",
+        "medians of {rounds} rounds of {} ms; ratios: median of the rounds' p99 ratios",
+        duration.as_millis()
+    );
+    println!(
+        "{:<23} {:>9} {:>8} {:>8} {:>9} {:>9} {:>5} {:>9} {:>8} {:>16}",
         "pipeline",
         "offered/s",
         "p50 µs",
         "p99 µs",
         "p99.9 µs",
         "max µs",
-        "kept up",
-        "p99/baseline"
+        "kept",
+        "p99/tokio",
+        "p99/hops",
+        "preempted/round"
     );
-    for (label, f, ratio) in &table {
-        print_row(label, f, *ratio);
+    let mut misses = Vec::new();
+    for (l, &load) in LOADS.iter().enumerate() {
+        let base = &baselines[l][0];
+        for (b, &(name, _)) in BASELINES.iter().enumerate() {
+            print_row(name, &baselines[l][b], None, None);
+        }
+        for (t, topology) in selected.iter().enumerate() {
+            let row = &rows[l][t];
+            let ratio = row.p99_ratio_to(base);
+            let hops = row.p99_ratio_to(&baselines[l][hop_baseline(*topology)]);
+            print_row(topology.label(), row, Some(ratio), Some(hops));
+            if ratio > 2.0 && row.kept_up() && base.kept_up() {
+                misses.push(format!("{} at {load}/s ({ratio:.2}×)", topology.label()));
+            }
+        }
     }
     if args.mode != Mode::Smoke {
-        let misses: Vec<String> = table
-            .iter()
-            .filter(|(_, f, ratio)| ratio.is_some_and(|r| r > 2.0) && f.kept_up)
-            .map(|(label, f, ratio)| {
-                format!(
-                    "{label} at {}/s ({:.2}×)",
-                    f.offered_per_sec,
-                    ratio.unwrap_or(0.0)
-                )
-            })
-            .collect();
         if misses.is_empty() {
             eprintln!("latency: every row's p99 is within 2× of tokio_mpsc's at its load");
         } else {
             eprintln!("latency: p99 above 2× tokio_mpsc's: {}", misses.join(", "));
         }
     }
+    let rows_json: Vec<_> = rows
+        .iter()
+        .flat_map(|at_load| {
+            at_load
+                .iter()
+                .zip(&selected)
+                .map(|(row, t)| row.to_json("topology", t.label()))
+        })
+        .collect();
+    let baselines_json: Vec<_> = baselines
+        .iter()
+        .flat_map(|at_load| {
+            at_load
+                .iter()
+                .zip(BASELINES)
+                .map(|(base, (name, _))| base.to_json("name", name))
+        })
+        .collect();
     println!(
         "{}",
-        result_line(&json!({"bench": "latency", "rows": rows, "baselines": baselines}))
+        result_line(&json!({"bench": "latency", "rows": rows_json, "baselines": baselines_json}))
     );
     ExitCode::SUCCESS
 }
 
-fn print_row(label: &str, f: &LatencyFigures, ratio: Option<f64>) {
-    let us = |q: f64| f.histogram.value_at_quantile(q) as f64 / 1_000.0;
+fn print_row(label: &str, s: &LatencySummary, ratio: Option<f64>, hops: Option<f64>) {
+    let us = |ns: u64| ns as f64 / 1_000.0;
+    let fmt = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×"));
+    let preempted: Vec<String> = s.rounds.iter().map(|f| f.preemptions.to_string()).collect();
     println!(
-        "{:<18} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>8} {:>12}",
+        "{:<23} {:>9} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>5} {:>9} {:>8} {:>16}",
         label,
-        f.offered_per_sec,
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        f.histogram.max() as f64 / 1_000.0,
-        if f.kept_up { "yes" } else { "no" },
-        ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×")),
+        s.offered_per_sec,
+        us(s.quantile_ns(0.5)),
+        us(s.quantile_ns(0.99)),
+        us(s.quantile_ns(0.999)),
+        us(s.max_ns()),
+        if s.kept_up() { "yes" } else { "no" },
+        fmt(ratio),
+        fmt(hops),
+        preempted.join("/"),
     );
 }

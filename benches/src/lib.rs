@@ -50,7 +50,10 @@ mod topologies;
 
 pub use args::{Args, ArgsError, Mode, USAGE};
 pub use baselines::{crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip, tokio_spawn};
-pub use latency::{LatencyFigures, LatencyTopology, measure_pipeline, measure_tokio_mpsc};
+pub use latency::{
+    LatencyFigures, LatencySummary, LatencyTopology, measure_pipeline, measure_tokio_hops,
+    measure_tokio_mpsc,
+};
 pub use measure::{Config, Measurement, QUICK_BUDGET, Sample, measure, measure_pair, median};
 pub use messages::messages;
 pub use paths::{report_dir, target_dir};
