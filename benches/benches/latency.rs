@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use demandflow_benches::{
-    Args, LatencySummary, LatencyTopology, Mode, Progress, measure_pipeline, measure_tokio_hops,
-    result_line,
+    Args, LatencySummary, LatencyTopology, LogLogPlot, Mode, Progress, Series, measure_pipeline,
+    measure_tokio_hops, report_dir, result_line,
 };
 use serde_json::json;
 
@@ -138,6 +138,12 @@ fn main() -> ExitCode {
             eprintln!("latency: p99 above 2× tokio_mpsc's: {}", misses.join(", "));
         }
     }
+    if args.mode == Mode::Full {
+        match write_plots(&selected, &rows, &baselines, rounds, duration) {
+            Ok(paths) => eprintln!("latency: plots written to {}", paths.join(", ")),
+            Err(e) => eprintln!("latency: could not write the plots: {e}"),
+        }
+    }
     let rows_json: Vec<_> = rows
         .iter()
         .flat_map(|at_load| {
@@ -180,4 +186,65 @@ fn print_row(label: &str, s: &LatencySummary, ratio: Option<f64>, hops: Option<f
         fmt(hops),
         preempted.join("/"),
     );
+}
+
+/// Writes the p50 and p99 of every row and baseline against the offered load, as SVG under
+/// `target/bench-report/`; returns the paths written.
+fn write_plots(
+    selected: &[LatencyTopology],
+    rows: &[Vec<LatencySummary>],
+    baselines: &[Vec<LatencySummary>],
+    rounds: usize,
+    duration: Duration,
+) -> std::io::Result<Vec<String>> {
+    let series =
+        |quantile: f64| {
+            // One summary per load, in the order of LOADS.
+            let line = |name: &str, at: Vec<&LatencySummary>| Series {
+                name: name.to_owned(),
+                points: at
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.offered_per_sec as f64,
+                            s.quantile_ns(quantile) as f64 / 1_000.0,
+                        )
+                    })
+                    .collect(),
+            };
+            let mut lines: Vec<Series> = BASELINES
+                .iter()
+                .enumerate()
+                .map(|(b, (name, _))| line(name, baselines.iter().map(|at| &at[b]).collect()))
+                .collect();
+            lines.extend(selected.iter().enumerate().map(|(t, topology)| {
+                line(topology.label(), rows.iter().map(|at| &at[t]).collect())
+            }));
+            lines
+        };
+    let subtitle = format!(
+        "medians of {rounds} interleaved rounds of {} s, 2 worker threads",
+        duration.as_secs_f64()
+    );
+    let dir = report_dir();
+    std::fs::create_dir_all(&dir)?;
+    let mut paths = Vec::new();
+    for (file, name, quantile) in [
+        ("latency_p99.svg", "p99", 0.99),
+        ("latency_p50.svg", "p50", 0.5),
+    ] {
+        let plot = LogLogPlot {
+            title: format!("demandflow latency: {name} of enqueue-to-handled time by offered load"),
+            subtitle: subtitle.clone(),
+            x_label: "offered events/s (log scale)".to_owned(),
+            y_label: format!("{name}, µs (log scale)"),
+            x_span: (10_000.0, 1_000_000.0),
+            series: series(quantile),
+            references: Vec::new(),
+        };
+        let path = dir.join(file);
+        std::fs::write(&path, plot.to_svg()?)?;
+        paths.push(path.display().to_string());
+    }
+    Ok(paths)
 }
