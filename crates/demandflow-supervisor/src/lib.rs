@@ -27,7 +27,7 @@ mod partition;
 mod stage_supervisor;
 mod worker_monitor;
 
-pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
+pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMode};
 pub use error::{BuildError, StartChildError};
 pub use partition::{CallError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker};
 pub use stage_supervisor::{Children, Restart, Strategy, Supervisor, SupervisorBuilder};
