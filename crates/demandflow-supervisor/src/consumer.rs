@@ -828,12 +828,10 @@ where
             }
             // An inline run in the set has not ended (its end would have
             // been handled already): dropping it aborts it.
-            Some(Run::Inline) => {
-                if self.drop_inline(id) {
-                    Counters::add(&self.counters.aborted, 1);
-                }
+            Some(Run::Inline) if self.drop_inline(id) => {
+                Counters::add(&self.counters.aborted, 1);
             }
-            None => {}
+            Some(Run::Inline) | None => {}
         }
         tracing::debug!(%id, "worker terminated on request");
         true
