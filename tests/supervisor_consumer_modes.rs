@@ -110,19 +110,17 @@ async fn workers_that_end_in_their_first_poll_ask_exactly_as_finished_workers_do
 
 /// Panics in its first poll for event 1, after an await for event 3; errors
 /// for event 5; succeeds otherwise.
-fn panics_at_any_poll(event: u64) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        match event {
-            1 => panic!("planned panic in the first poll"),
-            3 => {
-                sleep(Duration::from_millis(5)).await;
-                panic!("planned panic after an await")
-            }
-            5 => Err(format!("event {event} failed")),
-            _ => {
-                tokio::task::yield_now().await;
-                Ok(())
-            }
+async fn panics_at_any_poll(event: u64) -> Result<(), String> {
+    match event {
+        1 => panic!("planned panic in the first poll"),
+        3 => {
+            sleep(Duration::from_millis(5)).await;
+            panic!("planned panic after an await")
+        }
+        5 => Err(format!("event {event} failed")),
+        _ => {
+            tokio::task::yield_now().await;
+            Ok(())
         }
     }
 }
@@ -147,46 +145,6 @@ async fn an_inline_worker_that_panics_in_any_poll_fails_alone_and_frees_its_slot
     // Every ended worker, failed or not, gave its slot back: one ask of 1 each.
     assert_eq!(demands.lock()[0], 2);
     assert!(demands.lock()[1..].iter().all(|&n| n == 1));
-}
-
-async fn always_panics(_: u64) -> Result<(), Infallible> {
-    panic!("planned panic, every try")
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_inline_transient_worker_that_panics_is_restarted_until_the_limit_stops_the_supervisor()
-{
-    silence_planned_panics();
-    let supervisor = ConsumerSupervisor::builder(always_panics)
-        .worker_mode(WorkerMode::Inline)
-        .restart(Restart::Transient)
-        .build()
-        .unwrap();
-    let workers = supervisor.monitor();
-    let (counter, demands) = Counter::new();
-    let p = producer(counter).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().max_demand(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        c.wait().await,
-        Reason::error(
-            "consumer supervisor reached its restart limit: more than 3 restarts within 5s"
-        )
-    );
-    let stats = workers.stats();
-    assert_eq!(
-        (
-            stats.started,
-            stats.restarted,
-            stats.failed,
-            stats.abandoned,
-            stats.running
-        ),
-        (1, 3, 4, 1, 0)
-    );
-    assert_eq!(*demands.lock(), vec![1]);
 }
 
 #[tokio::test]

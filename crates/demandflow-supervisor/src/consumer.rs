@@ -143,6 +143,36 @@ pub struct ConsumerSupervisorBuilder<T, W> {
 /// should use more than one core: inline, such a worker holds up every other
 /// worker and the supervisor's demand until it awaits. A worker that needs a
 /// thread of its own can still spawn it from its future in either mode.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use demandflow_runtime::{Reason, SubscribeOptions, consumer, from_iter, producer};
+/// use demandflow_supervisor::{ConsumerSupervisor, WorkerMode};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Workers that mostly wait (here a timer, in life a request): inline, up to
+/// // 100 of them wait at once on the supervisor's task, and none is a task.
+/// let supervisor = ConsumerSupervisor::builder(|n: u64| async move {
+///     tokio::time::sleep(Duration::from_millis(n % 3)).await;
+///     Ok::<(), Infallible>(())
+/// })
+/// .worker_mode(WorkerMode::Inline)
+/// .build()
+/// .unwrap();
+/// let workers = supervisor.monitor();
+///
+/// let requests = producer(from_iter(0..1_000_u64)).start().unwrap();
+/// let stage = consumer(supervisor).start().unwrap();
+/// stage.subscribe_to(&requests, SubscribeOptions::new().max_demand(100)).await.unwrap();
+/// assert_eq!(stage.wait().await, Reason::Normal);
+/// let stats = workers.stats();
+/// assert_eq!((stats.started, stats.succeeded, stats.aborted), (1_000, 1_000, 0));
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WorkerMode {
