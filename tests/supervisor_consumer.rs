@@ -1,5 +1,8 @@
 //! The consumer supervisor: demand, restarts, producers leaving and shutdown
 //! (SEMANTICS.md §5). Every test runs on the paused clock; workers sleep.
+//!
+//! Every scenario runs twice, once per [`WorkerMode`]: inline workers must keep
+//! the exact numbers that task workers do (`in_both_modes!`).
 
 mod support;
 
@@ -11,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use demandflow::supervisor::{
-    BuildError, ConsumerSupervisor, Restart, Worker, WorkerCounts, WorkerState,
+    BuildError, ConsumerSupervisor, Restart, Worker, WorkerCounts, WorkerMode, WorkerState,
 };
 use demandflow::{
     CancelMode, ConfigError, NotRunning, Reason, StartError, SubscribeOptions, consumer, from_iter,
@@ -20,6 +23,34 @@ use demandflow::{
 use parking_lot::Mutex;
 use support::Counter;
 use tokio::time::{Instant, sleep};
+
+/// Declares the tests of the scenario `$name(mode)`: `$name::task` and
+/// `$name::inline`, each on the paused clock.
+macro_rules! in_both_modes {
+    ($name:ident) => {
+        mod $name {
+            use super::WorkerMode;
+
+            #[tokio::test(start_paused = true)]
+            async fn task() {
+                super::$name(WorkerMode::Task).await;
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn inline() {
+                super::$name(WorkerMode::Inline).await;
+            }
+        }
+    };
+}
+
+/// A supervisor of `worker` with the default options, its workers run in `mode`.
+fn new_in<W: Worker<u64>>(mode: WorkerMode, worker: W) -> ConsumerSupervisor<u64, W> {
+    ConsumerSupervisor::builder(worker)
+        .worker_mode(mode)
+        .build()
+        .unwrap()
+}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -61,14 +92,16 @@ impl Gauge {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn max_3_min_2_asks_2_when_2_finish_so_running_workers_move_between_1_and_3() {
+in_both_modes!(max_3_min_2_asks_2_when_2_finish_so_running_workers_move_between_1_and_3);
+async fn max_3_min_2_asks_2_when_2_finish_so_running_workers_move_between_1_and_3(
+    mode: WorkerMode,
+) {
     let t0 = Instant::now();
     let gauge = Arc::new(Mutex::new(Gauge::default()));
     let starts = Arc::new(Mutex::new(Vec::new()));
     let (g, s) = (gauge.clone(), starts.clone());
     // Event e runs for 100 + e ms, so no two workers finish at the same instant.
-    let supervisor = ConsumerSupervisor::new(move |event: u64| {
+    let supervisor = new_in(mode, move |event: u64| {
         let (gauge, starts) = (g.clone(), s.clone());
         async move {
             Gauge::enter(&gauge);
@@ -112,9 +145,9 @@ async fn max_3_min_2_asks_2_when_2_finish_so_running_workers_move_between_1_and_
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn min_demand_0_asks_1_per_finished_worker_and_never_0() {
-    let supervisor = ConsumerSupervisor::new(|event: u64| async move {
+in_both_modes!(min_demand_0_asks_1_per_finished_worker_and_never_0);
+async fn min_demand_0_asks_1_per_finished_worker_and_never_0(mode: WorkerMode) {
+    let supervisor = new_in(mode, |event: u64| async move {
         sleep(ms(10 + event)).await;
         Ok::<(), Infallible>(())
     });
@@ -128,11 +161,11 @@ async fn min_demand_0_asks_1_per_finished_worker_and_never_0() {
     assert_eq!(&demands.lock()[..6], &[2, 1, 1, 1, 1, 1]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn each_producer_gets_its_own_demand_and_cap() {
+in_both_modes!(each_producer_gets_its_own_demand_and_cap);
+async fn each_producer_gets_its_own_demand_and_cap(mode: WorkerMode) {
     let gauge = Arc::new(Mutex::new(Gauge::default()));
     let g = gauge.clone();
-    let supervisor = ConsumerSupervisor::new(move |event: u64| {
+    let supervisor = new_in(mode, move |event: u64| {
         let gauge = g.clone();
         async move {
             Gauge::enter(&gauge);
@@ -158,12 +191,12 @@ async fn each_producer_gets_its_own_demand_and_cap() {
     assert_eq!(gauge.lock().high, 6);
 }
 
-#[tokio::test(start_paused = true)]
-async fn temporary_workers_that_fail_are_not_restarted_and_free_their_slot() {
+in_both_modes!(temporary_workers_that_fail_are_not_restarted_and_free_their_slot);
+async fn temporary_workers_that_fail_are_not_restarted_and_free_their_slot(mode: WorkerMode) {
     // Event 1 panics, even events return an error, the rest succeed.
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let a = attempts.clone();
-    let supervisor = ConsumerSupervisor::new(move |event: u64| {
+    let supervisor = new_in(mode, move |event: u64| {
         a.lock().push(event);
         async move {
             sleep(ms(10)).await;
@@ -195,8 +228,10 @@ async fn temporary_workers_that_fail_are_not_restarted_and_free_their_slot() {
     assert_eq!((stats.running, stats.aborted), (0, 0));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_transient_worker_restarts_with_the_same_event_and_generates_no_demand() {
+in_both_modes!(a_failed_transient_worker_restarts_with_the_same_event_and_generates_no_demand);
+async fn a_failed_transient_worker_restarts_with_the_same_event_and_generates_no_demand(
+    mode: WorkerMode,
+) {
     // Event 5 fails twice (an error, then a panic) and succeeds the third time.
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let tries: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
@@ -219,6 +254,7 @@ async fn a_failed_transient_worker_restarts_with_the_same_event_and_generates_no
         }
     })
     .restart(Restart::Transient)
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -238,13 +274,16 @@ async fn a_failed_transient_worker_restarts_with_the_same_event_and_generates_no
     assert!(c.is_running());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_fourth_restart_within_five_seconds_stops_the_supervisor_with_a_clear_reason() {
+in_both_modes!(a_fourth_restart_within_five_seconds_stops_the_supervisor_with_a_clear_reason);
+async fn a_fourth_restart_within_five_seconds_stops_the_supervisor_with_a_clear_reason(
+    mode: WorkerMode,
+) {
     let supervisor = ConsumerSupervisor::builder(|_: u64| async {
         sleep(ms(100)).await;
         Err("always fails")
     })
     .restart(Restart::Transient)
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -269,8 +308,8 @@ async fn a_fourth_restart_within_five_seconds_stops_the_supervisor_with_a_clear_
     assert_eq!(*demands.lock(), vec![1]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor() {
+in_both_modes!(restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor);
+async fn restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor(mode: WorkerMode) {
     // Event 0 fails five times, 2 s apart: never more than 3 restarts in any 5 s.
     let tries = Arc::new(Mutex::new(0_u32));
     let t = tries.clone();
@@ -286,6 +325,7 @@ async fn restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor() {
         }
     })
     .restart(Restart::Transient)
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -300,12 +340,13 @@ async fn restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor() {
     assert!(c.is_running());
 }
 
-#[tokio::test(start_paused = true)]
-async fn max_restarts_0_stops_at_the_first_failure_of_a_transient_worker() {
+in_both_modes!(max_restarts_0_stops_at_the_first_failure_of_a_transient_worker);
+async fn max_restarts_0_stops_at_the_first_failure_of_a_transient_worker(mode: WorkerMode) {
     let supervisor = ConsumerSupervisor::builder(|_: u64| async { Err("no") })
         .restart(Restart::Transient)
         .max_restarts(0)
         .max_seconds(Duration::from_secs(1))
+        .worker_mode(mode)
         .build()
         .unwrap();
     let (counter, _) = Counter::new();
@@ -322,11 +363,11 @@ async fn max_restarts_0_stops_at_the_first_failure_of_a_transient_worker() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn workers_keep_running_when_their_producer_goes_away() {
+in_both_modes!(workers_keep_running_when_their_producer_goes_away);
+async fn workers_keep_running_when_their_producer_goes_away(mode: WorkerMode) {
     let finished = Arc::new(Mutex::new(Vec::new()));
     let f = finished.clone();
-    let supervisor = ConsumerSupervisor::new(move |event: u64| {
+    let supervisor = new_in(mode, move |event: u64| {
         let finished = f.clone();
         async move {
             sleep(Duration::from_secs(1)).await;
@@ -366,8 +407,8 @@ impl Drop for DropFlag {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest() {
+in_both_modes!(stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest);
+async fn stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest(mode: WorkerMode) {
     // Workers run 1 s, 3 s and 10 s; the supervisor waits 2 s.
     let finished = Arc::new(Mutex::new(Vec::new()));
     let dropped: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
@@ -383,6 +424,7 @@ async fn stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest() {
         }
     })
     .shutdown(Duration::from_secs(2))
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -405,9 +447,9 @@ async fn stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn stopping_with_no_worker_left_past_the_deadline_aborts_none() {
-    let supervisor = ConsumerSupervisor::new(|_: u64| async {
+in_both_modes!(stopping_with_no_worker_left_past_the_deadline_aborts_none);
+async fn stopping_with_no_worker_left_past_the_deadline_aborts_none(mode: WorkerMode) {
+    let supervisor = new_in(mode, |_: u64| async {
         sleep(Duration::from_secs(1)).await;
         Ok::<(), Infallible>(())
     });
@@ -442,10 +484,10 @@ impl Worker<u64> for PicksEven {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_worker_that_fails_to_start_frees_its_slot_at_once() {
+in_both_modes!(a_worker_that_fails_to_start_frees_its_slot_at_once);
+async fn a_worker_that_fails_to_start_frees_its_slot_at_once(mode: WorkerMode) {
     let done = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = ConsumerSupervisor::new(PicksEven(done.clone()));
+    let supervisor = new_in(mode, PicksEven(done.clone()));
     let workers = supervisor.monitor();
     let (counter, demands) = Counter::new();
     let p = producer(counter).start().unwrap();
@@ -529,8 +571,10 @@ fn fails_once(
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_no_event() {
+in_both_modes!(transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_no_event);
+async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_no_event(
+    mode: WorkerMode,
+) {
     // A finite source on a permanent subscription: the stage stops as soon as
     // the source has ended, and the workers' first tries fail after that, while
     // the stage is stopping. Every schedule below, from one worker at a time to
@@ -543,6 +587,7 @@ async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_
             let supervisor = ConsumerSupervisor::builder(fails_once(delay, done.clone()))
                 .restart(Restart::Transient)
                 .max_restarts(1_000)
+                .worker_mode(mode)
                 .build()
                 .unwrap();
             let workers = supervisor.monitor();
@@ -577,8 +622,8 @@ async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned() {
+in_both_modes!(failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned);
+async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned(mode: WorkerMode) {
     // Every try fails; the stage is stopping when the first ones do. Two
     // restarts are allowed, so those two run again and fail again: all five
     // events are given up on, and every one of them is counted.
@@ -588,6 +633,7 @@ async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned
     })
     .restart(Restart::Transient)
     .max_restarts(2)
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -618,8 +664,10 @@ async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_aborts_it() {
+in_both_modes!(a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_aborts_it);
+async fn a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_aborts_it(
+    mode: WorkerMode,
+) {
     // Each try fails after 1 s; the stage waits 2.5 s: tries at 0 s, 1 s and
     // 2 s, the last one aborted at the deadline.
     let supervisor = ConsumerSupervisor::builder(|_: u64| async {
@@ -628,6 +676,7 @@ async fn a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_a
     })
     .restart(Restart::Transient)
     .shutdown(Duration::from_millis(2_500))
+    .worker_mode(mode)
     .build()
     .unwrap();
     let workers = supervisor.monitor();
@@ -677,10 +726,11 @@ impl Drop for PushOnDrop {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_worker_view_lists_and_counts_workers_with_their_restarts() {
+in_both_modes!(the_worker_view_lists_and_counts_workers_with_their_restarts);
+async fn the_worker_view_lists_and_counts_workers_with_their_restarts(mode: WorkerMode) {
     let supervisor = ConsumerSupervisor::builder(long_runs(Arc::default()))
         .restart(Restart::Transient)
+        .worker_mode(mode)
         .build()
         .unwrap();
     let workers = supervisor.monitor();
@@ -713,12 +763,13 @@ async fn the_worker_view_lists_and_counts_workers_with_their_restarts() {
     assert_eq!(WorkerCounts::default().total(), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn terminating_a_worker_aborts_its_run_and_adds_one_to_pending_demand() {
+in_both_modes!(terminating_a_worker_aborts_its_run_and_adds_one_to_pending_demand);
+async fn terminating_a_worker_aborts_its_run_and_adds_one_to_pending_demand(mode: WorkerMode) {
     let dropped = Arc::new(Mutex::new(Vec::new()));
     // Transient, yet a terminated worker is not restarted.
     let supervisor = ConsumerSupervisor::builder(long_runs(dropped.clone()))
         .restart(Restart::Transient)
+        .worker_mode(mode)
         .build()
         .unwrap();
     let workers = supervisor.monitor();

@@ -129,6 +129,15 @@ fn main() -> ExitCode {
             ),
         );
     }
+    // The consumer supervisor with its workers polled inline by its own task (WorkerMode::Inline),
+    // read next to `consumer_supervisor` (a task per worker) and `tokio_spawn_1000`.
+    for max_demand in [1, 10, 100, 1_000] {
+        suite.row(
+            "consumer_supervisor inline",
+            max_demand,
+            demandflow_benches::consumer_supervisor_inline(max_demand),
+        );
+    }
     // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.
     suite.row("messages", 1_000, demandflow_benches::messages(1_000));
 

@@ -63,7 +63,7 @@ pub use result::{last_result, result_line, rounded};
 pub use scaling::{
     BatchSizes, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, partitions,
 };
-pub use supervisor::consumer_supervisor;
+pub use supervisor::{consumer_supervisor, consumer_supervisor_inline};
 pub use throughput::{
     BaselineFigure, MeasuredBaseline, MeasuredRow, ReadResultError, RowFigure, ThroughputFigures,
     ThroughputReport, ThroughputSuite,

@@ -1,10 +1,11 @@
-//! The `consumer_supervisor` row: workers started and finished per second.
+//! The `consumer_supervisor` rows: workers started and finished per second, with workers on
+//! tasks of their own and polled inline by the supervisor (`consumer_supervisor inline`).
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Instant;
 
-use demandflow::supervisor::ConsumerSupervisor;
+use demandflow::supervisor::{ConsumerSupervisor, WorkerMode};
 use demandflow::{Reason, SubscribeOptions, consumer, from_iter, producer};
 
 use crate::Sample;
@@ -23,14 +24,28 @@ use crate::Sample;
 ///
 /// If the runtime cannot be built, or a run did not start and finish exactly `events` workers.
 pub fn consumer_supervisor(max_demand: u64) -> Box<dyn FnMut(u64) -> Sample> {
-    crate::topologies::scenario(move |events| run(events, max_demand))
+    crate::topologies::scenario(move |events| run(events, max_demand, WorkerMode::Task))
 }
 
-async fn run(events: u64, max_demand: u64) -> Sample {
-    let supervisor = ConsumerSupervisor::new(|event: u64| async move {
+/// The scenario of the `consumer_supervisor inline` row at `max_demand`: the
+/// [`consumer_supervisor`] scenario with [`WorkerMode::Inline`], so the workers are futures
+/// polled by the supervisor's own task instead of tasks of their own.
+///
+/// # Panics
+///
+/// As [`consumer_supervisor`].
+pub fn consumer_supervisor_inline(max_demand: u64) -> Box<dyn FnMut(u64) -> Sample> {
+    crate::topologies::scenario(move |events| run(events, max_demand, WorkerMode::Inline))
+}
+
+async fn run(events: u64, max_demand: u64, mode: WorkerMode) -> Sample {
+    let supervisor = ConsumerSupervisor::builder(|event: u64| async move {
         black_box(event);
         Ok::<(), Infallible>(())
-    });
+    })
+    .worker_mode(mode)
+    .build()
+    .expect("the default options are valid");
     let workers = supervisor.monitor();
     let source = producer(from_iter(0..events))
         .start()

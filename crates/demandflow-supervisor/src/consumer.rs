@@ -5,8 +5,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use demandflow_core::{
@@ -15,6 +15,8 @@ use demandflow_core::{
 use demandflow_runtime::{
     Consumer, ConsumerContext, DemandMode, Info, InfoSender, catch_call, catch_panic,
 };
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -39,7 +41,9 @@ const SPAWN_CHUNK: usize = 64;
 ///
 /// - [`start`](Worker::start) is called once per event, on the supervisor's
 ///   task, and the future it returns runs on a task of its own (so workers run
-///   concurrently, up to the subscription's `max_demand` per producer).
+///   concurrently, up to the subscription's `max_demand` per producer), or, in
+///   [`WorkerMode::Inline`], is polled by the supervisor's task among the other
+///   workers.
 /// - Under [`Restart::Transient`], a run that returns `Err` or panics is started
 ///   again with a clone of the same event.
 ///
@@ -111,7 +115,74 @@ pub struct ConsumerSupervisorBuilder<T, W> {
     restart: Restart,
     intensity: IntensityLimit,
     shutdown: Duration,
+    mode: WorkerMode,
     _event: PhantomData<fn(T)>,
+}
+
+/// Where a [`ConsumerSupervisor`]'s workers run; set with
+/// [`ConsumerSupervisorBuilder::worker_mode`].
+///
+/// Both modes keep SEMANTICS.md §5 exactly: the same demand (asks as workers
+/// finish), restarts, restart limit, panic handling, shutdown deadline and
+/// counts in [`WorkerStats`](crate::WorkerStats). They differ in what a worker
+/// costs and in who waits for whom:
+///
+/// | | [`Task`](Self::Task) (default) | [`Inline`](Self::Inline) |
+/// |---|---|---|
+/// | a worker is | a tokio task | a future in the supervisor's own set |
+/// | cost per worker | a spawn, a wake-up of another thread, a report back | two allocations and a poll |
+/// | workers run | in parallel, on every runtime thread | one at a time, on the supervisor's task |
+/// | a worker that blocks or computes for long | delays nobody else | delays its siblings *and* the supervisor |
+///
+/// Choose [`Inline`](Self::Inline) when workers are short or mostly wait
+/// (I/O, timers, channels): a run that awaits costs the others nothing, and
+/// starting one is several times cheaper than spawning a task (see the
+/// `consumer_supervisor inline` row of the throughput bench). Keep
+/// [`Task`](Self::Task) when a worker computes for more than a few
+/// microseconds between awaits or calls blocking code, or when the workers
+/// should use more than one core: inline, such a worker holds up every other
+/// worker and the supervisor's demand until it awaits. A worker that needs a
+/// thread of its own can still spawn it from its future in either mode.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use demandflow_runtime::{Reason, SubscribeOptions, consumer, from_iter, producer};
+/// use demandflow_supervisor::{ConsumerSupervisor, WorkerMode};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Workers that mostly wait (here a timer, in life a request): inline, up to
+/// // 100 of them wait at once on the supervisor's task, and none is a task.
+/// let supervisor = ConsumerSupervisor::builder(|n: u64| async move {
+///     tokio::time::sleep(Duration::from_millis(n % 3)).await;
+///     Ok::<(), Infallible>(())
+/// })
+/// .worker_mode(WorkerMode::Inline)
+/// .build()
+/// .unwrap();
+/// let workers = supervisor.monitor();
+///
+/// let requests = producer(from_iter(0..1_000_u64)).start().unwrap();
+/// let stage = consumer(supervisor).start().unwrap();
+/// stage.subscribe_to(&requests, SubscribeOptions::new().max_demand(100)).await.unwrap();
+/// assert_eq!(stage.wait().await, Reason::Normal);
+/// let stats = workers.stats();
+/// assert_eq!((stats.started, stats.succeeded, stats.aborted), (1_000, 1_000, 0));
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerMode {
+    /// Each run is spawned as a tokio task of its own (the default).
+    #[default]
+    Task,
+    /// Each run is a future polled by the supervisor's own task, in a
+    /// `FuturesUnordered` set; a panic in any poll is caught and handled like a
+    /// panicking task's. Runs take turns: see the table above.
+    Inline,
 }
 
 impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
@@ -133,6 +204,14 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
     /// restarts failed transient ones) before it aborts them. Zero aborts at once.
     pub fn shutdown(mut self, deadline: Duration) -> Self {
         self.shutdown = deadline;
+        self
+    }
+
+    /// Sets where workers run: each on a task of its own ([`WorkerMode::Task`],
+    /// the default) or polled by the supervisor's task ([`WorkerMode::Inline`],
+    /// cheaper per worker, but a worker that blocks delays its siblings).
+    pub fn worker_mode(mut self, mode: WorkerMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -165,6 +244,8 @@ impl<T: Clone + Send + 'static, W: Worker<T>> ConsumerSupervisorBuilder<T, W> {
             restart: self.restart,
             intensity: self.intensity.window(),
             shutdown: self.shutdown,
+            mode: self.mode,
+            inline: Inline::default(),
             producers: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -184,6 +265,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
             .field("restart", &self.restart)
             .field("intensity", &self.intensity)
             .field("shutdown", &self.shutdown)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +305,10 @@ impl<T, W> fmt::Debug for ConsumerSupervisorBuilder<T, W> {
 ///   error. It asks for nothing more while it stops.
 /// - **Per-worker view**: [`WorkerMonitor`] lists the workers, counts them by
 ///   state and stops one ([`WorkerMonitor::terminate_worker`]).
+/// - **Where workers run**: each on a tokio task of its own by default, or
+///   polled by the supervisor's own task with [`WorkerMode::Inline`], which is
+///   cheaper per worker but lets a worker that blocks or computes for long
+///   delay its siblings (see [`WorkerMode`]).
 ///
 /// The runtime must have its timer enabled (`#[tokio::main]` and
 /// `#[tokio::test]` do): restarts are timed and the shutdown deadline is a timer.
@@ -265,6 +351,9 @@ pub struct ConsumerSupervisor<T, W> {
     restart: Restart,
     intensity: Intensity,
     shutdown: Duration,
+    mode: WorkerMode,
+    /// The runs of [`WorkerMode::Inline`] workers.
+    inline: Inline,
     /// Demand bookkeeping per producer, in subscription order (usually one).
     producers: Vec<ProducerDemand>,
     /// Running workers by slot; a slot is reused once its worker is gone.
@@ -298,7 +387,62 @@ struct Running<T> {
     /// A copy of the event, kept for restarts (transient workers only).
     event: Option<T>,
     /// `None` once `terminate` saw the run end, or while a restart is refused.
-    task: Option<JoinHandle<()>>,
+    run: Option<Run>,
+}
+
+/// Where a worker's current run is.
+enum Run {
+    /// On a task of its own ([`WorkerMode::Task`]).
+    Task(JoinHandle<()>),
+    /// In [`Inline::runs`] ([`WorkerMode::Inline`]).
+    Inline,
+}
+
+/// The runs of inline workers and the waker that brings the supervisor back to
+/// poll them.
+#[derive(Default)]
+struct Inline {
+    /// Behind a mutex only so that the supervisor stays `Sync` (the runs are
+    /// only `Send`); it is always reached through `get_mut`, never locked.
+    runs: Mutex<FuturesUnordered<InlineRun>>,
+    /// Created in `init`, when the stage's info sender exists.
+    bell: Option<(Arc<InlineBell>, Waker)>,
+}
+
+/// One inline worker's run, reporting its [`Done`] when it ends.
+struct InlineRun {
+    /// To find the run that `terminate_worker` stops.
+    id: WorkerId,
+    run: Pin<Box<dyn Future<Output = Done> + Send>>,
+}
+
+impl Future for InlineRun {
+    type Output = Done;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        self.run.as_mut().poll(cx)
+    }
+}
+
+/// The waker of the inline runs: an inline worker that becomes ready while the
+/// supervisor waits for messages rings with a [`Doorbell`], once until the
+/// supervisor polls again.
+struct InlineBell {
+    rung: AtomicBool,
+    bell: InfoSender,
+}
+
+impl Wake for InlineBell {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            // Fails only when the supervisor has stopped; nobody is left to poll.
+            let _ = self.bell.send(Doorbell);
+        }
+    }
 }
 
 /// What workers share with the supervisor: the reports of finished runs, and
@@ -327,6 +471,23 @@ struct Done {
 enum Outcome {
     Succeeded,
     Failed { panicked: bool, message: String },
+}
+
+impl Outcome {
+    /// The outcome of a run that ended with `result` ([`catch_panic`]'s).
+    fn of<E: fmt::Debug>(result: Result<Result<(), E>, String>) -> Self {
+        match result {
+            Ok(Ok(())) => Outcome::Succeeded,
+            Ok(Err(error)) => Outcome::Failed {
+                panicked: false,
+                message: format!("{error:?}"),
+            },
+            Err(message) => Outcome::Failed {
+                panicked: true,
+                message,
+            },
+        }
+    }
 }
 
 impl Shared {
@@ -363,6 +524,7 @@ where
             restart: Restart::Temporary,
             intensity: IntensityLimit::default(),
             shutdown: DEFAULT_SHUTDOWN,
+            mode: WorkerMode::Task,
             _event: PhantomData,
         }
     }
@@ -384,31 +546,79 @@ where
             .clone()
     }
 
-    /// Calls the worker's `start` and spawns its run, reporting to `slot` as
-    /// worker `id`. `Err` carries the panic message of a failed start.
+    /// Calls the worker's `start` and runs its future, reporting to `slot` as
+    /// worker `id`: spawned on a task of its own, or added to the inline runs
+    /// (which the caller polls). `Err` carries the panic message of a failed
+    /// start.
     fn launch(
-        &self,
+        &mut self,
         slot: usize,
         id: WorkerId,
         event: T,
         shared: &Arc<Shared>,
-    ) -> Result<JoinHandle<()>, String> {
+    ) -> Result<Run, String> {
         let run = catch_call(|| self.worker.start(event))?;
-        let shared = shared.clone();
-        Ok(tokio::spawn(async move {
-            let outcome = match catch_panic(run).await {
-                Ok(Ok(())) => Outcome::Succeeded,
-                Ok(Err(error)) => Outcome::Failed {
-                    panicked: false,
-                    message: format!("{error:?}"),
-                },
-                Err(message) => Outcome::Failed {
-                    panicked: true,
-                    message,
-                },
-            };
-            shared.report(Done { slot, id, outcome });
-        }))
+        let run = async move {
+            let outcome = Outcome::of(catch_panic(run).await);
+            Done { slot, id, outcome }
+        };
+        Ok(match self.mode {
+            WorkerMode::Task => {
+                let shared = shared.clone();
+                Run::Task(tokio::spawn(async move { shared.report(run.await) }))
+            }
+            WorkerMode::Inline => {
+                let run = InlineRun {
+                    id,
+                    run: Box::pin(run),
+                };
+                self.inline.runs.get_mut().push(run);
+                Run::Inline
+            }
+        })
+    }
+
+    /// Polls the inline runs that are ready and handles those that end, until
+    /// none is ready. A run that becomes ready later rings the doorbell.
+    /// Restarts and asks happen as in [`collect`](Self::collect).
+    fn poll_inline(&mut self, shared: &Arc<Shared>, ctx: &mut ConsumerContext) {
+        let Some((bell, waker)) = &self.inline.bell else {
+            return;
+        };
+        // Cleared before polling: a run woken from now on rings again.
+        bell.rung.store(false, Ordering::Release);
+        let waker = waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        // `FuturesUnordered` returns `Pending` (after waking us) once it has
+        // polled every run, so runs that keep waking themselves cannot hold the
+        // supervisor here.
+        while let Poll::Ready(Some(done)) = self.inline.runs.get_mut().poll_next_unpin(&mut cx) {
+            self.on_done(done, shared, Some(ctx));
+        }
+    }
+
+    /// Runs the inline runs until every one has ended, handling each as it
+    /// ends: failed transient workers are restarted while the limit allows.
+    async fn finish_inline(&mut self, shared: &Arc<Shared>) {
+        while let Some(done) = self.inline.runs.get_mut().next().await {
+            self.on_done(done, shared, None);
+        }
+    }
+
+    /// Drops worker `id`'s inline run, if it is there; `true` if it was.
+    fn drop_inline(&mut self, id: WorkerId) -> bool {
+        // The set has no removal by key: rebuild it without that run. Rare
+        // (an operator's request), so a pass over the runs is fine.
+        let runs = std::mem::take(self.inline.runs.get_mut());
+        let mut found = false;
+        for run in runs {
+            if run.id == id {
+                found = true;
+            } else {
+                self.inline.runs.get_mut().push(run);
+            }
+        }
+        found
     }
 
     fn start_worker(
@@ -426,13 +636,13 @@ where
         self.next_id += 1;
         let keep = (self.restart == Restart::Transient).then(|| event.clone());
         match self.launch(slot, id, event, shared) {
-            Ok(task) => {
+            Ok(run) => {
                 self.slots[slot] = Some(Running {
                     id,
                     producer,
                     restarts: 0,
                     event: keep,
-                    task: Some(task),
+                    run: Some(run),
                 });
                 Counters::add(&self.counters.started, 1);
                 Counters::add(&self.counters.running, 1);
@@ -548,10 +758,10 @@ where
                 return;
             }
             match self.launch(slot, id, event.clone(), shared) {
-                Ok(task) => {
+                Ok(run) => {
                     Counters::add(&self.counters.restarted, 1);
                     if let Some(Some(running)) = self.slots.get_mut(slot) {
-                        running.task = Some(task);
+                        running.run = Some(run);
                         running.restarts += 1;
                     }
                     return;
@@ -602,8 +812,11 @@ where
                     .map(|running| WorkerInfo {
                         id: running.id,
                         producer: running.producer,
-                        state: match &running.task {
-                            Some(task) if !task.is_finished() => WorkerState::Running,
+                        state: match &running.run {
+                            Some(Run::Task(task)) if !task.is_finished() => WorkerState::Running,
+                            // An inline run that ended has been handled: its
+                            // slot is free or it runs again.
+                            Some(Run::Inline) => WorkerState::Running,
                             _ => WorkerState::Exited,
                         },
                         restarts: running.restarts,
@@ -630,17 +843,25 @@ where
         else {
             return false;
         };
-        let task = self.slots[slot].as_mut().and_then(|r| r.task.take());
+        let run = self.slots[slot].as_mut().and_then(|r| r.run.take());
         self.free_slot(slot, Some(ctx));
-        if let Some(task) = task {
-            task.abort();
-            // A run that ended before the abort has reported; that report,
-            // about a worker now gone, counts it as succeeded or failed.
-            if let Err(error) = task.await
-                && error.is_cancelled()
-            {
+        match run {
+            Some(Run::Task(task)) => {
+                task.abort();
+                // A run that ended before the abort has reported; that report,
+                // about a worker now gone, counts it as succeeded or failed.
+                if let Err(error) = task.await
+                    && error.is_cancelled()
+                {
+                    Counters::add(&self.counters.aborted, 1);
+                }
+            }
+            // An inline run in the set has not ended (its end would have
+            // been handled already): dropping it aborts it.
+            Some(Run::Inline) if self.drop_inline(id) => {
                 Counters::add(&self.counters.aborted, 1);
             }
+            Some(Run::Inline) | None => {}
         }
         tracing::debug!(%id, "worker terminated on request");
         true
@@ -651,7 +872,7 @@ where
     async fn finish_workers(&mut self, shared: &Arc<Shared>) {
         loop {
             self.collect(shared, None);
-            if !self.slots.iter().flatten().any(|r| r.task.is_some()) {
+            if !self.slots.iter().flatten().any(|r| r.run.is_some()) {
                 return;
             }
             self.next_ended().await;
@@ -665,10 +886,10 @@ where
         std::future::poll_fn(|cx| {
             let mut ended = false;
             for running in self.slots.iter_mut().flatten() {
-                if let Some(task) = &mut running.task
+                if let Some(Run::Task(task)) = &mut running.run
                     && Pin::new(task).poll(cx).is_ready()
                 {
-                    running.task = None;
+                    running.run = None;
                     ended = true;
                 }
             }
@@ -691,6 +912,13 @@ where
 
     async fn init(&mut self, ctx: &mut ConsumerContext) {
         self.shared(ctx);
+        if self.mode == WorkerMode::Inline {
+            let bell = Arc::new(InlineBell {
+                rung: AtomicBool::new(false),
+                bell: ctx.info_sender(),
+            });
+            self.inline.bell = Some((bell.clone(), Waker::from(bell)));
+        }
         // Set once: a supervisor value runs as one stage.
         let _ = self.counters.stage.set(ctx.info_sender());
     }
@@ -716,6 +944,14 @@ where
         ctx: &mut ConsumerContext,
     ) {
         let shared = self.shared(ctx);
+        if self.mode == WorkerMode::Inline {
+            // Start them all, then run them until each has ended or waits.
+            for event in events {
+                self.start_worker(from, event, &shared, ctx);
+            }
+            self.poll_inline(&shared, ctx);
+            return;
+        }
         for (i, event) in events.into_iter().enumerate() {
             if i > 0 && i % SPAWN_CHUNK == 0 {
                 tokio::task::yield_now().await;
@@ -750,6 +986,11 @@ where
             return;
         }
         let shared = self.shared(ctx);
+        if self.mode == WorkerMode::Inline {
+            // Rung by the inline runs' waker: some are ready to be polled.
+            self.poll_inline(&shared, ctx);
+            return;
+        }
         // Let the workers that are ready run first, so their reports join this
         // batch instead of ringing again one by one.
         if self.counters.running.load(Ordering::Relaxed) > 1 {
@@ -765,17 +1006,33 @@ where
         let mut aborted = 0_u64;
         if let Some(shared) = self.shared.clone() {
             let deadline = Instant::now() + self.shutdown;
-            let all_ended = tokio::time::timeout_at(deadline, self.finish_workers(&shared))
-                .await
-                .is_ok();
-            if !all_ended {
+            let all_ended = match self.mode {
+                WorkerMode::Task => {
+                    tokio::time::timeout_at(deadline, self.finish_workers(&shared)).await
+                }
+                WorkerMode::Inline => {
+                    tokio::time::timeout_at(deadline, self.finish_inline(&shared)).await
+                }
+            }
+            .is_ok();
+            if !all_ended && self.mode == WorkerMode::Inline {
+                // Past the deadline nothing is restarted any more. The runs
+                // still in the set have not ended: dropping them aborts them.
+                self.stopping = true;
+                let runs = self.inline.runs.get_mut();
+                aborted = runs.len() as u64;
+                runs.clear();
+            } else if !all_ended {
                 // Past the deadline nothing is restarted any more.
                 self.stopping = true;
                 let tasks: Vec<JoinHandle<()>> = self
                     .slots
                     .iter_mut()
                     .flatten()
-                    .filter_map(|r| r.task.take())
+                    .filter_map(|r| match r.run.take() {
+                        Some(Run::Task(task)) => Some(task),
+                        _ => None,
+                    })
                     .collect();
                 for task in &tasks {
                     task.abort();
@@ -814,6 +1071,7 @@ impl<T, W> fmt::Debug for ConsumerSupervisor<T, W> {
             .field("restart", &self.restart)
             .field("intensity", &self.intensity.limit())
             .field("shutdown", &self.shutdown)
+            .field("mode", &self.mode)
             .field("running", &self.counters.running.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

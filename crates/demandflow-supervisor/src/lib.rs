@@ -10,7 +10,10 @@
 //! producer, and asks for more events as workers finish (GenStage's
 //! `ConsumerSupervisor`; SEMANTICS.md §5). Use it when each event is an
 //! independent piece of slow work, such as a request or a file, and you want
-//! them done concurrently with the producer's back-pressure intact.
+//! them done concurrently with the producer's back-pressure intact. When the
+//! workers are short or mostly wait, [`WorkerMode::Inline`] runs them as
+//! futures polled by the supervisor's own task instead of tasks of their own:
+//! several times cheaper per worker, at the price of workers taking turns.
 //!
 //! A [`PartitionSupervisor`] runs N long-lived workers, one per partition, each
 //! with a bounded mailbox, and routes messages to them by key (Elixir's
@@ -27,7 +30,7 @@ mod partition;
 mod stage_supervisor;
 mod worker_monitor;
 
-pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker};
+pub use consumer::{ConsumerSupervisor, ConsumerSupervisorBuilder, Worker, WorkerMode};
 pub use error::{BuildError, StartChildError};
 pub use partition::{CallError, PartitionSupervisor, PartitionSupervisorBuilder, PartitionWorker};
 pub use stage_supervisor::{Children, Restart, Strategy, Supervisor, SupervisorBuilder};
