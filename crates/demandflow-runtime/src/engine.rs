@@ -271,6 +271,10 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     /// keeps the engine once, where it was captured. The main loop and the
     /// shutdown are boxed, so that the task holds the engine and two pointers:
     /// each is sized for its largest await, and only one of them runs at a time.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store the engine twice (see above)"
+    )]
     fn run(mut self) -> impl Future<Output = ()> + Send
     where
         Self: Send,
