@@ -25,7 +25,7 @@ use demandflow_core::{
     AutoDemand, Buffer, BufferKeep, CancelMode, CancelReason, Dispatcher, Reason, StageId,
     SubscriptionId,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 mod consumer;
@@ -46,6 +46,7 @@ pub(crate) use watchdog::DEFAULT_STALL_REPORT;
 use crate::behaviour::Behaviour;
 use crate::call::Message;
 use crate::catch::{CatchUnwind, panic_reason};
+use crate::exit;
 use crate::group::{HandleGuard, Node};
 use crate::port::{
     ConsumerPort, Control, ControlPort, Mailbox, Msg, ProducerPort, Pulse, SubscribeMsg,
@@ -82,7 +83,7 @@ where
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
     let (tx, rx) = queue::channel();
-    let (exit_tx, exit_rx) = watch::channel(None);
+    let (exit_tx, exit_rx) = exit::exit_channel();
     let id = StageId::next();
     let kind = match B::KIND {
         StageKind::Producer => "producer",
@@ -212,7 +213,7 @@ struct Engine<B: Behaviour, D> {
     ctx: Context<B::Out>,
     rx: queue::Receiver<Msg<B::In, B::Out>>,
     me: Arc<Mailbox<B::In, B::Out>>,
-    exit: watch::Sender<Option<Reason>>,
+    exit: exit::ExitSender,
     // Producer side.
     consumers: IdMap<Arc<dyn ConsumerPort<B::Out>>>,
     buffer: Buffer<B::Out, Marker>,
@@ -261,16 +262,35 @@ struct Engine<B: Behaviour, D> {
 }
 
 impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
-    async fn run(mut self) {
-        let reason = match CatchUnwind::new(self.main_loop()).await {
-            Ok(reason) => reason,
-            Err(payload) => panic_reason(&*payload),
-        };
-        self.shutdown(reason).await;
+    /// The stage's task: the main loop, then the shutdown.
+    ///
+    /// Written as an `async move` block rather than an `async fn run(self)`:
+    /// an async fn moves its arguments into locals of its future and keeps the
+    /// argument's own slot as well, so the engine would be stored twice in every
+    /// stage's task (and twice more inside a by-value `shutdown`). The block
+    /// keeps the engine once, where it was captured. The main loop and the
+    /// shutdown are boxed, so that the task holds the engine and two pointers:
+    /// each is sized for its largest await, and only one of them runs at a time.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store the engine twice (see above)"
+    )]
+    fn run(mut self) -> impl Future<Output = ()> + Send
+    where
+        Self: Send,
+    {
+        async move {
+            let reason = match CatchUnwind::new(self.main_loop()).await {
+                Ok(reason) => reason,
+                Err(payload) => panic_reason(&*payload),
+            };
+            Box::pin(self.shutdown(reason)).await;
+        }
     }
 
     async fn main_loop(&mut self) -> Reason {
-        self.behaviour.init(&mut self.ctx).await;
+        // Boxed: it runs once, and a user's `init` future may be large.
+        Box::pin(self.behaviour.init(&mut self.ctx)).await;
         self.settle().await;
         loop {
             if let Some(reason) = self.stop.take() {

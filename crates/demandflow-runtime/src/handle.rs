@@ -5,20 +5,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use demandflow_core::{Reason, StageId, SubscribeOptions, SubscriptionId};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::call::{Call, CallError, Request, typed_reply};
+use crate::exit::ExitWatch;
 use crate::group::{self, HandleGuard};
 use crate::port::{Control, ControlPort, ProducerPort, SubscriberPort};
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
 
 /// Waits for a stage's exit reason.
-async fn wait_exit(mut exit: watch::Receiver<Option<Reason>>) -> Reason {
-    match exit.wait_for(Option::is_some).await {
-        Ok(reason) => reason.clone().unwrap_or(Reason::Shutdown),
-        // The task was dropped without finishing: its runtime shut down.
-        Err(_) => Reason::Shutdown,
-    }
+async fn wait_exit(exit: ExitWatch) -> Reason {
+    exit.wait().await
 }
 
 /// Watches a stage without counting as a handle to its pipeline.
@@ -28,7 +25,7 @@ async fn wait_exit(mut exit: watch::Receiver<Option<Reason>>) -> Reason {
 #[derive(Clone)]
 pub struct StageMonitor {
     id: StageId,
-    exit: watch::Receiver<Option<Reason>>,
+    exit: ExitWatch,
 }
 
 impl StageMonitor {
@@ -39,7 +36,7 @@ impl StageMonitor {
 
     /// The exit reason, if the stage has stopped.
     pub fn exit_reason(&self) -> Option<Reason> {
-        self.exit.borrow().clone()
+        self.exit.reason()
     }
 
     /// Waits until the stage stops and returns why.
@@ -56,7 +53,7 @@ impl fmt::Debug for StageMonitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageMonitor")
             .field("id", &self.id)
-            .field("exit", &*self.exit.borrow())
+            .field("exit", &self.exit.reason())
             .finish()
     }
 }
@@ -177,12 +174,12 @@ macro_rules! control_methods {
         /// consequence of its stop (a consumer that stopped with it, a
         /// subscription refused with `ProducerNotRunning`) finds it stopped here.
         pub fn exit_reason(&self) -> Option<Reason> {
-            self.control.exit().borrow().clone()
+            self.control.exit().reason()
         }
 
         /// `true` until the stage has stopped.
         pub fn is_running(&self) -> bool {
-            self.control.exit().borrow().is_none()
+            !self.control.exit().is_set()
         }
 
         /// A watcher for the stage's exit that does not keep the pipeline alive.

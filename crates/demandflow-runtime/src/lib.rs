@@ -114,6 +114,7 @@ mod closure;
 mod context;
 mod engine;
 mod error;
+mod exit;
 mod group;
 mod handle;
 mod info;

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use demandflow_core::{
     CancelReason, Reason, StageId, SubscribeOptions, SubscribeRefused, SubscriptionId,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::call::Call;
+use crate::exit::ExitWatch;
 use crate::group::HandleGuard;
 use crate::queue;
 use crate::{DemandFlow, Info, NotRunning, StageStats, SubscribeError};
@@ -102,7 +103,7 @@ pub(crate) trait ControlPort: Send + Sync + 'static {
     fn id(&self) -> StageId;
     fn name(&self) -> &str;
     fn control(&self, control: Control) -> Result<(), NotRunning>;
-    fn exit(&self) -> watch::Receiver<Option<Reason>>;
+    fn exit(&self) -> ExitWatch;
 
     fn info(&self, info: Info, ack: Option<oneshot::Sender<()>>) -> Result<(), NotRunning> {
         self.control(Control::Info(info, ack))
@@ -179,7 +180,7 @@ pub(crate) struct Mailbox<I, O> {
     pub(crate) tx: queue::Sender<Msg<I, O>>,
     pub(crate) id: StageId,
     pub(crate) name: Arc<str>,
-    pub(crate) exit: watch::Receiver<Option<Reason>>,
+    pub(crate) exit: ExitWatch,
     pub(crate) pulse: Pulse,
 }
 
@@ -281,7 +282,7 @@ impl<I: Send + 'static, O: Send + 'static> ControlPort for Mailbox<I, O> {
             .map_err(|_| NotRunning)
     }
 
-    fn exit(&self) -> watch::Receiver<Option<Reason>> {
+    fn exit(&self) -> ExitWatch {
         self.exit.clone()
     }
 }

@@ -39,21 +39,20 @@ struct Slot {
 /// One stage's warnings.
 pub(super) struct Warnings {
     stage: Arc<str>,
-    slots: [Slot; KINDS],
+    /// Allocated at the first warning: most stages never warn, and every
+    /// stage, idle ones included, would otherwise carry the slots in its task.
+    slots: Option<Box<[Slot; KINDS]>>,
 }
 
 impl Warnings {
     pub(super) fn new(stage: Arc<str>) -> Self {
-        Warnings {
-            stage,
-            slots: Default::default(),
-        }
+        Warnings { stage, slots: None }
     }
 
     /// `Some((occurrences, events))` to log now, with what was folded since the
     /// last log; `None` to fold this one into the next.
     fn admit(&mut self, kind: Kind, events: u64) -> Option<(u64, u64)> {
-        let slot = &mut self.slots[kind as usize];
+        let slot = &mut self.slots.get_or_insert_with(Box::default)[kind as usize];
         let now = Instant::now();
         if slot
             .last
@@ -119,7 +118,10 @@ impl Warnings {
 
     /// Logs what is still folded: called when the stage stops.
     pub(super) fn flush(&mut self) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        let Some(slots) = &mut self.slots else {
+            return;
+        };
+        for (i, slot) in slots.iter_mut().enumerate() {
             if slot.folded == 0 {
                 continue;
             }

@@ -12,7 +12,9 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
     pub(super) async fn perform(&mut self, action: Action) {
         match action {
             Action::Ask(sub, demand) => self.ask_upstream(sub, demand),
-            Action::Cancel(sub, reason) => self.cancel(sub, reason).await,
+            // Boxed, like the other rare paths, to keep the future of every
+            // loop that flushes small (see `Engine::run`).
+            Action::Cancel(sub, reason) => Box::pin(self.cancel(sub, reason)).await,
             // A producer stopping normally delivers what it buffered first.
             Action::Stop(reason) if B::KIND != StageKind::Consumer && reason.is_normal() => {
                 self.stop_normally(reason);
@@ -48,7 +50,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                 self.stop = self.pending_stop.take();
                 return;
             }
-            if !self.release_markers().await {
+            if self.markers_waiting() && !Box::pin(self.release_markers()).await {
                 continue;
             }
             if self.redispatch && self.flow == DemandFlow::Forward {
@@ -108,9 +110,11 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
                     match self.input.pop_front() {
                         Some(Input::Events(sub, events)) => self.consume(sub, events).await,
                         Some(Input::Cancelled(sub, reason)) => {
-                            self.on_upstream_ended(sub, reason).await;
+                            Box::pin(self.on_upstream_ended(sub, reason)).await;
                         }
-                        Some(Input::Message(message)) => self.info_behind_buffer(message).await,
+                        Some(Input::Message(message)) => {
+                            Box::pin(self.info_behind_buffer(message)).await;
+                        }
                         None => {}
                     }
                     continue;

@@ -9,6 +9,14 @@ use crate::call::Message;
 use crate::{DemandFlow, StageKind};
 
 impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
+    /// `true` when `release_markers` may have something to do: an info held
+    /// behind the dispatcher's queues, or a marker in the buffer. Most turns
+    /// have neither, and skip building its future (which holds the stage's
+    /// `handle_info` and `handle_call` futures) and the box it is kept in.
+    pub(super) fn markers_waiting(&self) -> bool {
+        !self.held_infos.is_empty() || self.buffer.markers_len() > 0
+    }
+
     /// Delivers info messages and deferred stops whose events have left the
     /// buffer, and infos whose events have left the dispatcher's queues too.
     /// Returns false when a deferred stop was reached.

@@ -228,7 +228,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         loop {
             let (taken, all_dispatched) = self.serve_buffered(rest);
             rest -= taken as u64;
-            if !self.release_markers().await {
+            if self.markers_waiting() && !Box::pin(self.release_markers()).await {
                 return;
             }
             if !all_dispatched {

@@ -34,7 +34,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         true
     }
 
-    pub(super) async fn shutdown(mut self, reason: Reason) {
+    pub(super) async fn shutdown(&mut self, reason: Reason) {
         // Producers first, so none keeps sending events while `terminate` runs
         // (a consumer supervisor waiting for its workers, say): those would be lost.
         for (sub, up) in self.producers.drain() {
@@ -76,7 +76,7 @@ impl<B: Behaviour, D: Dispatcher<B::Out>> Engine<B, D> {
         }
         // Unlisted before anyone watching the exit hears of it.
         self.registration.take();
-        let _ = self.exit.send(Some(reason.clone()));
+        self.exit.send(reason.clone());
         // The mailbox closes only now: a subscription refused because it is
         // closed is likewise heard after the exit.
         self.rx.close();
