@@ -268,6 +268,60 @@ async fn a_frame_of_one_event_per_object_halts_waits_and_orphans_each_object_on_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_world_on_hashed_keys_keeps_each_objects_order_and_state() {
+    let log: Log = Arc::default();
+    let mut builder = WorldBuilder::<Args>::new(100)
+        .partitions(nz(3))
+        .max_workers(nz(2))
+        .max_batch(nz(8))
+        .queue_capacity(nz(64));
+    let name = builder.event("poke");
+    let ids: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|tag| {
+            builder.register(Tagged {
+                tag,
+                name,
+                log: log.clone(),
+            })
+        })
+        .collect();
+    let world = builder.start_hashed().unwrap();
+    let all = world.spawn_many(100);
+    for &id in &ids {
+        world.attach_many(all.clone(), id, |_| 0);
+    }
+    let start = tokio::time::Instant::now();
+    for seq in 0..3 {
+        let frame = (0..100).map(|o| {
+            let mut event = poke(name, o, seq);
+            if o == 42 && seq == 0 {
+                event.args.wait = Some(("one", 500));
+            }
+            event
+        });
+        world.send_all(frame).await.unwrap();
+    }
+    world.idle().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    let log = log.lock();
+    for object in 0..100 {
+        let calls: Vec<(&str, u32)> = log
+            .iter()
+            .filter(|r| r.1 == object)
+            .map(|r| (r.0, r.2))
+            .collect();
+        let expected: Vec<(&str, u32)> = (0..3).flat_map(|s| [("one", s), ("two", s)]).collect();
+        assert_eq!(calls, expected, "object {object}");
+        for &id in &ids {
+            assert_eq!(world.state(ObjectId(object), id), Some(3));
+        }
+    }
+    assert_eq!(world.stats().handled, 300);
+    assert_eq!(world.stats().waited, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_event_no_attached_behaviour_handles_is_refused_with_no_handler() {
     let f = fixture(&["only"], 2, 1, 16);
     let loner = f.world.spawn();

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use demandflow::StartError;
 use demandflow_benches::{
     Args, LogLogPlot, Mode, Progress, Reference, Series, median, report_dir, result_line, rounded,
 };
-use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder, WorldKeys};
 use serde_json::json;
 
 /// Damage of every hit; armor takes `ARMOR` off it.
@@ -105,6 +106,7 @@ impl Behaviour<Hit> for HealthB {
 }
 
 /// How big a run is.
+#[derive(Clone, Copy)]
 struct Plan {
     objects: u64,
     frames: u32,
@@ -115,6 +117,8 @@ struct Plan {
     small_tick: Duration,
     /// Frames sent through the pipeline (stage path).
     stage_frames: u32,
+    /// Frames of the same world on hashed keys.
+    hashed_frames: u32,
 }
 
 impl Plan {
@@ -127,6 +131,7 @@ impl Plan {
                 small_for: Duration::from_millis(100),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 2,
+                hashed_frames: 3,
             },
             Mode::Quick => Plan {
                 objects: 1_000_000,
@@ -135,6 +140,7 @@ impl Plan {
                 small_for: Duration::from_secs(2),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 10,
+                hashed_frames: 30,
             },
             Mode::Full => Plan {
                 objects: 1_000_000,
@@ -143,22 +149,32 @@ impl Plan {
                 small_for: Duration::from_secs(10),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 60,
+                hashed_frames: 300,
             },
         }
     }
 }
 
 /// A world with armor and health on every object.
-struct Setup {
-    world: World<Hit>,
+struct Setup<X: WorldKeys = demandflow::keyed::DenseKeys> {
+    world: World<Hit, X>,
     hit: EventName,
     health: ecs_world::BehaviourId<HealthB>,
     /// Counted by the health behaviour.
     violations: Arc<AtomicU64>,
 }
 
-/// The world with armor and health on `objects` objects.
+/// The world with armor and health on `objects` objects, on dense keys.
 fn build_world(objects: u64) -> Setup {
+    build_world_on(objects, WorldBuilder::start)
+}
+
+/// The world with armor and health on `objects` objects, started by `start`
+/// (on dense or on hashed keys).
+fn build_world_on<X: WorldKeys>(
+    objects: u64,
+    start: fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>,
+) -> Setup<X> {
     let violations = Arc::new(AtomicU64::new(0));
     let mut builder = WorldBuilder::<Hit>::new(objects as usize)
         .max_workers(WORKERS)
@@ -169,7 +185,7 @@ fn build_world(objects: u64) -> Setup {
         hit,
         violations: violations.clone(),
     });
-    let world = builder.start().expect("inside a tokio runtime");
+    let world = start(builder).expect("inside a tokio runtime");
     let all = world.spawn_many(objects);
     world.attach_many(all.clone(), armor, |_| ARMOR);
     world.attach_many(all, health, |_| Health {
@@ -195,14 +211,21 @@ struct WorldRun {
     wrong_state: u64,
 }
 
-/// Sends `frames` frames of one hit per object, each after the previous one has drained.
-async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
+/// Sends `frames` frames of one hit per object, each after the previous one
+/// has drained, to the world `start` starts.
+async fn run_world<X: WorldKeys>(
+    plan: &Plan,
+    frames: u32,
+    start: fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>,
+    progress: &Progress,
+) -> WorldRun {
     let Setup {
         world,
         hit,
         health,
         violations,
-    } = build_world(plan.objects);
+    } = build_world_on(plan.objects, start);
+    let plan = &Plan { frames, ..*plan };
     let mut drains = Vec::with_capacity(plan.frames as usize);
     let mut max_backlog = 0;
     let start = Instant::now();
@@ -407,7 +430,7 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
 
-    let mut progress = Progress::new("million_objects", args.mode, 5);
+    let mut progress = Progress::new("million_objects", args.mode, 6);
     progress.start(&format!(
         "hand loop: {} frames of {} objects",
         plan.hand_frames, plan.objects
@@ -418,7 +441,12 @@ fn main() -> ExitCode {
         "world: {} frames of {} objects on {cores} cores",
         plan.frames, plan.objects
     ));
-    let run = runtime.block_on(run_world(&plan, &progress));
+    let run = runtime.block_on(run_world(
+        &plan,
+        plan.frames,
+        WorldBuilder::start,
+        &progress,
+    ));
     progress.finish(&format!(
         "{:.1} fps",
         run.drains.len() as f64 / run.total.as_secs_f64()
@@ -434,6 +462,20 @@ fn main() -> ExitCode {
     let hand_before_ms = ms(median_duration(&hand));
     let hand_after_ms = ms(median_duration(&hand_after));
     hand.extend(hand_after);
+    progress.start(&format!(
+        "world on hashed keys: {} frames of {} objects",
+        plan.hashed_frames, plan.objects
+    ));
+    let hashed = runtime.block_on(run_world(
+        &plan,
+        plan.hashed_frames,
+        WorldBuilder::start_hashed,
+        &progress,
+    ));
+    progress.finish(&format!(
+        "{:.1} fps",
+        hashed.drains.len() as f64 / hashed.total.as_secs_f64()
+    ));
     progress.start(&format!(
         "small: 1000 objects every {} ms for {:.0} s",
         plan.small_tick.as_millis(),
@@ -459,6 +501,13 @@ fn main() -> ExitCode {
     let expected = plan.objects * frames;
     let lost = expected.saturating_sub(run.handled) + run.wrong_state;
     let duplicated = run.handled.saturating_sub(expected);
+    let hashed_frames = hashed.drains.len() as u64;
+    let hashed_fps = hashed_frames as f64 / hashed.total.as_secs_f64();
+    let hashed_p50 = ms(quantile(&hashed.drains, 0.5));
+    let hashed_p99 = ms(quantile(&hashed.drains, 0.99));
+    let hashed_expected = plan.objects * hashed_frames;
+    let hashed_lost = hashed_expected.saturating_sub(hashed.handled) + hashed.wrong_state;
+    let hashed_duplicated = hashed.handled.saturating_sub(hashed_expected);
 
     let mut table = String::new();
     let _ = writeln!(
@@ -518,6 +567,27 @@ fn main() -> ExitCode {
         "| target: 60 fps (p50 drain <= 16.7 ms), peak RSS <= 256 MiB | {verdict} |"
     );
     let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "hashed keys: the same world on HashedKeys<u64> (WorldBuilder::start_hashed), {hashed_frames} frames"
+    );
+    let _ = writeln!(table, "| fps | {hashed_fps:.1} |");
+    let _ = writeln!(
+        table,
+        "| drain per frame p50, p99 | {hashed_p50:.2} ms, {hashed_p99:.2} ms |"
+    );
+    let _ = writeln!(
+        table,
+        "| drain p50 / hand loop (dense keys: {:.1}x) | {:.1}x |",
+        p50 / hand_ms,
+        hashed_p50 / hand_ms
+    );
+    let _ = writeln!(
+        table,
+        "| ordering violations, lost, duplicated events | {}, {hashed_lost}, {hashed_duplicated} |",
+        hashed.violations
+    );
+    let _ = writeln!(table);
     let stage_events = plan.objects * u64::from(plan.stage_frames);
     let _ = writeln!(
         table,
@@ -569,15 +639,26 @@ fn main() -> ExitCode {
             x_label: "frame".into(),
             y_label: "drain time (ms)".into(),
             x_span: (1.0, frames as f64),
-            series: vec![Series {
-                name: "demandflow keyed world".into(),
-                points: run
-                    .drains
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| ((i + 1) as f64, ms(*d)))
-                    .collect(),
-            }],
+            series: vec![
+                Series {
+                    name: "demandflow keyed world".into(),
+                    points: run
+                        .drains
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| ((i + 1) as f64, ms(*d)))
+                        .collect(),
+                },
+                Series {
+                    name: "demandflow keyed world, hashed keys".into(),
+                    points: hashed
+                        .drains
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| ((i + 1) as f64, ms(*d)))
+                        .collect(),
+                },
+            ],
             references: vec![
                 Reference {
                     name: "60 fps budget (16.7 ms)".into(),
@@ -613,6 +694,12 @@ fn main() -> ExitCode {
         "max_backlog": run.max_backlog,
         "ordering_violations": run.violations,
         "lost_events": lost,
+        "hashed_frames": hashed_frames,
+        "hashed_fps": rounded(hashed_fps, 1),
+        "hashed_drain_ms_p50": rounded(hashed_p50, 3),
+        "hashed_drain_ms_p99": rounded(hashed_p99, 3),
+        "hashed_ordering_violations": hashed.violations,
+        "hashed_lost_events": hashed_lost,
     });
     println!("{}", result_line(&result));
     let ok = stage_violations == 0
@@ -622,6 +709,9 @@ fn main() -> ExitCode {
         && run.violations == 0
         && lost == 0
         && duplicated == 0
+        && hashed.violations == 0
+        && hashed_lost == 0
+        && hashed_duplicated == 0
         && small_bad == 0;
     if ok {
         ExitCode::SUCCESS

@@ -21,11 +21,11 @@ use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use demandflow::StartError;
 use demandflow::keyed::{
-    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
+    DenseKeys, HashedKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
 };
 use parking_lot::Mutex;
 
@@ -263,17 +263,131 @@ struct Shared<A> {
     handlers: Vec<Vec<u8>>,
     /// Per event name: the same, as a bit mask.
     handler_masks: Vec<u64>,
-    /// Per object: the behaviours attached to it, as a bit mask.
+    /// Per object: the behaviours attached to it, as a bit mask, at the
+    /// object's [`Placement::attached_index`].
     attached: Box<[AtomicU64]>,
     objects: AtomicU64,
+    capacity: u64,
     shards: Box<[Mutex<Shard<A>>]>,
-    /// Per partition: how object ids become slots.
-    indexes: Vec<DenseKeys>,
+    /// Where objects' state lives.
+    placement: Placement,
     handled: AtomicU64,
     halted: AtomicU64,
     waited: AtomicU64,
     no_handler: AtomicU64,
     orphaned: AtomicU64,
+}
+
+/// Where each object's state lives: its partition (the keyed scheduler's, so
+/// that a worker finds its batch's objects in its own shard) and its slot in
+/// that partition's columns.
+enum Placement {
+    /// [`DenseKeys`]: object `o` is in partition `o % P`, slot `o / P`, the
+    /// same slot the scheduler's batches carry. The attached masks are laid out
+    /// partition after partition (`p * per_partition + slot`), so a worker
+    /// reads only its own partition's masks, one after the other.
+    Dense {
+        indexes: Vec<DenseKeys>,
+        per_partition: usize,
+    },
+    /// [`HashedKeys`]: the partition comes from the key hash; the scheduler's
+    /// slots are recycled when a key goes idle, so each object gets a state
+    /// slot of its own in its partition when it is spawned.
+    Hashed {
+        router: HashedKeys<u64>,
+        /// Per object: its slot.
+        slots: Box<[AtomicU32]>,
+        /// Per partition: the next free slot.
+        next: Box<[AtomicU32]>,
+    },
+}
+
+impl Placement {
+    fn new<X: WorldKeys>(partitions: NonZeroUsize, capacity: usize) -> Placement {
+        if X::HASHED {
+            Placement::Hashed {
+                router: HashedKeys::new(0, partitions),
+                slots: (0..capacity).map(|_| AtomicU32::new(u32::MAX)).collect(),
+                next: (0..partitions.get()).map(|_| AtomicU32::new(0)).collect(),
+            }
+        } else {
+            Placement::Dense {
+                indexes: (0..partitions.get())
+                    .map(|p| DenseKeys::new(p, partitions))
+                    .collect(),
+                per_partition: capacity.div_ceil(partitions.get()),
+            }
+        }
+    }
+
+    /// Masks to allocate.
+    fn attached_len(&self, capacity: usize) -> usize {
+        match self {
+            Placement::Dense {
+                indexes,
+                per_partition,
+            } => per_partition * indexes.len(),
+            Placement::Hashed { .. } => capacity,
+        }
+    }
+
+    /// Gives objects `range` their slots (hashed placement only).
+    fn spawned(&self, range: std::ops::Range<u64>) {
+        if let Placement::Hashed {
+            router,
+            slots,
+            next,
+        } = self
+        {
+            for o in range {
+                let slot = next[router.partition_of(&o)].fetch_add(1, Ordering::Relaxed);
+                slots[o as usize].store(slot, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The partition and slot of `object`.
+    #[inline]
+    fn place(&self, object: u64) -> (usize, usize) {
+        match self {
+            Placement::Dense { indexes, .. } => {
+                let p = indexes[0].partition_of(&object);
+                (p, indexes[p].clone().slot(&object))
+            }
+            Placement::Hashed { router, slots, .. } => (
+                router.partition_of(&object),
+                slots[object as usize].load(Ordering::Relaxed) as usize,
+            ),
+        }
+    }
+
+    /// Where `object`'s attached mask is.
+    #[inline]
+    fn attached_index(&self, object: u64) -> usize {
+        match self {
+            Placement::Dense { per_partition, .. } => {
+                let (p, slot) = self.place(object);
+                p * per_partition + slot
+            }
+            Placement::Hashed { .. } => object as usize,
+        }
+    }
+}
+
+/// The key indexes a world can run on: [`DenseKeys`] (the default, state
+/// found by arithmetic) and [`HashedKeys<u64>`] (objects spread by key hash,
+/// as the partition dispatcher would, state found through a per-object slot).
+pub trait WorldKeys: KeyIndex<Key = u64> {
+    /// Whether partitions come from the key hash.
+    const HASHED: bool;
+}
+
+impl WorldKeys for DenseKeys {
+    const HASHED: bool = false;
+}
+
+impl WorldKeys for HashedKeys<u64> {
+    const HASHED: bool = true;
 }
 
 /// Where a dispatch stopped.
@@ -289,7 +403,8 @@ impl<A: Send + 'static> Shared<A> {
     /// `true` when some behaviour attached to the event's target handles it.
     #[inline]
     fn has_handler(&self, event: &Event<A>) -> bool {
-        let attached = self.attached[event.target.0 as usize].load(Ordering::Acquire);
+        let at = self.placement.attached_index(event.target.0);
+        let attached = self.attached[at].load(Ordering::Acquire);
         attached & self.handler_masks[event.name.0 as usize] != 0
     }
 
@@ -302,7 +417,8 @@ impl<A: Send + 'static> Shared<A> {
         event: &mut Event<A>,
         from: usize,
     ) -> Step {
-        let mask = self.attached[event.target.0 as usize].load(Ordering::Relaxed);
+        let at = self.placement.attached_index(event.target.0);
+        let mask = self.attached[at].load(Ordering::Relaxed);
         let handlers = &self.handlers[event.name.0 as usize];
         if mask & self.handler_masks[event.name.0 as usize] == 0 {
             self.orphaned.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +450,7 @@ impl<A: Send + 'static> Shared<A> {
         mut next: usize,
         mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
     ) {
-        let slot = self.indexes[hold.partition()].clone().slot(hold.key());
+        let slot = self.placement.place(*hold.key()).1;
         let shard = &self.shards[hold.partition()];
         let mut handled = 0;
         for event in &mut events {
@@ -383,18 +499,36 @@ impl<A: Send + 'static> Shared<A> {
             let mut guard = self.shards[batch.partition()].lock();
             let shard = &mut *guard;
             shard.slots.clear();
-            shard.slots.extend(batch.slots().map(|slot| slot as u32));
+            let first = match &self.placement {
+                Placement::Dense { per_partition, .. } => {
+                    shard.slots.extend(batch.slots().map(|slot| slot as u32));
+                    Some(batch.partition() * per_partition)
+                }
+                Placement::Hashed { slots, .. } => {
+                    shard.slots.extend(
+                        batch
+                            .keys()
+                            .map(|&o| slots[o as usize].load(Ordering::Relaxed)),
+                    );
+                    None
+                }
+            };
             shard.masks.clear();
             let mut orphaned = 0;
             let mut any = 0;
             let events = batch.events_mut();
-            shard.masks.extend(events.iter().map(|event| {
-                let mask = self.attached[event.target.0 as usize].load(Ordering::Relaxed)
-                    & self.handler_masks[event.name.0 as usize];
-                orphaned += u64::from(mask == 0);
-                any |= mask;
-                mask
-            }));
+            let attached = &self.attached;
+            shard
+                .masks
+                .extend(events.iter().zip(&shard.slots).map(|(event, &slot)| {
+                    // Dense: the partition's masks, by slot; hashed: by object.
+                    let at = first.map_or(event.target.0 as usize, |first| first + slot as usize);
+                    let mask = attached[at].load(Ordering::Relaxed)
+                        & self.handler_masks[event.name.0 as usize];
+                    orphaned += u64::from(mask == 0);
+                    any |= mask;
+                    mask
+                }));
             if orphaned > 0 {
                 self.orphaned.fetch_add(orphaned, Ordering::Relaxed);
             }
@@ -457,7 +591,11 @@ impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
         let mut handled = 0;
         {
             let mut shard = shared.shards[batch.partition()].lock();
-            for (run, (_, slot, events)) in batch.iter_mut_with_slots().enumerate() {
+            for (run, (&object, slot, events)) in batch.iter_mut_with_slots().enumerate() {
+                let slot = match &shared.placement {
+                    Placement::Dense { .. } => slot,
+                    Placement::Hashed { .. } => shared.placement.place(object).1,
+                };
                 for (i, event) in events.iter_mut().enumerate() {
                     match shared.dispatch(&mut shard, slot, event, 0) {
                         Step::Done => handled += 1,
@@ -576,8 +714,24 @@ impl<A: Send + 'static> WorldBuilder<A> {
         BehaviourId(id, PhantomData)
     }
 
-    /// Starts the world on the current tokio runtime.
+    /// Starts the world on the current tokio runtime, on [`DenseKeys`]:
+    /// object ids are spread over partitions by arithmetic, and their state
+    /// is found the same way (the fast path for ids allocated from 0).
     pub fn start(self) -> Result<World<A>, StartError> {
+        self.start_on()
+    }
+
+    /// Starts the world on the current tokio runtime, on [`HashedKeys`]:
+    /// objects are spread over partitions by the shared key hash (where the
+    /// partition dispatcher would send them), each object's state slot is
+    /// looked up per event, and the scheduler keeps a hash map entry per
+    /// object with events queued. The same contract as [`start`](Self::start),
+    /// at the cost of the hashing: the path for worlds whose ids are not dense.
+    pub fn start_hashed(self) -> Result<World<A, HashedKeys<u64>>, StartError> {
+        self.start_on()
+    }
+
+    fn start_on<X: WorldKeys>(self) -> Result<World<A, X>, StartError> {
         let mut names = vec![String::new(); self.names.len()];
         for (name, id) in &self.names {
             names[id.0 as usize] = name.clone();
@@ -599,23 +753,25 @@ impl<A: Send + 'static> WorldBuilder<A> {
                 })
             })
             .collect();
+        let placement = Placement::new::<X>(self.partitions, self.capacity);
         let shared = Arc::new(Shared {
             names,
             handlers,
             handler_masks,
-            attached: (0..self.capacity).map(|_| AtomicU64::new(0)).collect(),
-            objects: AtomicU64::new(0),
-            shards,
-            indexes: (0..self.partitions.get())
-                .map(|p| DenseKeys::new(p, self.partitions))
+            attached: (0..placement.attached_len(self.capacity))
+                .map(|_| AtomicU64::new(0))
                 .collect(),
+            objects: AtomicU64::new(0),
+            capacity: self.capacity as u64,
+            shards,
+            placement,
             handled: AtomicU64::new(0),
             halted: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             no_handler: AtomicU64::new(0),
             orphaned: AtomicU64::new(0),
         });
-        let mut keyed = KeyedBuilder::dense(Dispatch(shared.clone()));
+        let mut keyed = KeyedBuilder::<X, _>::with_index(Dispatch(shared.clone()));
         if let Some(name) = self.name {
             keyed = keyed.name(name);
         }
@@ -630,7 +786,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
 }
 
 /// The consumer stage [`World::consumer`] makes.
-pub type WorldConsumer<A> = KeyedConsumer<DenseKeys, Dispatch<A>, fn(&Event<A>) -> u64>;
+pub type WorldConsumer<A, X = DenseKeys> = KeyedConsumer<X, Dispatch<A>, fn(&Event<A>) -> u64>;
 
 /// The key of an event: its target.
 fn target_of<A>(event: &Event<A>) -> u64 {
@@ -643,12 +799,16 @@ fn num_cpus() -> usize {
 
 /// A running world: objects, their behaviours and state, and the keyed
 /// scheduler that handles their events. Cloning gives another handle.
-pub struct World<A: Send + 'static> {
-    keyed: Keyed<DenseKeys, Dispatch<A>>,
+///
+/// `X` is the scheduler's key index: [`DenseKeys`] from
+/// [`WorldBuilder::start`], [`HashedKeys<u64>`] from
+/// [`WorldBuilder::start_hashed`].
+pub struct World<A: Send + 'static, X: WorldKeys = DenseKeys> {
+    keyed: Keyed<X, Dispatch<A>>,
     shared: Arc<Shared<A>>,
 }
 
-impl<A: Send + 'static> Clone for World<A> {
+impl<A: Send + 'static, X: WorldKeys> Clone for World<A, X> {
     fn clone(&self) -> Self {
         World {
             keyed: self.keyed.clone(),
@@ -657,7 +817,7 @@ impl<A: Send + 'static> Clone for World<A> {
     }
 }
 
-impl<A: Send + 'static> World<A> {
+impl<A: Send + 'static, X: WorldKeys> World<A, X> {
     /// Creates an object.
     ///
     /// # Panics
@@ -675,17 +835,17 @@ impl<A: Send + 'static> World<A> {
     pub fn spawn_many(&self, n: u64) -> std::ops::Range<ObjectId> {
         let first = self.shared.objects.fetch_add(n, Ordering::Relaxed);
         assert!(
-            first + n <= self.shared.attached.len() as u64,
+            first + n <= self.shared.capacity,
             "the world holds at most {} objects",
-            self.shared.attached.len()
+            self.shared.capacity
         );
+        self.shared.placement.spawned(first..first + n);
         ObjectId(first)..ObjectId(first + n)
     }
 
     /// Where `object`'s state lives: its partition and slot.
     fn place(&self, object: ObjectId) -> (usize, usize) {
-        let p = self.shared.indexes[0].partition_of(&object.0);
-        (p, self.shared.indexes[p].clone().slot(&object.0))
+        self.shared.placement.place(object.0)
     }
 
     /// Attaches behaviour `id` to `object`, with `state` as its component state.
@@ -699,7 +859,8 @@ impl<A: Send + 'static> World<A> {
             }
             column[slot] = state;
         }
-        self.shared.attached[object.0 as usize].fetch_or(1 << id.0, Ordering::Release);
+        let at = self.shared.placement.attached_index(object.0);
+        self.shared.attached[at].fetch_or(1 << id.0, Ordering::Release);
     }
 
     /// Attaches behaviour `id` to every object of `objects`, each with the
@@ -722,7 +883,8 @@ impl<A: Send + 'static> World<A> {
                     column.resize_with(slot + 1, B::State::default);
                 }
                 column[slot] = state(ObjectId(o));
-                self.shared.attached[o as usize].fetch_or(1 << id.0, Ordering::Release);
+                let at = self.shared.placement.attached_index(o);
+                self.shared.attached[at].fetch_or(1 << id.0, Ordering::Release);
             }
         }
     }
@@ -735,8 +897,8 @@ impl<A: Send + 'static> World<A> {
         object: ObjectId,
         id: BehaviourId<B>,
     ) -> Option<B::State> {
-        let before =
-            self.shared.attached[object.0 as usize].fetch_and(!(1 << id.0), Ordering::AcqRel);
+        let at = self.shared.placement.attached_index(object.0);
+        let before = self.shared.attached[at].fetch_and(!(1 << id.0), Ordering::AcqRel);
         if before & (1 << id.0) == 0 {
             return None;
         }
@@ -750,7 +912,8 @@ impl<A: Send + 'static> World<A> {
     where
         B::State: Clone,
     {
-        if self.shared.attached[object.0 as usize].load(Ordering::Acquire) & (1 << id.0) == 0 {
+        let at = self.shared.placement.attached_index(object.0);
+        if self.shared.attached[at].load(Ordering::Acquire) & (1 << id.0) == 0 {
             return None;
         }
         let (p, slot) = self.place(object);
@@ -826,7 +989,7 @@ impl<A: Send + 'static> World<A> {
     /// asking its producers only for as many events as there is room for.
     /// Events reach the world unchecked: one without a handler is counted as
     /// orphaned when handled, not refused.
-    pub fn consumer(&self) -> WorldConsumer<A> {
+    pub fn consumer(&self) -> WorldConsumer<A, X> {
         self.keyed.consumer(target_of::<A>)
     }
 
