@@ -155,6 +155,10 @@ impl Plan {
     }
 }
 
+/// How a world is started: `WorldBuilder::start` (dense keys) or
+/// `WorldBuilder::start_hashed`.
+type Start<X> = fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>;
+
 /// A world with armor and health on every object.
 struct Setup<X: WorldKeys = demandflow::keyed::DenseKeys> {
     world: World<Hit, X>,
@@ -171,10 +175,7 @@ fn build_world(objects: u64) -> Setup {
 
 /// The world with armor and health on `objects` objects, started by `start`
 /// (on dense or on hashed keys).
-fn build_world_on<X: WorldKeys>(
-    objects: u64,
-    start: fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>,
-) -> Setup<X> {
+fn build_world_on<X: WorldKeys>(objects: u64, start: Start<X>) -> Setup<X> {
     let violations = Arc::new(AtomicU64::new(0));
     let mut builder = WorldBuilder::<Hit>::new(objects as usize)
         .max_workers(WORKERS)
@@ -204,6 +205,8 @@ fn build_world_on<X: WorldKeys>(
 struct WorldRun {
     drains: Vec<Duration>,
     total: Duration,
+    /// CPU time of every thread of the process during the frames.
+    cpu: Duration,
     max_backlog: u64,
     peak_queued: usize,
     handled: u64,
@@ -216,7 +219,7 @@ struct WorldRun {
 async fn run_world<X: WorldKeys>(
     plan: &Plan,
     frames: u32,
-    start: fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>,
+    start: Start<X>,
     progress: &Progress,
 ) -> WorldRun {
     let Setup {
@@ -229,6 +232,7 @@ async fn run_world<X: WorldKeys>(
     let mut drains = Vec::with_capacity(plan.frames as usize);
     let mut max_backlog = 0;
     let start = Instant::now();
+    let cpu_start = process_cpu();
     for frame in 1..=plan.frames {
         let t0 = Instant::now();
         let events = (0..plan.objects).map(|o| Event {
@@ -254,6 +258,7 @@ async fn run_world<X: WorldKeys>(
         }
     }
     let total = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     let stats = world.stats();
     let keyed = world.keyed_stats();
     // Every object lost (damage - armor) per frame, exactly once per frame.
@@ -270,6 +275,7 @@ async fn run_world<X: WorldKeys>(
     WorldRun {
         drains,
         total,
+        cpu,
         max_backlog,
         peak_queued: keyed.peak_queued,
         handled: stats.handled,
@@ -280,7 +286,7 @@ async fn run_world<X: WorldKeys>(
 
 /// The hand-written loop: the same two updates on dense vectors, one thread. Returns the time of
 /// each frame.
-fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
+fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, Duration, bool) {
     let armor = vec![ARMOR; objects as usize];
     let mut health = vec![
         Health {
@@ -291,6 +297,7 @@ fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
     ];
     let mut violations = 0_u64;
     let mut times = Vec::with_capacity(frames as usize);
+    let cpu_start = thread_cpu();
     for frame in 1..=frames {
         let t0 = Instant::now();
         for (h, &rating) in health.iter_mut().zip(&armor) {
@@ -304,9 +311,10 @@ fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
         }
         times.push(t0.elapsed());
     }
+    let cpu = thread_cpu().saturating_sub(cpu_start);
     let expected = HEALTH - i64::from(frames) * i64::from(DAMAGE - ARMOR);
     let ok = violations == 0 && health.iter().all(|h| h.hp == expected);
-    (times, ok)
+    (times, cpu, ok)
 }
 
 /// The same world fed through a pipeline: `from_iter` of `frames` frames (frame after frame,
@@ -383,6 +391,33 @@ async fn run_small(objects: u64, tick: Duration, duration: Duration) -> (Vec<Dur
     (drains, lost + violations.load(Ordering::Relaxed))
 }
 
+/// On-CPU time read from a `schedstat` file (its first field, in ns); zero
+/// where there is none (not Linux, or no scheduler statistics).
+fn schedstat(path: &std::path::Path) -> Duration {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// On-CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    schedstat("/proc/thread-self/schedstat".as_ref())
+}
+
+/// On-CPU time of every live thread of this process so far (the runtime's
+/// worker threads stay alive, so differences over a stretch are exact).
+fn process_cpu() -> Duration {
+    fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|task| schedstat(&task.path().join("schedstat")))
+                .sum()
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -435,7 +470,7 @@ fn main() -> ExitCode {
         "hand loop: {} frames of {} objects",
         plan.hand_frames, plan.objects
     ));
-    let (mut hand, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
+    let (mut hand, hand_cpu_before, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
     progress.finish(&format!("{:.2} ms per frame", ms(median_duration(&hand))));
     progress.start(&format!(
         "world: {} frames of {} objects on {cores} cores",
@@ -452,7 +487,8 @@ fn main() -> ExitCode {
         run.drains.len() as f64 / run.total.as_secs_f64()
     ));
     progress.start("hand loop again");
-    let (hand_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    let (hand_after, hand_cpu_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    let hand_cpu_ms = ms(hand_cpu_before + hand_cpu_after) / f64::from(2 * plan.hand_frames);
     progress.finish(&format!(
         "{:.2} ms per frame",
         ms(median_duration(&hand_after))
@@ -535,6 +571,12 @@ fn main() -> ExitCode {
         "| hand loop per frame (baseline, 1 thread, median) | {hand_ms:.2} ms (before {hand_before_ms:.2}, after {hand_after_ms:.2}) |"
     );
     let _ = writeln!(table, "| drain p50 / hand loop | {:.1}x |", p50 / hand_ms);
+    let cpu_ms = ms(run.cpu) / frames as f64;
+    let _ = writeln!(
+        table,
+        "| CPU per frame, all threads (hand loop: {hand_cpu_ms:.2} ms) | {cpu_ms:.2} ms, {:.1}x |",
+        cpu_ms / hand_cpu_ms
+    );
     let _ = writeln!(
         table,
         "| peak RSS (VmHWM) after the frames | {rss:.1} MiB (end of run: {rss_end:.1} MiB) |"
@@ -581,6 +623,13 @@ fn main() -> ExitCode {
         "| drain p50 / hand loop (dense keys: {:.1}x) | {:.1}x |",
         p50 / hand_ms,
         hashed_p50 / hand_ms
+    );
+    let hashed_cpu_ms = ms(hashed.cpu) / hashed_frames as f64;
+    let _ = writeln!(
+        table,
+        "| CPU per frame / hand loop's (dense keys: {:.1}x) | {hashed_cpu_ms:.2} ms, {:.1}x |",
+        cpu_ms / hand_cpu_ms,
+        hashed_cpu_ms / hand_cpu_ms
     );
     let _ = writeln!(
         table,
@@ -694,10 +743,13 @@ fn main() -> ExitCode {
         "max_backlog": run.max_backlog,
         "ordering_violations": run.violations,
         "lost_events": lost,
+        "cpu_ms_per_frame": rounded(cpu_ms, 3),
+        "hand_loop_cpu_ms": rounded(hand_cpu_ms, 3),
         "hashed_frames": hashed_frames,
         "hashed_fps": rounded(hashed_fps, 1),
         "hashed_drain_ms_p50": rounded(hashed_p50, 3),
         "hashed_drain_ms_p99": rounded(hashed_p99, 3),
+        "hashed_cpu_ms_per_frame": rounded(hashed_cpu_ms, 3),
         "hashed_ordering_violations": hashed.violations,
         "hashed_lost_events": hashed_lost,
     });
