@@ -284,6 +284,27 @@ async fn run_world<X: WorldKeys>(
     }
 }
 
+/// One progress step: `frames` frames through the world `start` starts.
+fn world_step<X: WorldKeys>(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    frames: u32,
+    start: Start<X>,
+    progress: &mut Progress,
+    what: &str,
+) -> WorldRun {
+    progress.start(&format!(
+        "{what}: {frames} frames of {} objects",
+        plan.objects
+    ));
+    let run = runtime.block_on(run_world(plan, frames, start, progress));
+    progress.finish(&format!(
+        "{:.1} fps",
+        run.drains.len() as f64 / run.total.as_secs_f64()
+    ));
+    run
+}
+
 /// The hand-written loop: the same two updates on dense vectors, one thread. Returns the time of
 /// each frame.
 fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, Duration, bool) {
@@ -472,20 +493,14 @@ fn main() -> ExitCode {
     ));
     let (mut hand, hand_cpu_before, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
     progress.finish(&format!("{:.2} ms per frame", ms(median_duration(&hand))));
-    progress.start(&format!(
-        "world: {} frames of {} objects on {cores} cores",
-        plan.frames, plan.objects
-    ));
-    let run = runtime.block_on(run_world(
+    let run = world_step(
+        &runtime,
         &plan,
         plan.frames,
         WorldBuilder::start,
-        &progress,
-    ));
-    progress.finish(&format!(
-        "{:.1} fps",
-        run.drains.len() as f64 / run.total.as_secs_f64()
-    ));
+        &mut progress,
+        &format!("world on {cores} cores"),
+    );
     progress.start("hand loop again");
     let (hand_after, hand_cpu_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
     let hand_cpu_ms = ms(hand_cpu_before + hand_cpu_after) / f64::from(2 * plan.hand_frames);
@@ -498,20 +513,14 @@ fn main() -> ExitCode {
     let hand_before_ms = ms(median_duration(&hand));
     let hand_after_ms = ms(median_duration(&hand_after));
     hand.extend(hand_after);
-    progress.start(&format!(
-        "world on hashed keys: {} frames of {} objects",
-        plan.hashed_frames, plan.objects
-    ));
-    let hashed = runtime.block_on(run_world(
+    let hashed = world_step(
+        &runtime,
         &plan,
         plan.hashed_frames,
         WorldBuilder::start_hashed,
-        &progress,
-    ));
-    progress.finish(&format!(
-        "{:.1} fps",
-        hashed.drains.len() as f64 / hashed.total.as_secs_f64()
-    ));
+        &mut progress,
+        "world on hashed keys",
+    );
     progress.start(&format!(
         "small: 1000 objects every {} ms for {:.0} s",
         plan.small_tick.as_millis(),
