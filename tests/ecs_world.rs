@@ -217,6 +217,111 @@ async fn an_object_whose_handler_is_blocked_does_not_hold_up_other_objects_in_it
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_frame_of_one_event_per_object_halts_waits_and_orphans_each_object_on_its_own() {
+    // One partition and one batch for the whole frame: each object has one
+    // event, so the world runs the batch behaviour by behaviour.
+    let f = fixture(&["a", "b", "c"], 6, 1, 100);
+    let start = tokio::time::Instant::now();
+    let mut frame: Vec<_> = (0..6).map(|o| poke(f.name, o, 0)).collect();
+    frame[1].args.halt = Some("a");
+    frame[2].args.wait = Some(("a", 1000)); // waits, then goes on to b and c
+    frame[3].args.wait = Some(("b", 2000));
+    frame[3].args.halt = Some("b"); // waits at b, then halts
+    f.world.send_all(frame).await.unwrap();
+    // Object 5 loses its behaviours after its event was sent (the workers of
+    // this single-threaded runtime have not run yet): the event is orphaned.
+    for &id in &f.tags {
+        assert_eq!(f.world.detach(ObjectId(5), id), Some(0));
+    }
+    f.world.idle().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(2000));
+    let trail_of = |object: u64, seq: u32| -> Vec<&'static str> {
+        let log = f.log.lock();
+        log.iter()
+            .filter(|r| r.1 == object && r.2 == seq)
+            .map(|r| r.3.clone())
+            .max_by_key(Vec::len)
+            .unwrap_or_default()
+    };
+    assert_eq!(trail_of(0, 0), ["a", "b", "c"]);
+    assert_eq!(trail_of(1, 0), ["a"]);
+    assert_eq!(trail_of(2, 0), ["a", "b", "c"]);
+    assert_eq!(trail_of(3, 0), ["a", "b"]);
+    assert_eq!(trail_of(4, 0), ["a", "b", "c"]);
+    // Per behaviour, how many events each object's state counted.
+    let seen = |object: u64| -> Vec<Option<u32>> {
+        f.tags
+            .iter()
+            .map(|&id| f.world.state(ObjectId(object), id))
+            .collect()
+    };
+    assert_eq!(seen(0), [Some(1), Some(1), Some(1)]);
+    assert_eq!(seen(1), [Some(1), Some(0), Some(0)]);
+    assert_eq!(seen(2), [Some(1), Some(1), Some(1)]);
+    assert_eq!(seen(3), [Some(1), Some(1), Some(0)]);
+    assert_eq!(seen(4), [Some(1), Some(1), Some(1)]);
+    let stats = f.world.stats();
+    assert_eq!(
+        (stats.handled, stats.halted, stats.waited, stats.orphaned),
+        (6, 2, 2, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_world_on_hashed_keys_keeps_each_objects_order_and_state() {
+    let log: Log = Arc::default();
+    let mut builder = WorldBuilder::<Args>::new(100)
+        .partitions(nz(3))
+        .max_workers(nz(2))
+        .max_batch(nz(8))
+        .queue_capacity(nz(64));
+    let name = builder.event("poke");
+    let ids: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|tag| {
+            builder.register(Tagged {
+                tag,
+                name,
+                log: log.clone(),
+            })
+        })
+        .collect();
+    let world = builder.start_hashed().unwrap();
+    let all = world.spawn_many(100);
+    for &id in &ids {
+        world.attach_many(all.clone(), id, |_| 0);
+    }
+    let start = tokio::time::Instant::now();
+    for seq in 0..3 {
+        let frame = (0..100).map(|o| {
+            let mut event = poke(name, o, seq);
+            if o == 42 && seq == 0 {
+                event.args.wait = Some(("one", 500));
+            }
+            event
+        });
+        world.send_all(frame).await.unwrap();
+    }
+    world.idle().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    let log = log.lock();
+    for object in 0..100 {
+        let calls: Vec<(&str, u32)> = log
+            .iter()
+            .filter(|r| r.1 == object)
+            .map(|r| (r.0, r.2))
+            .collect();
+        let expected: Vec<(&str, u32)> = (0..3).flat_map(|s| [("one", s), ("two", s)]).collect();
+        assert_eq!(calls, expected, "object {object}");
+        for &id in &ids {
+            assert_eq!(world.state(ObjectId(object), id), Some(3));
+        }
+    }
+    assert_eq!(world.stats().handled, 300);
+    assert_eq!(world.stats().waited, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_event_no_attached_behaviour_handles_is_refused_with_no_handler() {
     let f = fixture(&["only"], 2, 1, 16);
     let loner = f.world.spawn();

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use demandflow::StartError;
 use demandflow_benches::{
     Args, LogLogPlot, Mode, Progress, Reference, Series, median, report_dir, result_line, rounded,
 };
-use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder};
+use ecs_world::{Behaviour, Event, EventName, Handled, ObjectId, World, WorldBuilder, WorldKeys};
 use serde_json::json;
 
 /// Damage of every hit; armor takes `ARMOR` off it.
@@ -105,6 +106,7 @@ impl Behaviour<Hit> for HealthB {
 }
 
 /// How big a run is.
+#[derive(Clone, Copy)]
 struct Plan {
     objects: u64,
     frames: u32,
@@ -115,6 +117,8 @@ struct Plan {
     small_tick: Duration,
     /// Frames sent through the pipeline (stage path).
     stage_frames: u32,
+    /// Frames of the same world on hashed keys.
+    hashed_frames: u32,
 }
 
 impl Plan {
@@ -127,6 +131,7 @@ impl Plan {
                 small_for: Duration::from_millis(100),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 2,
+                hashed_frames: 3,
             },
             Mode::Quick => Plan {
                 objects: 1_000_000,
@@ -135,6 +140,7 @@ impl Plan {
                 small_for: Duration::from_secs(2),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 10,
+                hashed_frames: 30,
             },
             Mode::Full => Plan {
                 objects: 1_000_000,
@@ -143,22 +149,33 @@ impl Plan {
                 small_for: Duration::from_secs(10),
                 small_tick: Duration::from_millis(10),
                 stage_frames: 60,
+                hashed_frames: 300,
             },
         }
     }
 }
 
+/// How a world is started: `WorldBuilder::start` (dense keys) or
+/// `WorldBuilder::start_hashed`.
+type Start<X> = fn(WorldBuilder<Hit>) -> Result<World<Hit, X>, StartError>;
+
 /// A world with armor and health on every object.
-struct Setup {
-    world: World<Hit>,
+struct Setup<X: WorldKeys = demandflow::keyed::DenseKeys> {
+    world: World<Hit, X>,
     hit: EventName,
     health: ecs_world::BehaviourId<HealthB>,
     /// Counted by the health behaviour.
     violations: Arc<AtomicU64>,
 }
 
-/// The world with armor and health on `objects` objects.
+/// The world with armor and health on `objects` objects, on dense keys.
 fn build_world(objects: u64) -> Setup {
+    build_world_on(objects, WorldBuilder::start)
+}
+
+/// The world with armor and health on `objects` objects, started by `start`
+/// (on dense or on hashed keys).
+fn build_world_on<X: WorldKeys>(objects: u64, start: Start<X>) -> Setup<X> {
     let violations = Arc::new(AtomicU64::new(0));
     let mut builder = WorldBuilder::<Hit>::new(objects as usize)
         .max_workers(WORKERS)
@@ -169,7 +186,7 @@ fn build_world(objects: u64) -> Setup {
         hit,
         violations: violations.clone(),
     });
-    let world = builder.start().expect("inside a tokio runtime");
+    let world = start(builder).expect("inside a tokio runtime");
     let all = world.spawn_many(objects);
     world.attach_many(all.clone(), armor, |_| ARMOR);
     world.attach_many(all, health, |_| Health {
@@ -188,6 +205,8 @@ fn build_world(objects: u64) -> Setup {
 struct WorldRun {
     drains: Vec<Duration>,
     total: Duration,
+    /// CPU time of every thread of the process during the frames.
+    cpu: Duration,
     max_backlog: u64,
     peak_queued: usize,
     handled: u64,
@@ -195,17 +214,25 @@ struct WorldRun {
     wrong_state: u64,
 }
 
-/// Sends `frames` frames of one hit per object, each after the previous one has drained.
-async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
+/// Sends `frames` frames of one hit per object, each after the previous one
+/// has drained, to the world `start` starts.
+async fn run_world<X: WorldKeys>(
+    plan: &Plan,
+    frames: u32,
+    start: Start<X>,
+    progress: &Progress,
+) -> WorldRun {
     let Setup {
         world,
         hit,
         health,
         violations,
-    } = build_world(plan.objects);
+    } = build_world_on(plan.objects, start);
+    let plan = &Plan { frames, ..*plan };
     let mut drains = Vec::with_capacity(plan.frames as usize);
     let mut max_backlog = 0;
     let start = Instant::now();
+    let cpu_start = process_cpu();
     for frame in 1..=plan.frames {
         let t0 = Instant::now();
         let events = (0..plan.objects).map(|o| Event {
@@ -231,6 +258,7 @@ async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
         }
     }
     let total = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     let stats = world.stats();
     let keyed = world.keyed_stats();
     // Every object lost (damage - armor) per frame, exactly once per frame.
@@ -247,6 +275,7 @@ async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
     WorldRun {
         drains,
         total,
+        cpu,
         max_backlog,
         peak_queued: keyed.peak_queued,
         handled: stats.handled,
@@ -255,9 +284,30 @@ async fn run_world(plan: &Plan, progress: &Progress) -> WorldRun {
     }
 }
 
+/// One progress step: `frames` frames through the world `start` starts.
+fn world_step<X: WorldKeys>(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    frames: u32,
+    start: Start<X>,
+    progress: &mut Progress,
+    what: &str,
+) -> WorldRun {
+    progress.start(&format!(
+        "{what}: {frames} frames of {} objects",
+        plan.objects
+    ));
+    let run = runtime.block_on(run_world(plan, frames, start, progress));
+    progress.finish(&format!(
+        "{:.1} fps",
+        run.drains.len() as f64 / run.total.as_secs_f64()
+    ));
+    run
+}
+
 /// The hand-written loop: the same two updates on dense vectors, one thread. Returns the time of
 /// each frame.
-fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
+fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, Duration, bool) {
     let armor = vec![ARMOR; objects as usize];
     let mut health = vec![
         Health {
@@ -268,6 +318,7 @@ fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
     ];
     let mut violations = 0_u64;
     let mut times = Vec::with_capacity(frames as usize);
+    let cpu_start = thread_cpu();
     for frame in 1..=frames {
         let t0 = Instant::now();
         for (h, &rating) in health.iter_mut().zip(&armor) {
@@ -281,9 +332,10 @@ fn run_hand_loop(objects: u64, frames: u32) -> (Vec<Duration>, bool) {
         }
         times.push(t0.elapsed());
     }
+    let cpu = thread_cpu().saturating_sub(cpu_start);
     let expected = HEALTH - i64::from(frames) * i64::from(DAMAGE - ARMOR);
     let ok = violations == 0 && health.iter().all(|h| h.hp == expected);
-    (times, ok)
+    (times, cpu, ok)
 }
 
 /// The same world fed through a pipeline: `from_iter` of `frames` frames (frame after frame,
@@ -360,6 +412,33 @@ async fn run_small(objects: u64, tick: Duration, duration: Duration) -> (Vec<Dur
     (drains, lost + violations.load(Ordering::Relaxed))
 }
 
+/// On-CPU time read from a `schedstat` file (its first field, in ns); zero
+/// where there is none (not Linux, or no scheduler statistics).
+fn schedstat(path: &std::path::Path) -> Duration {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// On-CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    schedstat("/proc/thread-self/schedstat".as_ref())
+}
+
+/// On-CPU time of every live thread of this process so far (the runtime's
+/// worker threads stay alive, so differences over a stretch are exact).
+fn process_cpu() -> Duration {
+    fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|task| schedstat(&task.path().join("schedstat")))
+                .sum()
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -407,24 +486,24 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
 
-    let mut progress = Progress::new("million_objects", args.mode, 5);
+    let mut progress = Progress::new("million_objects", args.mode, 6);
     progress.start(&format!(
         "hand loop: {} frames of {} objects",
         plan.hand_frames, plan.objects
     ));
-    let (mut hand, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
+    let (mut hand, hand_cpu_before, hand_ok_before) = run_hand_loop(plan.objects, plan.hand_frames);
     progress.finish(&format!("{:.2} ms per frame", ms(median_duration(&hand))));
-    progress.start(&format!(
-        "world: {} frames of {} objects on {cores} cores",
-        plan.frames, plan.objects
-    ));
-    let run = runtime.block_on(run_world(&plan, &progress));
-    progress.finish(&format!(
-        "{:.1} fps",
-        run.drains.len() as f64 / run.total.as_secs_f64()
-    ));
+    let run = world_step(
+        &runtime,
+        &plan,
+        plan.frames,
+        WorldBuilder::start,
+        &mut progress,
+        &format!("world on {cores} cores"),
+    );
     progress.start("hand loop again");
-    let (hand_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    let (hand_after, hand_cpu_after, hand_ok_after) = run_hand_loop(plan.objects, plan.hand_frames);
+    let hand_cpu_ms = ms(hand_cpu_before + hand_cpu_after) / f64::from(2 * plan.hand_frames);
     progress.finish(&format!(
         "{:.2} ms per frame",
         ms(median_duration(&hand_after))
@@ -434,6 +513,14 @@ fn main() -> ExitCode {
     let hand_before_ms = ms(median_duration(&hand));
     let hand_after_ms = ms(median_duration(&hand_after));
     hand.extend(hand_after);
+    let hashed = world_step(
+        &runtime,
+        &plan,
+        plan.hashed_frames,
+        WorldBuilder::start_hashed,
+        &mut progress,
+        "world on hashed keys",
+    );
     progress.start(&format!(
         "small: 1000 objects every {} ms for {:.0} s",
         plan.small_tick.as_millis(),
@@ -459,6 +546,13 @@ fn main() -> ExitCode {
     let expected = plan.objects * frames;
     let lost = expected.saturating_sub(run.handled) + run.wrong_state;
     let duplicated = run.handled.saturating_sub(expected);
+    let hashed_frames = hashed.drains.len() as u64;
+    let hashed_fps = hashed_frames as f64 / hashed.total.as_secs_f64();
+    let hashed_p50 = ms(quantile(&hashed.drains, 0.5));
+    let hashed_p99 = ms(quantile(&hashed.drains, 0.99));
+    let hashed_expected = plan.objects * hashed_frames;
+    let hashed_lost = hashed_expected.saturating_sub(hashed.handled) + hashed.wrong_state;
+    let hashed_duplicated = hashed.handled.saturating_sub(hashed_expected);
 
     let mut table = String::new();
     let _ = writeln!(
@@ -486,6 +580,12 @@ fn main() -> ExitCode {
         "| hand loop per frame (baseline, 1 thread, median) | {hand_ms:.2} ms (before {hand_before_ms:.2}, after {hand_after_ms:.2}) |"
     );
     let _ = writeln!(table, "| drain p50 / hand loop | {:.1}x |", p50 / hand_ms);
+    let cpu_ms = ms(run.cpu) / frames as f64;
+    let _ = writeln!(
+        table,
+        "| CPU per frame, all threads (hand loop: {hand_cpu_ms:.2} ms) | {cpu_ms:.2} ms, {:.1}x |",
+        cpu_ms / hand_cpu_ms
+    );
     let _ = writeln!(
         table,
         "| peak RSS (VmHWM) after the frames | {rss:.1} MiB (end of run: {rss_end:.1} MiB) |"
@@ -516,6 +616,34 @@ fn main() -> ExitCode {
     let _ = writeln!(
         table,
         "| target: 60 fps (p50 drain <= 16.7 ms), peak RSS <= 256 MiB | {verdict} |"
+    );
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "hashed keys: the same world on HashedKeys<u64> (WorldBuilder::start_hashed), {hashed_frames} frames"
+    );
+    let _ = writeln!(table, "| fps | {hashed_fps:.1} |");
+    let _ = writeln!(
+        table,
+        "| drain per frame p50, p99 | {hashed_p50:.2} ms, {hashed_p99:.2} ms |"
+    );
+    let _ = writeln!(
+        table,
+        "| drain p50 / hand loop (dense keys: {:.1}x) | {:.1}x |",
+        p50 / hand_ms,
+        hashed_p50 / hand_ms
+    );
+    let hashed_cpu_ms = ms(hashed.cpu) / hashed_frames as f64;
+    let _ = writeln!(
+        table,
+        "| CPU per frame / hand loop's (dense keys: {:.1}x) | {hashed_cpu_ms:.2} ms, {:.1}x |",
+        cpu_ms / hand_cpu_ms,
+        hashed_cpu_ms / hand_cpu_ms
+    );
+    let _ = writeln!(
+        table,
+        "| ordering violations, lost, duplicated events | {}, {hashed_lost}, {hashed_duplicated} |",
+        hashed.violations
     );
     let _ = writeln!(table);
     let stage_events = plan.objects * u64::from(plan.stage_frames);
@@ -569,15 +697,26 @@ fn main() -> ExitCode {
             x_label: "frame".into(),
             y_label: "drain time (ms)".into(),
             x_span: (1.0, frames as f64),
-            series: vec![Series {
-                name: "demandflow keyed world".into(),
-                points: run
-                    .drains
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| ((i + 1) as f64, ms(*d)))
-                    .collect(),
-            }],
+            series: vec![
+                Series {
+                    name: "demandflow keyed world".into(),
+                    points: run
+                        .drains
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| ((i + 1) as f64, ms(*d)))
+                        .collect(),
+                },
+                Series {
+                    name: "demandflow keyed world, hashed keys".into(),
+                    points: hashed
+                        .drains
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| ((i + 1) as f64, ms(*d)))
+                        .collect(),
+                },
+            ],
             references: vec![
                 Reference {
                     name: "60 fps budget (16.7 ms)".into(),
@@ -613,6 +752,15 @@ fn main() -> ExitCode {
         "max_backlog": run.max_backlog,
         "ordering_violations": run.violations,
         "lost_events": lost,
+        "cpu_ms_per_frame": rounded(cpu_ms, 3),
+        "hand_loop_cpu_ms": rounded(hand_cpu_ms, 3),
+        "hashed_frames": hashed_frames,
+        "hashed_fps": rounded(hashed_fps, 1),
+        "hashed_drain_ms_p50": rounded(hashed_p50, 3),
+        "hashed_drain_ms_p99": rounded(hashed_p99, 3),
+        "hashed_cpu_ms_per_frame": rounded(hashed_cpu_ms, 3),
+        "hashed_ordering_violations": hashed.violations,
+        "hashed_lost_events": hashed_lost,
     });
     println!("{}", result_line(&result));
     let ok = stage_violations == 0
@@ -622,6 +770,9 @@ fn main() -> ExitCode {
         && run.violations == 0
         && lost == 0
         && duplicated == 0
+        && hashed.violations == 0
+        && hashed_lost == 0
+        && hashed_duplicated == 0
         && small_bad == 0;
     if ok {
         ExitCode::SUCCESS

@@ -422,18 +422,26 @@ impl<X: KeyIndex, E> KeyedQueue<X, E> {
         claims.clear();
         waiting.clear();
         let mut end = batch.events.len() as u32;
-        for key in keys.drain(..) {
+        batch.runs.reserve(keys.len());
+        for (i, key) in keys.drain(..).enumerate() {
             let slot = self.slot_of(&key);
             let state = &mut self.state[slot as usize];
-            let claimed = *state == IDLE;
-            if claimed {
+            if *state == IDLE {
                 *state = BUSY;
                 end += 1;
                 batch.runs.push(Run { key, slot, end });
+                if !waiting.is_empty() {
+                    claims.push(true);
+                }
             } else {
+                // `claims` is only kept from the first event that waits on:
+                // every event before it was claimed.
+                if waiting.is_empty() {
+                    claims.resize(i, true);
+                }
                 waiting.push(slot);
+                claims.push(false);
             }
-            claims.push(claimed);
         }
         if !waiting.is_empty() {
             // The rare path: split the chunk, copying the events that go on.
@@ -670,6 +678,42 @@ impl<K, E> KeyedBatch<K, E> {
             start = end;
             (&run.key, run.slot as usize, events)
         })
+    }
+
+    /// The slot of each key (see [`iter_mut_with_slots`](Self::iter_mut_with_slots)),
+    /// in the order of the runs.
+    pub fn slots(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.runs.iter().map(|run| run.slot as usize)
+    }
+
+    /// Every event of the batch, run after run, each run's events oldest
+    /// first: one slice to work on when the runs do not matter. When each key
+    /// has one event (`len() == run_count()`), event `i` is run `i`'s, so it
+    /// lines up with the `i`-th of [`keys`](Self::keys) and [`slots`](Self::slots);
+    /// a handler can then work behaviour by behaviour over the whole batch
+    /// instead of key by key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use demandflow_keyed::{DenseKeys, KeyIndex, KeyedQueue};
+    ///
+    /// let mut queue = KeyedQueue::new(DenseKeys::new(0, NonZeroUsize::MIN));
+    /// for (key, n) in [(4, 40), (2, 20), (9, 90)] {
+    ///     queue.push(&key, n);
+    /// }
+    /// let mut batch = queue.take(10).unwrap();
+    /// assert_eq!(batch.len(), batch.run_count());
+    /// for n in batch.events_mut() {
+    ///     *n += 1;
+    /// }
+    /// let slots: Vec<usize> = batch.slots().collect();
+    /// assert_eq!(slots, [4, 2, 9]);
+    /// assert_eq!(batch.events_mut(), [41, 21, 91]);
+    /// ```
+    pub fn events_mut(&mut self) -> &mut [E] {
+        &mut self.events
     }
 
     /// Takes run `run` (a key and its events) out of the batch, so that the

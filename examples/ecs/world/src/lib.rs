@@ -21,11 +21,11 @@ use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use demandflow::StartError;
 use demandflow::keyed::{
-    DenseKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
+    DenseKeys, HashedKeys, KeyIndex, Keyed, KeyedBatch, KeyedBuilder, KeyedConsumer, KeyedHandler,
 };
 use parking_lot::Mutex;
 
@@ -157,6 +157,12 @@ pub struct WorldStats {
 /// handling an event is one virtual call.
 trait Column<A>: Send {
     fn handle(&mut self, slot: usize, object: ObjectId, event: &mut Event<A>) -> Handled;
+    /// Runs the behaviour over a whole batch of single events (one per
+    /// object): `events[i]` for the object in `slots[i]`, when `masks[i]` has
+    /// `bit`. One virtual call per batch instead of one per event. A halted
+    /// or waiting event's mask is cleared, so later behaviours skip it; a
+    /// waiting event is pushed to `waits` with its index.
+    fn handle_column(&mut self, column: ColumnPass<'_, A>);
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -174,6 +180,36 @@ impl<A: 'static, B: Behaviour<A>> Column<A> for States<B, A> {
         self.behaviour.handle(object, &mut self.states[slot], event)
     }
 
+    fn handle_column(&mut self, column: ColumnPass<'_, A>) {
+        let ColumnPass {
+            bit,
+            slots,
+            events,
+            masks,
+            halted,
+            waits,
+        } = column;
+        for (i, ((&slot, event), mask)) in slots.iter().zip(events).zip(masks).enumerate() {
+            if *mask & bit == 0 {
+                continue;
+            }
+            match self
+                .behaviour
+                .handle(event.target, &mut self.states[slot as usize], event)
+            {
+                Handled::Continue => {}
+                Handled::Halt => {
+                    *mask = 0;
+                    *halted += 1;
+                }
+                Handled::Wait(future) => {
+                    *mask = 0;
+                    waits.push((i, future));
+                }
+            }
+        }
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -183,12 +219,32 @@ impl<A: 'static, B: Behaviour<A>> Column<A> for States<B, A> {
     }
 }
 
+/// What a behaviour returned to wait on: the rest of the event's way waits for it.
+type Pending = Pin<Box<dyn Future<Output = Flow> + Send>>;
+
+/// One behaviour's pass over a batch of single events (see
+/// [`Column::handle_column`]).
+struct ColumnPass<'a, A> {
+    /// The behaviour's bit in the masks.
+    bit: u64,
+    slots: &'a [u32],
+    events: &'a mut [Event<A>],
+    /// Per event: the behaviours still to run it (attached and handling its name).
+    masks: &'a mut [u64],
+    halted: &'a mut u64,
+    waits: &'a mut Vec<(usize, Pending)>,
+}
+
 /// Makes a behaviour's empty column, for each partition.
 type NewColumn<A> = Box<dyn Fn() -> Box<dyn Column<A>> + Send + Sync>;
 
 /// The component state of one partition's objects: a column per behaviour.
 struct Shard<A> {
     columns: Vec<Box<dyn Column<A>>>,
+    /// Scratch space of a column-wise batch: per event, its slot and the
+    /// behaviours still to run it.
+    slots: Vec<u32>,
+    masks: Vec<u64>,
 }
 
 impl<A: 'static> Shard<A> {
@@ -207,17 +263,131 @@ struct Shared<A> {
     handlers: Vec<Vec<u8>>,
     /// Per event name: the same, as a bit mask.
     handler_masks: Vec<u64>,
-    /// Per object: the behaviours attached to it, as a bit mask.
+    /// Per object: the behaviours attached to it, as a bit mask, at the
+    /// object's [`Placement::attached_index`].
     attached: Box<[AtomicU64]>,
     objects: AtomicU64,
+    capacity: u64,
     shards: Box<[Mutex<Shard<A>>]>,
-    /// Per partition: how object ids become slots.
-    indexes: Vec<DenseKeys>,
+    /// Where objects' state lives.
+    placement: Placement,
     handled: AtomicU64,
     halted: AtomicU64,
     waited: AtomicU64,
     no_handler: AtomicU64,
     orphaned: AtomicU64,
+}
+
+/// Where each object's state lives: its partition (the keyed scheduler's, so
+/// that a worker finds its batch's objects in its own shard) and its slot in
+/// that partition's columns.
+enum Placement {
+    /// [`DenseKeys`]: object `o` is in partition `o % P`, slot `o / P`, the
+    /// same slot the scheduler's batches carry. The attached masks are laid out
+    /// partition after partition (`p * per_partition + slot`), so a worker
+    /// reads only its own partition's masks, one after the other.
+    Dense {
+        indexes: Vec<DenseKeys>,
+        per_partition: usize,
+    },
+    /// [`HashedKeys`]: the partition comes from the key hash; the scheduler's
+    /// slots are recycled when a key goes idle, so each object gets a state
+    /// slot of its own in its partition when it is spawned.
+    Hashed {
+        router: HashedKeys<u64>,
+        /// Per object: its slot.
+        slots: Box<[AtomicU32]>,
+        /// Per partition: the next free slot.
+        next: Box<[AtomicU32]>,
+    },
+}
+
+impl Placement {
+    fn new<X: WorldKeys>(partitions: NonZeroUsize, capacity: usize) -> Placement {
+        if X::HASHED {
+            Placement::Hashed {
+                router: HashedKeys::new(0, partitions),
+                slots: (0..capacity).map(|_| AtomicU32::new(u32::MAX)).collect(),
+                next: (0..partitions.get()).map(|_| AtomicU32::new(0)).collect(),
+            }
+        } else {
+            Placement::Dense {
+                indexes: (0..partitions.get())
+                    .map(|p| DenseKeys::new(p, partitions))
+                    .collect(),
+                per_partition: capacity.div_ceil(partitions.get()),
+            }
+        }
+    }
+
+    /// Masks to allocate.
+    fn attached_len(&self, capacity: usize) -> usize {
+        match self {
+            Placement::Dense {
+                indexes,
+                per_partition,
+            } => per_partition * indexes.len(),
+            Placement::Hashed { .. } => capacity,
+        }
+    }
+
+    /// Gives objects `range` their slots (hashed placement only).
+    fn spawned(&self, range: std::ops::Range<u64>) {
+        if let Placement::Hashed {
+            router,
+            slots,
+            next,
+        } = self
+        {
+            for o in range {
+                let slot = next[router.partition_of(&o)].fetch_add(1, Ordering::Relaxed);
+                slots[o as usize].store(slot, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The partition and slot of `object`.
+    #[inline]
+    fn place(&self, object: u64) -> (usize, usize) {
+        match self {
+            Placement::Dense { indexes, .. } => {
+                let p = indexes[0].partition_of(&object);
+                (p, indexes[p].clone().slot(&object))
+            }
+            Placement::Hashed { router, slots, .. } => (
+                router.partition_of(&object),
+                slots[object as usize].load(Ordering::Relaxed) as usize,
+            ),
+        }
+    }
+
+    /// Where `object`'s attached mask is.
+    #[inline]
+    fn attached_index(&self, object: u64) -> usize {
+        match self {
+            Placement::Dense { per_partition, .. } => {
+                let (p, slot) = self.place(object);
+                p * per_partition + slot
+            }
+            Placement::Hashed { .. } => object as usize,
+        }
+    }
+}
+
+/// The key indexes a world can run on: [`DenseKeys`] (the default, state
+/// found by arithmetic) and [`HashedKeys<u64>`] (objects spread by key hash,
+/// as the partition dispatcher would, state found through a per-object slot).
+pub trait WorldKeys: KeyIndex<Key = u64> {
+    /// Whether partitions come from the key hash.
+    const HASHED: bool;
+}
+
+impl WorldKeys for DenseKeys {
+    const HASHED: bool = false;
+}
+
+impl WorldKeys for HashedKeys<u64> {
+    const HASHED: bool = true;
 }
 
 /// Where a dispatch stopped.
@@ -233,7 +403,8 @@ impl<A: Send + 'static> Shared<A> {
     /// `true` when some behaviour attached to the event's target handles it.
     #[inline]
     fn has_handler(&self, event: &Event<A>) -> bool {
-        let attached = self.attached[event.target.0 as usize].load(Ordering::Acquire);
+        let at = self.placement.attached_index(event.target.0);
+        let attached = self.attached[at].load(Ordering::Acquire);
         attached & self.handler_masks[event.name.0 as usize] != 0
     }
 
@@ -246,7 +417,8 @@ impl<A: Send + 'static> Shared<A> {
         event: &mut Event<A>,
         from: usize,
     ) -> Step {
-        let mask = self.attached[event.target.0 as usize].load(Ordering::Relaxed);
+        let at = self.placement.attached_index(event.target.0);
+        let mask = self.attached[at].load(Ordering::Relaxed);
         let handlers = &self.handlers[event.name.0 as usize];
         if mask & self.handler_masks[event.name.0 as usize] == 0 {
             self.orphaned.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +450,7 @@ impl<A: Send + 'static> Shared<A> {
         mut next: usize,
         mut future: Pin<Box<dyn Future<Output = Flow> + Send>>,
     ) {
-        let slot = self.indexes[hold.partition()].clone().slot(hold.key());
+        let slot = self.placement.place(*hold.key()).1;
         let shard = &self.shards[hold.partition()];
         let mut handled = 0;
         for event in &mut events {
@@ -309,6 +481,97 @@ impl<A: Send + 'static> Shared<A> {
     }
 }
 
+impl<A: Send + 'static> Shared<A> {
+    /// Handles a batch whose objects have one event each, behaviour by
+    /// behaviour: each behaviour runs over the whole batch in one call, its
+    /// handler inlined in the loop. Each event still meets its behaviours in
+    /// registration order, stops at a halt and waits at a future, exactly as
+    /// [`dispatch`](Self::dispatch) would; only the order *between objects*
+    /// differs, which the world leaves open (different objects are handled
+    /// concurrently).
+    fn handle_columns(self: &Arc<Self>, batch: &mut KeyedBatch<u64, Event<A>>) {
+        let mut waits = Vec::new();
+        // (run, next behaviour, future) of the events that wait.
+        let mut resumes = Vec::new();
+        let mut halted = 0;
+        let events_in = batch.len();
+        {
+            let mut guard = self.shards[batch.partition()].lock();
+            let shard = &mut *guard;
+            shard.slots.clear();
+            let first = match &self.placement {
+                Placement::Dense { per_partition, .. } => {
+                    shard.slots.extend(batch.slots().map(|slot| slot as u32));
+                    Some(batch.partition() * per_partition)
+                }
+                Placement::Hashed { slots, .. } => {
+                    shard.slots.extend(
+                        batch
+                            .keys()
+                            .map(|&o| slots[o as usize].load(Ordering::Relaxed)),
+                    );
+                    None
+                }
+            };
+            shard.masks.clear();
+            let mut orphaned = 0;
+            let mut any = 0;
+            let events = batch.events_mut();
+            let attached = &self.attached;
+            shard
+                .masks
+                .extend(events.iter().zip(&shard.slots).map(|(event, &slot)| {
+                    // Dense: the partition's masks, by slot; hashed: by object.
+                    let at = first.map_or(event.target.0 as usize, |first| first + slot as usize);
+                    let mask = attached[at].load(Ordering::Relaxed)
+                        & self.handler_masks[event.name.0 as usize];
+                    orphaned += u64::from(mask == 0);
+                    any |= mask;
+                    mask
+                }));
+            if orphaned > 0 {
+                self.orphaned.fetch_add(orphaned, Ordering::Relaxed);
+            }
+            for (b, column) in shard.columns.iter_mut().enumerate() {
+                let bit = 1 << b;
+                if any & bit == 0 {
+                    continue;
+                }
+                column.handle_column(ColumnPass {
+                    bit,
+                    slots: &shard.slots,
+                    events: &mut *events,
+                    masks: &mut shard.masks,
+                    halted: &mut halted,
+                    waits: &mut waits,
+                });
+                for (i, future) in waits.drain(..) {
+                    // The event goes on after behaviour `b` in its name's list.
+                    let name = events[i].name.0 as usize;
+                    let next = self.handlers[name]
+                        .iter()
+                        .position(|&h| h as usize == b)
+                        .expect("a behaviour waits only on names it handles")
+                        + 1;
+                    resumes.push((i, next, future));
+                }
+            }
+        }
+        if halted > 0 {
+            self.halted.fetch_add(halted, Ordering::Relaxed);
+        }
+        self.handled
+            .fetch_add((events_in - resumes.len()) as u64, Ordering::Relaxed);
+        // Waiting objects go on in tasks of their own, taken out of the
+        // batch last run first so that run numbers stay right.
+        resumes.sort_unstable_by_key(|(run, _, _)| *run);
+        for (run, next, future) in resumes.into_iter().rev() {
+            let (hold, events) = batch.hold(run);
+            tokio::spawn(self.clone().resume(hold, events, next, future));
+        }
+    }
+}
+
 /// The keyed handler: runs each batch of objects through their behaviours.
 pub struct Dispatch<A>(Arc<Shared<A>>);
 
@@ -318,12 +581,21 @@ impl<A: Send + 'static> KeyedHandler for Dispatch<A> {
 
     async fn handle(&self, batch: &mut KeyedBatch<u64, Event<A>>) {
         let shared = &self.0;
+        if batch.len() == batch.run_count() {
+            // One event per object (a frame): behaviour after behaviour.
+            shared.handle_columns(batch);
+            return;
+        }
         // (run, event, next behaviour, future) of objects that have to wait.
         let mut waiting = Vec::new();
         let mut handled = 0;
         {
             let mut shard = shared.shards[batch.partition()].lock();
-            for (run, (_, slot, events)) in batch.iter_mut_with_slots().enumerate() {
+            for (run, (&object, slot, events)) in batch.iter_mut_with_slots().enumerate() {
+                let slot = match &shared.placement {
+                    Placement::Dense { .. } => slot,
+                    Placement::Hashed { .. } => shared.placement.place(object).1,
+                };
                 for (i, event) in events.iter_mut().enumerate() {
                     match shared.dispatch(&mut shard, slot, event, 0) {
                         Step::Done => handled += 1,
@@ -442,8 +714,24 @@ impl<A: Send + 'static> WorldBuilder<A> {
         BehaviourId(id, PhantomData)
     }
 
-    /// Starts the world on the current tokio runtime.
+    /// Starts the world on the current tokio runtime, on [`DenseKeys`]:
+    /// object ids are spread over partitions by arithmetic, and their state
+    /// is found the same way (the fast path for ids allocated from 0).
     pub fn start(self) -> Result<World<A>, StartError> {
+        self.start_on()
+    }
+
+    /// Starts the world on the current tokio runtime, on [`HashedKeys`]:
+    /// objects are spread over partitions by the shared key hash (where the
+    /// partition dispatcher would send them), each object's state slot is
+    /// looked up per event, and the scheduler keeps a hash map entry per
+    /// object with events queued. The same contract as [`start`](Self::start),
+    /// at the cost of the hashing: the path for worlds whose ids are not dense.
+    pub fn start_hashed(self) -> Result<World<A, HashedKeys<u64>>, StartError> {
+        self.start_on()
+    }
+
+    fn start_on<X: WorldKeys>(self) -> Result<World<A, X>, StartError> {
         let mut names = vec![String::new(); self.names.len()];
         for (name, id) in &self.names {
             names[id.0 as usize] = name.clone();
@@ -460,26 +748,30 @@ impl<A: Send + 'static> WorldBuilder<A> {
             .map(|_| {
                 Mutex::new(Shard {
                     columns: self.behaviours.iter().map(|(_, new)| new()).collect(),
+                    slots: Vec::new(),
+                    masks: Vec::new(),
                 })
             })
             .collect();
+        let placement = Placement::new::<X>(self.partitions, self.capacity);
         let shared = Arc::new(Shared {
             names,
             handlers,
             handler_masks,
-            attached: (0..self.capacity).map(|_| AtomicU64::new(0)).collect(),
-            objects: AtomicU64::new(0),
-            shards,
-            indexes: (0..self.partitions.get())
-                .map(|p| DenseKeys::new(p, self.partitions))
+            attached: (0..placement.attached_len(self.capacity))
+                .map(|_| AtomicU64::new(0))
                 .collect(),
+            objects: AtomicU64::new(0),
+            capacity: self.capacity as u64,
+            shards,
+            placement,
             handled: AtomicU64::new(0),
             halted: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             no_handler: AtomicU64::new(0),
             orphaned: AtomicU64::new(0),
         });
-        let mut keyed = KeyedBuilder::dense(Dispatch(shared.clone()));
+        let mut keyed = KeyedBuilder::<X, _>::with_index(Dispatch(shared.clone()));
         if let Some(name) = self.name {
             keyed = keyed.name(name);
         }
@@ -494,7 +786,7 @@ impl<A: Send + 'static> WorldBuilder<A> {
 }
 
 /// The consumer stage [`World::consumer`] makes.
-pub type WorldConsumer<A> = KeyedConsumer<DenseKeys, Dispatch<A>, fn(&Event<A>) -> u64>;
+pub type WorldConsumer<A, X = DenseKeys> = KeyedConsumer<X, Dispatch<A>, fn(&Event<A>) -> u64>;
 
 /// The key of an event: its target.
 fn target_of<A>(event: &Event<A>) -> u64 {
@@ -507,12 +799,16 @@ fn num_cpus() -> usize {
 
 /// A running world: objects, their behaviours and state, and the keyed
 /// scheduler that handles their events. Cloning gives another handle.
-pub struct World<A: Send + 'static> {
-    keyed: Keyed<DenseKeys, Dispatch<A>>,
+///
+/// `X` is the scheduler's key index: [`DenseKeys`] from
+/// [`WorldBuilder::start`], [`HashedKeys<u64>`] from
+/// [`WorldBuilder::start_hashed`].
+pub struct World<A: Send + 'static, X: WorldKeys = DenseKeys> {
+    keyed: Keyed<X, Dispatch<A>>,
     shared: Arc<Shared<A>>,
 }
 
-impl<A: Send + 'static> Clone for World<A> {
+impl<A: Send + 'static, X: WorldKeys> Clone for World<A, X> {
     fn clone(&self) -> Self {
         World {
             keyed: self.keyed.clone(),
@@ -521,7 +817,7 @@ impl<A: Send + 'static> Clone for World<A> {
     }
 }
 
-impl<A: Send + 'static> World<A> {
+impl<A: Send + 'static, X: WorldKeys> World<A, X> {
     /// Creates an object.
     ///
     /// # Panics
@@ -539,17 +835,17 @@ impl<A: Send + 'static> World<A> {
     pub fn spawn_many(&self, n: u64) -> std::ops::Range<ObjectId> {
         let first = self.shared.objects.fetch_add(n, Ordering::Relaxed);
         assert!(
-            first + n <= self.shared.attached.len() as u64,
+            first + n <= self.shared.capacity,
             "the world holds at most {} objects",
-            self.shared.attached.len()
+            self.shared.capacity
         );
+        self.shared.placement.spawned(first..first + n);
         ObjectId(first)..ObjectId(first + n)
     }
 
     /// Where `object`'s state lives: its partition and slot.
     fn place(&self, object: ObjectId) -> (usize, usize) {
-        let p = self.shared.indexes[0].partition_of(&object.0);
-        (p, self.shared.indexes[p].clone().slot(&object.0))
+        self.shared.placement.place(object.0)
     }
 
     /// Attaches behaviour `id` to `object`, with `state` as its component state.
@@ -563,7 +859,8 @@ impl<A: Send + 'static> World<A> {
             }
             column[slot] = state;
         }
-        self.shared.attached[object.0 as usize].fetch_or(1 << id.0, Ordering::Release);
+        let at = self.shared.placement.attached_index(object.0);
+        self.shared.attached[at].fetch_or(1 << id.0, Ordering::Release);
     }
 
     /// Attaches behaviour `id` to every object of `objects`, each with the
@@ -586,7 +883,8 @@ impl<A: Send + 'static> World<A> {
                     column.resize_with(slot + 1, B::State::default);
                 }
                 column[slot] = state(ObjectId(o));
-                self.shared.attached[o as usize].fetch_or(1 << id.0, Ordering::Release);
+                let at = self.shared.placement.attached_index(o);
+                self.shared.attached[at].fetch_or(1 << id.0, Ordering::Release);
             }
         }
     }
@@ -599,8 +897,8 @@ impl<A: Send + 'static> World<A> {
         object: ObjectId,
         id: BehaviourId<B>,
     ) -> Option<B::State> {
-        let before =
-            self.shared.attached[object.0 as usize].fetch_and(!(1 << id.0), Ordering::AcqRel);
+        let at = self.shared.placement.attached_index(object.0);
+        let before = self.shared.attached[at].fetch_and(!(1 << id.0), Ordering::AcqRel);
         if before & (1 << id.0) == 0 {
             return None;
         }
@@ -614,7 +912,8 @@ impl<A: Send + 'static> World<A> {
     where
         B::State: Clone,
     {
-        if self.shared.attached[object.0 as usize].load(Ordering::Acquire) & (1 << id.0) == 0 {
+        let at = self.shared.placement.attached_index(object.0);
+        if self.shared.attached[at].load(Ordering::Acquire) & (1 << id.0) == 0 {
             return None;
         }
         let (p, slot) = self.place(object);
@@ -690,7 +989,7 @@ impl<A: Send + 'static> World<A> {
     /// asking its producers only for as many events as there is room for.
     /// Events reach the world unchecked: one without a handler is counted as
     /// orphaned when handled, not refused.
-    pub fn consumer(&self) -> WorldConsumer<A> {
+    pub fn consumer(&self) -> WorldConsumer<A, X> {
         self.keyed.consumer(target_of::<A>)
     }
 
