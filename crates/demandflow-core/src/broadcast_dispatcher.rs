@@ -284,14 +284,12 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Out, ask_each, asks, sub};
+    use crate::test_support::{
+        Out, ask_each, asks, assert_unknown_subscription_ignored, sub, subscribe_with,
+    };
 
     fn subscribe(d: &mut BroadcastDispatcher<u32>, n: u64) {
-        subscribe_with(d, n, SubscribeOptions::new());
-    }
-
-    fn subscribe_with(d: &mut BroadcastDispatcher<u32>, n: u64, opts: SubscribeOptions<u32>) {
-        assert_eq!(d.subscribe(sub(n), StageId::from_raw(n), &opts), Ok(0));
+        subscribe_with(d, n, &SubscribeOptions::new());
     }
 
     fn setup(n: u64) -> BroadcastDispatcher<u32> {
@@ -419,8 +417,8 @@ mod tests {
     #[test]
     fn in_flight_events_nobody_would_receive_come_back_as_leftover() {
         let mut d = setup(1);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 10, &mut out), 10);
+        let (mut out, up) = asks(&mut d, &[(1, 10)]);
+        assert_eq!(up, [10]);
         subscribe(&mut d, 2); // skips the 10 in flight
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
         // GenStage would send these to sub 2, which asked for nothing.
@@ -461,7 +459,7 @@ mod tests {
         subscribe_with(
             &mut d,
             2,
-            SubscribeOptions::new().selector(|e: &u32| e % 3 == 0),
+            &SubscribeOptions::new().selector(|e: &u32| e % 3 == 0),
         );
         let (mut out, up) = asks(&mut d, &[(1, 6), (2, 2)]);
         assert_eq!(up, [0, 2]);
@@ -493,7 +491,11 @@ mod tests {
     #[test]
     fn a_selector_rejecting_everything_never_holds_the_others_back() {
         let mut d = setup(1);
-        subscribe_with(&mut d, 2, SubscribeOptions::new().selector(|_: &u32| false));
+        subscribe_with(
+            &mut d,
+            2,
+            &SubscribeOptions::new().selector(|_: &u32| false),
+        );
         let mut out = ask_each(&mut d, &[(2, 1)]);
         assert_eq!(d.ask(sub(1), 100, &mut out), 1);
         let mut next = 0;
@@ -532,9 +534,7 @@ mod tests {
     #[test]
     fn unknown_subscriptions_are_ignored() {
         let mut d = setup(1);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(9), 5, &mut out), 0);
-        assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(9)), 0);
+        assert_unknown_subscription_ignored(&mut d);
         assert_eq!(d.pending_demand(sub(9)), None);
     }
 

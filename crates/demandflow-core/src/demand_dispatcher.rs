@@ -149,18 +149,14 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Out, ask_each, asks, sub};
+    use crate::test_support::{
+        Out, ask_each, asks, assert_unknown_subscription_ignored, sub, subscribe_with,
+    };
 
     fn setup(n: u64) -> DemandDispatcher {
         let mut d = DemandDispatcher::new();
         for i in 1..=n {
-            Dispatcher::<u32>::subscribe(
-                &mut d,
-                sub(i),
-                StageId::from_raw(i),
-                &SubscribeOptions::new(),
-            )
-            .unwrap();
+            subscribe_with(&mut d, i, &SubscribeOptions::new());
         }
         d
     }
@@ -260,8 +256,8 @@ mod tests {
     #[test]
     fn cancelled_demand_serves_later_asks() {
         let mut d = setup(2);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(1), 10, &mut out), 10);
+        let (mut out, up) = asks(&mut d, &[(1, 10)]);
+        assert_eq!(up, [10]);
         assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
         assert_eq!(d.pending(), 10);
         assert_eq!(Dispatcher::<u32>::ask(&mut d, sub(2), 4, &mut out), 0);
@@ -276,9 +272,7 @@ mod tests {
     #[test]
     fn unknown_subscriptions_are_ignored() {
         let mut d = setup(1);
-        let mut out: Out = Vec::new();
-        assert_eq!(d.ask(sub(9), 5, &mut out), 0);
-        assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(9)), 0);
+        assert_unknown_subscription_ignored(&mut d);
         assert_eq!(d.pending(), 0);
     }
 

@@ -1,7 +1,8 @@
 //! What the dispatchers' unit tests share: short subscription ids, the output
-//! type, and the opening move of most dispatcher scenarios (consumers ask).
+//! type, subscribing, the opening move of most dispatcher scenarios (consumers
+//! ask), and what every dispatcher does with a subscription it does not know.
 
-use crate::{Dispatcher, SubscriptionId};
+use crate::{Dispatcher, StageId, SubscribeOptions, SubscriptionId};
 
 /// What a dispatcher delivers: `(subscription, batch)` pairs, in order.
 pub(crate) type Out = Vec<(SubscriptionId, Vec<u32>)>;
@@ -30,4 +31,23 @@ pub(crate) fn asks<D: Dispatcher<u32>>(d: &mut D, asks: &[(u64, u64)]) -> (Out, 
         .map(|&(n, demand)| d.ask(sub(n), demand, &mut out))
         .collect();
     (out, upstream)
+}
+
+/// Subscription `n` of consumer `n` subscribes with `options`; a built-in
+/// dispatcher accepts it and forwards no demand yet.
+pub(crate) fn subscribe_with<D: Dispatcher<u32>>(
+    d: &mut D,
+    n: u64,
+    options: &SubscribeOptions<u32>,
+) {
+    assert_eq!(d.subscribe(sub(n), StageId::from_raw(n), options), Ok(0));
+}
+
+/// A subscription the dispatcher does not know (9) asks and cancels: nothing
+/// is delivered and no demand is forwarded.
+pub(crate) fn assert_unknown_subscription_ignored<D: Dispatcher<u32>>(d: &mut D) {
+    let mut out = Out::new();
+    assert_eq!(d.ask(sub(9), 5, &mut out), 0);
+    assert_eq!(d.cancel(sub(9)), 0);
+    assert!(out.is_empty());
 }

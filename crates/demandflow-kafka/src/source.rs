@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use demandflow_messages::connector::{Deliver, Feed, FeedStage};
 use demandflow_messages::{AckRef, Acknowledger, BatchKey, Failure, Message};
-use demandflow_runtime::{Context, Info, InfoSender, Producer, Reason};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -106,15 +106,23 @@ pub enum BuildSourceError {
 /// | `connect_timeout` | 10 s (for `build`'s check that a broker answers) |
 /// | `set` | `auto.offset.reset=earliest`; commits are the source's own |
 pub struct KafkaSourceBuilder<T> {
+    options: Options,
+    decode: Decode<T>,
+}
+
+/// Everything a source is configured with but its decoder (which alone
+/// depends on the data type), kept by the builder and then by the source.
+#[derive(Clone)]
+struct Options {
     brokers: String,
     topics: Vec<String>,
     group: String,
     consumer: String,
-    decode: Decode<T>,
     max_batch: NonZeroUsize,
     policy: FailurePolicy,
     revoke_timeout: Duration,
     connect_timeout: Duration,
+    /// librdkafka properties set with [`KafkaSourceBuilder::set`].
     settings: Vec<(String, String)>,
 }
 
@@ -122,7 +130,7 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
     /// The consumers' `client.id`; copy `i` is `"<name>-<i>"`.
     #[must_use]
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
-        self.consumer = name.into();
+        self.options.consumer = name.into();
         self
     }
 
@@ -135,16 +143,8 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
         F: Fn(KafkaRecord) -> Result<U, String> + Send + Sync + 'static,
     {
         KafkaSourceBuilder {
-            brokers: self.brokers,
-            topics: self.topics,
-            group: self.group,
-            consumer: self.consumer,
+            options: self.options,
             decode: Arc::new(decode),
-            max_batch: self.max_batch,
-            policy: self.policy,
-            revoke_timeout: self.revoke_timeout,
-            connect_timeout: self.connect_timeout,
-            settings: self.settings,
         }
     }
 
@@ -153,14 +153,14 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
     /// `queued.min.messages`, its queue per partition).
     #[must_use]
     pub fn max_batch(mut self, max_batch: NonZeroUsize) -> Self {
-        self.max_batch = max_batch;
+        self.options.max_batch = max_batch;
         self
     }
 
     /// What failed messages do to the commit.
     #[must_use]
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
+        self.options.policy = policy;
         self
     }
 
@@ -169,14 +169,14 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
     /// is not committed, so the next owner delivers it again.
     #[must_use]
     pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
-        self.revoke_timeout = timeout;
+        self.options.revoke_timeout = timeout;
         self
     }
 
     /// How long [`build`](Self::build) waits for a broker to answer.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.options.connect_timeout = timeout;
         self
     }
 
@@ -186,7 +186,7 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
     /// source's own and are overridden.
     #[must_use]
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.push((key.into(), value.into()));
+        self.options.settings.push((key.into(), value.into()));
         self
     }
 
@@ -200,79 +200,58 @@ impl<T: Send + 'static> KafkaSourceBuilder<T> {
     /// A [`BuildSourceError`] when librdkafka rejects the configuration, no
     /// broker answers, there are no topics, or the revoke timeout is zero.
     pub async fn build(self) -> Result<KafkaSource<T>, BuildSourceError> {
-        if self.topics.is_empty() {
+        let options = self.options;
+        if options.topics.is_empty() {
             return Err(BuildSourceError::Invalid("at least one topic is needed"));
         }
-        if self.revoke_timeout.is_zero() {
+        if options.revoke_timeout.is_zero() {
             return Err(BuildSourceError::Invalid("revoke_timeout must not be zero"));
         }
-        let config = self.config(&format!("{}-probe", self.consumer));
+        let config = options.config(&format!("{}-probe", options.consumer));
         let probe: BaseConsumer = config.create().map_err(BuildSourceError::Config)?;
-        let brokers = self.brokers.clone();
-        let timeout = self.connect_timeout;
+        let brokers = options.brokers.clone();
+        let timeout = options.connect_timeout;
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout).map(drop))
             .await
             .expect("the metadata probe does not panic")
             .map_err(|source| BuildSourceError::Unreachable { brokers, source })?;
         Ok(KafkaSource {
             shared: Arc::new(Shared {
-                topics: self.topics.clone(),
-                group: self.group.clone(),
-                consumer: self.consumer.clone(),
-                settings: self.settings.clone(),
-                brokers: self.brokers.clone(),
+                options,
                 decode: self.decode,
-                max_batch: self.max_batch.get(),
-                policy: match self.policy {
-                    FailurePolicy::HoldCommit => OnFailure::Hold,
-                    FailurePolicy::CommitPast => OnFailure::CommitPast,
-                },
-                revoke_timeout: self.revoke_timeout,
                 counters: Arc::default(),
             }),
         })
     }
+}
 
+impl Options {
+    /// The consumer's librdkafka configuration.
     fn config(&self, client_id: &str) -> ClientConfig {
-        config(
-            &self.brokers,
-            &self.group,
-            client_id,
-            self.max_batch.get(),
-            &self.settings,
-        )
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("auto.offset.reset", "earliest")
+            .set("queued.min.messages", self.max_batch.to_string());
+        for (key, value) in &self.settings {
+            config.set(key, value);
+        }
+        // Commits are made from acknowledgements only; the partition end is not
+        // an event the source needs.
+        config
+            .set("group.id", &self.group)
+            .set("client.id", client_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        config
     }
 }
 
-fn config(
-    brokers: &str,
-    group: &str,
-    client_id: &str,
-    max_batch: usize,
-    settings: &[(String, String)],
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("auto.offset.reset", "earliest")
-        .set("queued.min.messages", max_batch.to_string());
-    for (key, value) in settings {
-        config.set(key, value);
-    }
-    // Commits are made from acknowledgements only; the partition end is not
-    // an event the source needs.
-    config
-        .set("group.id", group)
-        .set("client.id", client_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    config
-}
-
-impl<T> fmt::Debug for KafkaSourceBuilder<T> {
+/// The settings stay out: they may hold credentials.
+impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaSourceBuilder")
+        f.debug_struct("Options")
             .field("brokers", &self.brokers)
             .field("topics", &self.topics)
             .field("group", &self.group)
@@ -284,16 +263,17 @@ impl<T> fmt::Debug for KafkaSourceBuilder<T> {
     }
 }
 
+impl<T> fmt::Debug for KafkaSourceBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSourceBuilder")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared<T> {
-    brokers: String,
-    topics: Vec<String>,
-    group: String,
-    consumer: String,
-    settings: Vec<(String, String)>,
+    options: Options,
     decode: Decode<T>,
-    max_batch: usize,
-    policy: OnFailure,
-    revoke_timeout: Duration,
     counters: Arc<Counters>,
 }
 
@@ -352,9 +332,7 @@ impl<T> Clone for KafkaSource<T> {
 impl<T> fmt::Debug for KafkaSource<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaSource")
-            .field("topics", &self.shared.topics)
-            .field("group", &self.shared.group)
-            .field("consumer", &self.shared.consumer)
+            .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
 }
@@ -368,16 +346,18 @@ impl KafkaSource<KafkaRecord> {
         group: impl Into<String>,
     ) -> KafkaSourceBuilder<KafkaRecord> {
         KafkaSourceBuilder {
-            brokers: brokers.into(),
-            topics: topics.into_iter().map(Into::into).collect(),
-            group: group.into(),
-            consumer: format!("consumer-{}", std::process::id()),
+            options: Options {
+                brokers: brokers.into(),
+                topics: topics.into_iter().map(Into::into).collect(),
+                group: group.into(),
+                consumer: format!("consumer-{}", std::process::id()),
+                max_batch: NonZeroUsize::new(1000).expect("not zero"),
+                policy: FailurePolicy::HoldCommit,
+                revoke_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(10),
+                settings: Vec::new(),
+            },
             decode: Arc::new(Ok),
-            max_batch: NonZeroUsize::new(1000).expect("not zero"),
-            policy: FailurePolicy::HoldCommit,
-            revoke_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            settings: Vec::new(),
         }
     }
 }
@@ -386,11 +366,11 @@ impl<T: Send + 'static> KafkaSource<T> {
     /// Copy `index` of the source: a producer stage whose consumer is
     /// `"<consumer>-<index>"`.
     pub fn copy(&self, index: usize) -> KafkaStage<T> {
-        KafkaStage {
+        FeedStage::new(KafkaFeed {
             shared: self.shared.clone(),
-            name: format!("{}-{index}", self.shared.consumer),
+            name: format!("{}-{index}", self.shared.options.consumer),
             member: None,
-        }
+        })
     }
 
     /// The source's counters, all copies together.
@@ -540,29 +520,69 @@ pub fn partition_of<T>(message: &Message<T>) -> u64 {
     demandflow_core::Key::key_hash(message.batch_key())
 }
 
-/// Records fetched by a copy's thread, on their way to its stage.
-struct Delivered<T>(Vec<Message<T>>);
-
 /// One copy of a [`KafkaSource`]: a producer of messages (see
 /// [`KafkaSource::copy`]).
-pub struct KafkaStage<T> {
+pub type KafkaStage<T> = FeedStage<KafkaFeed<T>>;
+
+/// The reading side of one copy: a group member polled on a thread of its own.
+pub struct KafkaFeed<T> {
     shared: Arc<Shared<T>>,
     name: String,
     member: Option<(Arc<Member>, JoinHandle<()>)>,
 }
 
-impl<T> fmt::Debug for KafkaStage<T> {
+impl<T> fmt::Debug for KafkaFeed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaStage")
-            .field("topics", &self.shared.topics)
+            .field("topics", &self.shared.options.topics)
             .field("consumer", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl<T> KafkaStage<T> {
+impl<T: Send + 'static> Feed for KafkaFeed<T> {
+    type Data = T;
+
+    fn start(&mut self, deliver: Deliver<T>) {
+        let shared = &self.shared;
+        let member = Arc::new(Member {
+            tracks: Mutex::default(),
+            settled: Condvar::new(),
+            wanted: Mutex::new(0),
+            demand: Condvar::new(),
+            stop: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            policy: match shared.options.policy {
+                FailurePolicy::HoldCommit => OnFailure::Hold,
+                FailurePolicy::CommitPast => OnFailure::CommitPast,
+            },
+            revoke_timeout: shared.options.revoke_timeout,
+            counters: shared.counters.clone(),
+        });
+        let poller = Poller {
+            shared: shared.clone(),
+            member: member.clone(),
+            name: self.name.clone(),
+            to: deliver,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-{}", self.name))
+            .spawn(move || poller.run())
+            .expect("spawning the consumer thread");
+        self.member = Some((member, thread));
+    }
+
+    fn demand(&mut self, demand: u64) {
+        if let Some((member, _)) = &self.member {
+            *member.wanted.lock() += demand;
+            member.demand.notify_all();
+        }
+    }
+
     /// Tells the thread to stop; it closes the consumer (leaving the group
-    /// after the revocation's wait) on its own.
+    /// after the revocation's wait) on its own. Records fetched but not
+    /// emitted are simply not committed: the partitions' next owner reads
+    /// them again.
     fn stop(&mut self) {
         if let Some((member, _thread)) = self.member.take() {
             member.stop.store(true, Ordering::Release);
@@ -572,74 +592,13 @@ impl<T> KafkaStage<T> {
     }
 }
 
-impl<T: Send + 'static> Producer for KafkaStage<T> {
-    type Event = Message<T>;
-
-    async fn init(&mut self, ctx: &mut Context<Message<T>>) {
-        let shared = &self.shared;
-        let member = Arc::new(Member {
-            tracks: Mutex::default(),
-            settled: Condvar::new(),
-            wanted: Mutex::new(0),
-            demand: Condvar::new(),
-            stop: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-            policy: shared.policy,
-            revoke_timeout: shared.revoke_timeout,
-            counters: shared.counters.clone(),
-        });
-        let poller = Poller {
-            shared: shared.clone(),
-            member: member.clone(),
-            name: self.name.clone(),
-            to: ctx.info_sender(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("kafka-{}", self.name))
-            .spawn(move || poller.run())
-            .expect("spawning the consumer thread");
-        self.member = Some((member, thread));
-    }
-
-    async fn handle_demand(&mut self, demand: u64, _ctx: &mut Context<Message<T>>) {
-        if let Some((member, _)) = &self.member {
-            *member.wanted.lock() += demand;
-            member.demand.notify_all();
-        }
-    }
-
-    async fn handle_info(&mut self, info: Info, ctx: &mut Context<Message<T>>) {
-        match info.downcast::<Delivered<T>>() {
-            Ok(Delivered(messages)) => ctx.emit_vec(messages),
-            Err(other) => tracing::debug!(?other, "kafka source: unexpected info message"),
-        }
-    }
-
-    async fn handle_drain(&mut self, ctx: &mut Context<Message<T>>) {
-        // Records fetched but not emitted are simply not committed: the
-        // partitions' next owner reads them again.
-        self.stop();
-        ctx.stop_after_buffered(Reason::Shutdown);
-    }
-
-    async fn terminate(&mut self, _reason: &Reason) {
-        self.stop();
-    }
-}
-
-impl<T> Drop for KafkaStage<T> {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// The thread of one copy: polls its consumer, holds what exceeds the
 /// demand, pauses and resumes, and hands commits to the client.
 struct Poller<T> {
     shared: Arc<Shared<T>>,
     member: Arc<Member>,
     name: String,
-    to: InfoSender,
+    to: Deliver<T>,
 }
 
 /// How long a full copy waits for demand before it pauses its partitions.
@@ -656,13 +615,7 @@ impl<T: Send + 'static> Poller<T> {
     fn run(self) {
         let shared = &*self.shared;
         let counters = &shared.counters;
-        let config = config(
-            &shared.brokers,
-            &shared.group,
-            &self.name,
-            shared.max_batch,
-            &shared.settings,
-        );
+        let config = shared.options.config(&self.name);
         let consumer: BaseConsumer<MemberContext> = match config
             .create_with_context(MemberContext(self.member.clone()))
         {
@@ -675,7 +628,7 @@ impl<T: Send + 'static> Poller<T> {
                 return;
             }
         };
-        let topics: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = shared.options.topics.iter().map(String::as_str).collect();
         if let Err(e) = consumer.subscribe(&topics) {
             Counters::add(&counters.client_errors, 1);
             tracing::error!(consumer = %self.name, error = %e, "kafka: subscribing failed");
@@ -694,7 +647,7 @@ impl<T: Send + 'static> Poller<T> {
             if !held.is_empty() && !self.emit(&mut held, &mut keys, &acknowledger) {
                 break;
             }
-            let mut timeout = if held.len() < shared.max_batch {
+            let mut timeout = if held.len() < shared.options.max_batch.get() {
                 stalled = Duration::ZERO;
                 self.pause(&consumer, false);
                 if held.is_empty() {
@@ -757,7 +710,7 @@ impl<T: Send + 'static> Poller<T> {
                         tracing::warn!(consumer = %self.name, error = %e, "kafka: fetch error");
                     }
                 }
-                if held.len() >= shared.max_batch + self.wanted() as usize {
+                if held.len() >= shared.options.max_batch.get() + self.wanted() as usize {
                     break;
                 }
             }
@@ -858,6 +811,6 @@ impl<T: Send + 'static> Poller<T> {
             Counters::add(&shared.counters.malformed, malformed.len() as u64);
             acknowledger.ack(Vec::new(), malformed);
         }
-        messages.is_empty() || self.to.send(Delivered(messages)).is_ok()
+        messages.is_empty() || self.to.send(messages)
     }
 }

@@ -12,15 +12,14 @@ use crate::ack::{AckRef, HeldAcks};
 use crate::handler::{Batch, MessageHandler};
 use crate::message::Failure;
 use crate::processor::{Shared, fail_messages};
+use crate::upstream::Upstream;
 
 /// One batch handler of a batcher: a consumer of batches.
 pub(crate) struct BatchHandler<T, H> {
     shared: Arc<Shared<H>>,
     _messages: PhantomData<fn(T)>,
     index: usize,
-    producers: usize,
-    /// A producer ended abnormally: the supervisor restarts this stage.
-    upstream_failed: bool,
+    upstream: Upstream,
 }
 
 impl<T, H> BatchHandler<T, H>
@@ -33,8 +32,7 @@ where
             shared,
             _messages: PhantomData,
             index,
-            producers: 0,
-            upstream_failed: false,
+            upstream: Upstream::default(),
         }
     }
 
@@ -131,7 +129,7 @@ where
         _sub: SubscriptionId,
         _ctx: &mut Context<Infallible>,
     ) -> demandflow_runtime::DemandMode {
-        self.producers += 1;
+        self.upstream.subscribed();
         demandflow_runtime::DemandMode::Automatic
     }
 
@@ -141,9 +139,7 @@ where
         reason: &CancelReason,
         ctx: &mut Context<Infallible>,
     ) {
-        self.producers = self.producers.saturating_sub(1);
-        self.upstream_failed |= !reason.reason().is_normal();
-        if self.producers == 0 && !self.upstream_failed {
+        if self.upstream.cancelled(reason) {
             ctx.stop(Reason::Normal);
         }
     }

@@ -30,6 +30,7 @@ use crate::ack::AckSet;
 use crate::handler::{Batch, BatchInfo, BatchTrigger};
 use crate::message::{BatchKey, Failure, Message, Status};
 use crate::metrics::Metrics;
+use crate::upstream::Upstream;
 
 /// A function deciding whether a batch is full (see [`BatchSize::Custom`]).
 pub type BatchFull<T> = Arc<dyn Fn(&Message<T>, &mut u64) -> bool + Send + Sync>;
@@ -143,9 +144,7 @@ pub(crate) struct BatcherStage<T> {
     deadlines: VecDeque<(Instant, BatchKey, u64)>,
     generation: u64,
     timer: Option<watch::Sender<Option<Instant>>>,
-    producers: usize,
-    /// A producer ended abnormally: the supervisor restarts this stage.
-    upstream_failed: bool,
+    upstream: Upstream,
 }
 
 impl<T: Send + 'static> BatcherStage<T> {
@@ -166,8 +165,7 @@ impl<T: Send + 'static> BatcherStage<T> {
             deadlines: VecDeque::new(),
             generation: 0,
             timer: None,
-            producers: 0,
-            upstream_failed: false,
+            upstream: Upstream::default(),
         }
     }
 
@@ -401,7 +399,7 @@ impl<T: Send + 'static> ProducerConsumer for BatcherStage<T> {
         _ctx: &mut Context<Batch<T>>,
     ) -> DemandMode {
         if peer == Peer::Producer {
-            self.producers += 1;
+            self.upstream.subscribed();
         }
         DemandMode::Automatic
     }
@@ -413,15 +411,11 @@ impl<T: Send + 'static> ProducerConsumer for BatcherStage<T> {
         reason: &CancelReason,
         ctx: &mut Context<Batch<T>>,
     ) {
-        if peer == Peer::Producer {
-            self.producers = self.producers.saturating_sub(1);
-            self.upstream_failed |= !reason.reason().is_normal();
-            if self.producers == 0 && !self.upstream_failed {
-                // Every processor is gone (the sources ended or the topology
-                // is draining): nothing more will come, so flush.
-                self.flush_all(ctx);
-                ctx.stop_after_buffered(Reason::Normal);
-            }
+        if peer == Peer::Producer && self.upstream.cancelled(reason) {
+            // Every processor is gone (the sources ended or the topology
+            // is draining): nothing more will come, so flush.
+            self.flush_all(ctx);
+            ctx.stop_after_buffered(Reason::Normal);
         }
     }
 

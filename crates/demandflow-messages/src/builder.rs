@@ -58,8 +58,9 @@ type StartSource<T> = Arc<
 /// | `partition_by` | none: any processor takes any message |
 pub struct Processors<T> {
     concurrency: usize,
-    max_demand: u64,
-    min_demand: Option<u64>,
+    /// Each processor's subscription to each source (demand bounds, a
+    /// temporary cancel), checked like any subscription's.
+    subscription: SubscribeOptions<Message<T>>,
     partition_by: Option<KeyFn<T>>,
 }
 
@@ -68,8 +69,9 @@ impl<T> Processors<T> {
     pub fn new(concurrency: usize) -> Self {
         Processors {
             concurrency,
-            max_demand: 10,
-            min_demand: None,
+            subscription: SubscribeOptions::new()
+                .max_demand(10)
+                .cancel(CancelMode::Temporary),
             partition_by: None,
         }
     }
@@ -77,14 +79,14 @@ impl<T> Processors<T> {
     /// The `max_demand` of each processor's subscription to each source.
     #[must_use]
     pub fn max_demand(mut self, max_demand: u64) -> Self {
-        self.max_demand = max_demand;
+        self.subscription = self.subscription.max_demand(max_demand);
         self
     }
 
     /// The `min_demand` of each processor's subscription to each source.
     #[must_use]
     pub fn min_demand(mut self, min_demand: u64) -> Self {
-        self.min_demand = Some(min_demand);
+        self.subscription = self.subscription.min_demand(min_demand);
         self
     }
 
@@ -111,8 +113,7 @@ impl<T> fmt::Debug for Processors<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processors")
             .field("concurrency", &self.concurrency)
-            .field("max_demand", &self.max_demand)
-            .field("min_demand", &self.min_demand)
+            .field("subscription", &self.subscription)
             .field("partitioned", &self.partition_by.is_some())
             .finish()
     }
@@ -361,12 +362,9 @@ where
         if p.concurrency == 0 {
             return Err("processor concurrency must be at least 1".into());
         }
-        if p.max_demand == 0 {
-            return Err("processor max_demand must be at least 1".into());
-        }
-        if p.min_demand.is_some_and(|min| min >= p.max_demand) {
-            return Err("processor min_demand must be below max_demand".into());
-        }
+        p.subscription
+            .validate()
+            .map_err(|e| format!("processor {e}"))?;
         for (i, b) in self.batchers.iter().enumerate() {
             if self.batchers[..i].iter().any(|o| o.name == b.name) {
                 return Err(format!("two batchers are named {:?}", b.name));
@@ -450,12 +448,8 @@ where
         let proc_names: Vec<String> = (0..n_procs)
             .map(|i| format!("{name}.processor.{i}"))
             .collect();
-        let min = procs.min_demand.unwrap_or(procs.max_demand / 2);
         let proc_options = move |i: usize| {
-            let options = SubscribeOptions::new()
-                .max_demand(procs.max_demand)
-                .min_demand(min)
-                .cancel(CancelMode::Temporary);
+            let options = procs.subscription.clone();
             if procs.partition_by.is_some() {
                 options.partition(i)
             } else {
@@ -479,8 +473,7 @@ where
                     let release = release.clone();
                     async move {
                         let stage: ConsumerRef<Message<T>> = stage.map_err(|e| e.to_string())?;
-                        for source in &sources {
-                            let source = get_child::<ProducerRef<Message<T>>>(&children, source)?;
+                        for source in running_sources::<T>(&children, &sources)? {
                             stage
                                 .subscribe_to(&source, options(i))
                                 .await
@@ -512,8 +505,7 @@ where
                     async move {
                         let stage: ProducerConsumerRef<Message<T>, Message<T>> =
                             stage.map_err(|e| e.to_string())?;
-                        for source in &sources {
-                            let source = get_child::<ProducerRef<Message<T>>>(&children, source)?;
+                        for source in running_sources::<T>(&children, &sources)? {
                             stage
                                 .subscribe_to(&source, options(i))
                                 .await
@@ -642,6 +634,15 @@ where
             inboxes,
         ))
     }
+}
+
+/// The handles of the running sources named `names`, in order, for a
+/// processor to subscribe to.
+fn running_sources<T: Send + 'static>(
+    children: &Children,
+    names: &[String],
+) -> Result<Vec<ProducerRef<Message<T>>>, String> {
+    names.iter().map(|name| get_child(children, name)).collect()
 }
 
 fn get_child<H: Clone + 'static>(children: &Children, name: &str) -> Result<H, String> {

@@ -170,6 +170,13 @@
 //! [`Topology::push_messages`] pushes messages of your own. They work with any
 //! source, and [`DummySource`] is a source that emits nothing else.
 //!
+//! # Writing a source
+//!
+//! The [`connector`] module holds what the Redis and Kafka sources share and a
+//! source of your own can use: [`FeedStage`](connector::FeedStage), the stage
+//! of a copy that reads on a task or thread of its own, and
+//! [`source_counters!`], a source's counters and their snapshot.
+//!
 //! # When not to use it
 //!
 //! If nobody needs to hear when an item is done, and you need neither batches
@@ -184,6 +191,7 @@ mod ack;
 mod batch_handler;
 mod batcher;
 mod builder;
+pub mod connector;
 mod handler;
 mod message;
 mod metrics;
@@ -192,6 +200,7 @@ mod rate;
 mod source;
 mod testing;
 mod topology;
+mod upstream;
 
 pub use ack::{Ack, AckRef, Acknowledger, ChannelAcknowledger, NoopAcknowledger};
 pub use batcher::{BatchFull, BatchSize};

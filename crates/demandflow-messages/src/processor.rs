@@ -20,6 +20,7 @@ use crate::handler::MessageHandler;
 use crate::message::{DEFAULT_BATCHER, Failure, Message, Status};
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
+use crate::upstream::Upstream;
 
 /// What every stage of one topology shares.
 pub(crate) struct Shared<H> {
@@ -52,10 +53,7 @@ pub(crate) struct Processor<T, H> {
     shared: Arc<Shared<H>>,
     _messages: PhantomData<fn(T)>,
     index: usize,
-    producers: usize,
-    /// A producer ended abnormally: the supervisor restarts this stage with it,
-    /// so running out of producers is not the end.
-    upstream_failed: bool,
+    upstream: Upstream,
     limited: Vec<Limited>,
     timer_armed: bool,
 }
@@ -70,8 +68,7 @@ where
             shared,
             _messages: PhantomData,
             index,
-            producers: 0,
-            upstream_failed: false,
+            upstream: Upstream::default(),
             limited: Vec::new(),
             timer_armed: false,
         }
@@ -187,7 +184,7 @@ where
     }
 
     fn subscribed<O>(&mut self, sub: SubscriptionId, ctx: &mut Context<O>) -> DemandMode {
-        self.producers += 1;
+        self.upstream.subscribed();
         if self.shared.limiter.is_none() {
             return DemandMode::Automatic;
         }
@@ -241,9 +238,7 @@ where
     /// last one and every producer ended normally.
     fn cancelled(&mut self, sub: SubscriptionId, reason: &CancelReason) -> bool {
         self.limited.retain(|l| l.sub != sub);
-        self.producers = self.producers.saturating_sub(1);
-        self.upstream_failed |= !reason.reason().is_normal();
-        self.producers == 0 && !self.upstream_failed
+        self.upstream.cancelled(reason)
     }
 
     fn info<O>(&mut self, info: Info, ctx: &mut Context<O>) {

@@ -40,68 +40,50 @@ struct Case {
     shutdown: Shutdown,
 }
 
+/// Chunk sizes covering exactly `n` messages, in order: the generated sizes
+/// cut off at `n`, then whatever is left in one last chunk.
+fn covering(n: usize, raw_chunks: Vec<(usize, u64)>) -> Vec<(usize, u64)> {
+    let mut chunks = Vec::new();
+    let mut left = n;
+    for (size, wait) in raw_chunks {
+        if left == 0 {
+            break;
+        }
+        let size = size.min(left);
+        chunks.push((size, wait));
+        left -= size;
+    }
+    if left > 0 {
+        chunks.push((left, 0));
+    }
+    chunks
+}
+
+prop_compose! {
+    /// A case of `n` messages.
+    fn case_of(n: usize)(
+        keys in proptest::collection::vec(0_u64..5, n),
+        raw_chunks in proptest::collection::vec((1_usize..40, 0_u64..300), 1..8),
+        (processors, max_demand, batch_size, timeout_ms, handlers)
+            in (1_usize..4, 1_u64..20, 1_usize..30, 1_u64..400, 1_usize..3),
+        panic in proptest::collection::hash_set(0..n as u64, 0..4),
+        batch_panic in proptest::collection::hash_set(0..n as u64, 0..3),
+        fail in proptest::collection::hash_set(0..n as u64, 0..8),
+        drop in proptest::collection::hash_set(0..n as u64, 0..8),
+        batch_delay_ms in 0_u64..200,
+        shutdown in prop_oneof![
+            Just(Shutdown::DrainAtEnd),
+            (0_usize..8, 0_u64..500).prop_map(|(a, d)| Shutdown::DrainAfter(a, d)),
+            (0_usize..8).prop_map(Shutdown::StopAfter),
+        ],
+    ) -> Case {
+        let chunks = covering(n, raw_chunks);
+        Case { keys, chunks, processors, max_demand, batch_size, timeout_ms, handlers, panic, batch_panic, fail, drop, batch_delay_ms, shutdown }
+    }
+}
+
 fn case() -> impl Strategy<Value = Case> {
-    (1_usize..160).prop_flat_map(|n| {
-        (
-            proptest::collection::vec(0_u64..5, n),
-            proptest::collection::vec((1_usize..40, 0_u64..300), 1..8),
-            (1_usize..4, 1_u64..20, 1_usize..30, 1_u64..400, 1_usize..3),
-            proptest::collection::hash_set(0..n as u64, 0..4),
-            proptest::collection::hash_set(0..n as u64, 0..3),
-            proptest::collection::hash_set(0..n as u64, 0..8),
-            proptest::collection::hash_set(0..n as u64, 0..8),
-            0_u64..200,
-            prop_oneof![
-                Just(Shutdown::DrainAtEnd),
-                (0_usize..8, 0_u64..500).prop_map(|(a, d)| Shutdown::DrainAfter(a, d)),
-                (0_usize..8).prop_map(Shutdown::StopAfter),
-            ],
-        )
-            .prop_map(
-                |(
-                    keys,
-                    raw_chunks,
-                    (processors, max_demand, batch_size, timeout_ms, handlers),
-                    panic,
-                    batch_panic,
-                    fail,
-                    drop,
-                    batch_delay_ms,
-                    shutdown,
-                )| {
-                    // Chunk sizes covering exactly the messages, in order.
-                    let n = keys.len();
-                    let mut chunks = Vec::new();
-                    let mut left = n;
-                    for (size, wait) in raw_chunks {
-                        if left == 0 {
-                            break;
-                        }
-                        let size = size.min(left);
-                        chunks.push((size, wait));
-                        left -= size;
-                    }
-                    if left > 0 {
-                        chunks.push((left, 0));
-                    }
-                    Case {
-                        keys,
-                        chunks,
-                        processors,
-                        max_demand,
-                        batch_size,
-                        timeout_ms,
-                        handlers,
-                        panic,
-                        batch_panic,
-                        fail,
-                        drop,
-                        batch_delay_ms,
-                        shutdown,
-                    }
-                },
-            )
-    })
+    (1_usize..160).prop_flat_map(case_of)
 }
 
 fn quiet_test_panics() {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use demandflow_messages::connector::{Deliver, Feed, FeedStage};
 use demandflow_messages::{AckRef, Acknowledger, Failure, Message};
-use demandflow_runtime::{Context, Info, InfoSender, Producer, Reason};
 use redis::aio::MultiplexedConnection;
 use redis::{Client, RedisError, Value};
 use tokio::sync::Notify;
@@ -75,11 +75,18 @@ pub enum StartFrom {
 /// | `on_failure` | [`FailurePolicy::LeavePending`] |
 /// | `start_from` | [`StartFrom::Beginning`] |
 pub struct RedisSourceBuilder<T> {
+    options: Options,
+    decode: Decode<T>,
+}
+
+/// Everything a source is configured with but its decoder (which alone
+/// depends on the data type), kept by the builder and then by the source.
+#[derive(Debug)]
+struct Options {
     url: String,
     stream: String,
     group: String,
     consumer: String,
-    decode: Decode<T>,
     max_batch: NonZeroUsize,
     block: Duration,
     claim_min_idle: Duration,
@@ -94,7 +101,7 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// with one name share a pending list.
     #[must_use]
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
-        self.consumer = name.into();
+        self.options.consumer = name.into();
         self
     }
 
@@ -107,17 +114,8 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
         F: Fn(&StreamEntry) -> Result<U, String> + Send + Sync + 'static,
     {
         RedisSourceBuilder {
-            url: self.url,
-            stream: self.stream,
-            group: self.group,
-            consumer: self.consumer,
+            options: self.options,
             decode: Arc::new(decode),
-            max_batch: self.max_batch,
-            block: self.block,
-            claim_min_idle: self.claim_min_idle,
-            claim_interval: self.claim_interval,
-            policy: self.policy,
-            start_from: self.start_from,
         }
     }
 
@@ -125,7 +123,7 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// demand the source has, either.
     #[must_use]
     pub fn max_batch(mut self, max_batch: NonZeroUsize) -> Self {
-        self.max_batch = max_batch;
+        self.options.max_batch = max_batch;
         self
     }
 
@@ -133,7 +131,7 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// source looks again (and claims, if a claim is due).
     #[must_use]
     pub fn block(mut self, block: Duration) -> Self {
-        self.block = block;
+        self.options.block = block;
         self
     }
 
@@ -142,7 +140,7 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// finish, or live consumers' entries are claimed and processed twice.
     #[must_use]
     pub fn claim_min_idle(mut self, min_idle: Duration) -> Self {
-        self.claim_min_idle = min_idle;
+        self.options.claim_min_idle = min_idle;
         self
     }
 
@@ -150,21 +148,21 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// at start).
     #[must_use]
     pub fn claim_interval(mut self, interval: Duration) -> Self {
-        self.claim_interval = interval;
+        self.options.claim_interval = interval;
         self
     }
 
     /// What happens to entries whose messages failed.
     #[must_use]
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
+        self.options.policy = policy;
         self
     }
 
     /// Where the group starts if this source creates it.
     #[must_use]
     pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.start_from = start;
+        self.options.start_from = start;
         self
     }
 
@@ -179,30 +177,31 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
     /// answer within 3 seconds, the group cannot be created, or the block
     /// time is zero or over an hour.
     pub async fn build(self) -> Result<RedisSource<T>, BuildSourceError> {
-        if self.block.is_zero() || self.block > Duration::from_secs(3600) {
+        let options = self.options;
+        if options.block.is_zero() || options.block > Duration::from_secs(3600) {
             return Err(BuildSourceError::Invalid(
                 "block must be between 1 ms and 1 hour",
             ));
         }
-        if self.claim_interval.is_zero() {
+        if options.claim_interval.is_zero() {
             return Err(BuildSourceError::Invalid("claim_interval must not be zero"));
         }
-        let client = Client::open(self.url.as_str()).map_err(BuildSourceError::Url)?;
+        let client = Client::open(options.url.as_str()).map_err(BuildSourceError::Url)?;
         let unreachable = |source| BuildSourceError::Unreachable {
-            url: self.url.clone(),
+            url: options.url.clone(),
             source,
         };
         let mut conn = connect(&client, Duration::from_secs(10))
             .await
             .map_err(unreachable)?;
-        let start = match self.start_from {
+        let start = match options.start_from {
             StartFrom::Beginning => "0",
             StartFrom::NewEntries => "$",
         };
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream)
-            .arg(&self.group)
+            .arg(&options.stream)
+            .arg(&options.group)
             .arg(start)
             .arg("MKSTREAM")
             .query_async(&mut conn)
@@ -215,8 +214,8 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
             }
             Err(source) => {
                 return Err(BuildSourceError::Group {
-                    stream: self.stream,
-                    group: self.group,
+                    stream: options.stream,
+                    group: options.group,
                     source,
                 });
             }
@@ -225,9 +224,9 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
         let acknowledger = ack::start(
             Target {
                 client: client.clone(),
-                stream: self.stream.clone(),
-                group: self.group.clone(),
-                policy: self.policy,
+                stream: options.stream.clone(),
+                group: options.group.clone(),
+                policy: options.policy.clone(),
                 counters: counters.clone(),
             },
             conn,
@@ -235,14 +234,8 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
         Ok(RedisSource {
             shared: Arc::new(Shared {
                 client,
-                stream: self.stream,
-                group: self.group,
-                consumer: self.consumer,
+                options,
                 decode: self.decode,
-                max_batch: self.max_batch.get(),
-                block: self.block,
-                claim_min_idle: self.claim_min_idle,
-                claim_interval: self.claim_interval,
                 acknowledger,
                 counters,
             }),
@@ -253,30 +246,15 @@ impl<T: Send + 'static> RedisSourceBuilder<T> {
 impl<T> fmt::Debug for RedisSourceBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSourceBuilder")
-            .field("url", &self.url)
-            .field("stream", &self.stream)
-            .field("group", &self.group)
-            .field("consumer", &self.consumer)
-            .field("max_batch", &self.max_batch)
-            .field("block", &self.block)
-            .field("claim_min_idle", &self.claim_min_idle)
-            .field("claim_interval", &self.claim_interval)
-            .field("policy", &self.policy)
-            .field("start_from", &self.start_from)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
 struct Shared<T> {
     client: Client,
-    stream: String,
-    group: String,
-    consumer: String,
+    options: Options,
     decode: Decode<T>,
-    max_batch: usize,
-    block: Duration,
-    claim_min_idle: Duration,
-    claim_interval: Duration,
     acknowledger: Arc<StreamAcknowledger>,
     counters: Arc<Counters>,
 }
@@ -322,10 +300,12 @@ impl<T> Clone for RedisSource<T> {
 
 impl<T> fmt::Debug for RedisSource<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may hold a password.
+        let options = &self.shared.options;
         f.debug_struct("RedisSource")
-            .field("stream", &self.shared.stream)
-            .field("group", &self.shared.group)
-            .field("consumer", &self.shared.consumer)
+            .field("stream", &options.stream)
+            .field("group", &options.group)
+            .field("consumer", &options.consumer)
             .finish_non_exhaustive()
     }
 }
@@ -339,17 +319,19 @@ impl RedisSource<StreamEntry> {
         group: impl Into<String>,
     ) -> RedisSourceBuilder<StreamEntry> {
         RedisSourceBuilder {
-            url: url.into(),
-            stream: stream.into(),
-            group: group.into(),
-            consumer: format!("consumer-{}", std::process::id()),
+            options: Options {
+                url: url.into(),
+                stream: stream.into(),
+                group: group.into(),
+                consumer: format!("consumer-{}", std::process::id()),
+                max_batch: NonZeroUsize::new(1000).expect("not zero"),
+                block: Duration::from_secs(1),
+                claim_min_idle: Duration::from_secs(30),
+                claim_interval: Duration::from_secs(5),
+                policy: FailurePolicy::LeavePending,
+                start_from: StartFrom::Beginning,
+            },
             decode: Arc::new(|entry: &StreamEntry| Ok(entry.clone())),
-            max_batch: NonZeroUsize::new(1000).expect("not zero"),
-            block: Duration::from_secs(1),
-            claim_min_idle: Duration::from_secs(30),
-            claim_interval: Duration::from_secs(5),
-            policy: FailurePolicy::LeavePending,
-            start_from: StartFrom::Beginning,
         }
     }
 }
@@ -358,11 +340,11 @@ impl<T: Send + 'static> RedisSource<T> {
     /// Copy `index` of the source: a producer stage reading as consumer
     /// `"<consumer>-<index>"`.
     pub fn copy(&self, index: usize) -> StreamProducer<T> {
-        StreamProducer {
+        FeedStage::new(StreamFeed {
             shared: self.shared.clone(),
-            name: format!("{}-{index}", self.shared.consumer),
+            name: format!("{}-{index}", self.shared.options.consumer),
             reader: None,
-        }
+        })
     }
 
     /// The source's counters, all copies together.
@@ -378,39 +360,30 @@ struct Demand {
     wake: Notify,
 }
 
-/// Entries read by the reader task, on their way to the stage.
-struct Delivered<T>(Vec<Message<T>>);
-
 /// One copy of a [`RedisSource`]: a producer of messages (see
 /// [`RedisSource::copy`]).
-pub struct StreamProducer<T> {
+pub type StreamProducer<T> = FeedStage<StreamFeed<T>>;
+
+/// The reading side of one copy: a task reading on a connection of its own.
+pub struct StreamFeed<T> {
     shared: Arc<Shared<T>>,
     name: String,
     reader: Option<Arc<Demand>>,
 }
 
-impl<T> fmt::Debug for StreamProducer<T> {
+impl<T> fmt::Debug for StreamFeed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamProducer")
-            .field("stream", &self.shared.stream)
+            .field("stream", &self.shared.options.stream)
             .field("consumer", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Send + 'static> StreamProducer<T> {
-    fn stop_reader(&mut self) {
-        if let Some(demand) = self.reader.take() {
-            demand.stop.store(true, Ordering::Release);
-            demand.wake.notify_one();
-        }
-    }
-}
+impl<T: Send + 'static> Feed for StreamFeed<T> {
+    type Data = T;
 
-impl<T: Send + 'static> Producer for StreamProducer<T> {
-    type Event = Message<T>;
-
-    async fn init(&mut self, ctx: &mut Context<Message<T>>) {
+    fn start(&mut self, deliver: Deliver<T>) {
         let demand = Arc::new(Demand {
             wanted: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -421,39 +394,21 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
             shared: self.shared.clone(),
             name: self.name.clone(),
             demand,
-            to: ctx.info_sender(),
+            to: deliver,
         };
         tokio::spawn(reader.run());
     }
 
-    async fn handle_demand(&mut self, demand: u64, _ctx: &mut Context<Message<T>>) {
+    fn demand(&mut self, demand: u64) {
         if let Some(reader) = &self.reader {
             reader.wanted.fetch_add(demand, Ordering::AcqRel);
             reader.wake.notify_one();
         }
     }
 
-    async fn handle_info(&mut self, info: Info, ctx: &mut Context<Message<T>>) {
-        match info.downcast::<Delivered<T>>() {
-            Ok(Delivered(messages)) => ctx.emit_vec(messages),
-            Err(other) => tracing::debug!(?other, "redis source: unexpected info message"),
-        }
-    }
-
-    async fn handle_drain(&mut self, ctx: &mut Context<Message<T>>) {
-        // What the reader has in flight arrives after the stop and is
-        // dropped, which leaves its entries pending for another consumer.
-        self.stop_reader();
-        ctx.stop_after_buffered(Reason::Shutdown);
-    }
-
-    async fn terminate(&mut self, _reason: &Reason) {
-        self.stop_reader();
-    }
-}
-
-impl<T> Drop for StreamProducer<T> {
-    fn drop(&mut self) {
+    /// What the reader has in flight arrives after the stop and is dropped,
+    /// which leaves its entries pending for another consumer.
+    fn stop(&mut self) {
         if let Some(demand) = self.reader.take() {
             demand.stop.store(true, Ordering::Release);
             demand.wake.notify_one();
@@ -486,13 +441,13 @@ struct Reader<T> {
     shared: Arc<Shared<T>>,
     name: String,
     demand: Arc<Demand>,
-    to: InfoSender,
+    to: Deliver<T>,
 }
 
 impl<T: Send + 'static> Reader<T> {
     async fn run(self) {
         let shared = &*self.shared;
-        let response = shared.block + Duration::from_secs(5);
+        let response = shared.options.block + Duration::from_secs(5);
         let mut conn: Option<MultiplexedConnection> = None;
         let mut backoff = Backoff::new();
         // Claim once at start, then every `claim_interval`.
@@ -510,7 +465,7 @@ impl<T: Send + 'static> Reader<T> {
                 }
                 self.demand.wake.notified().await;
             };
-            let count = (wanted as usize).min(shared.max_batch);
+            let count = (wanted as usize).min(shared.options.max_batch.get());
             let c = match conn.as_mut() {
                 Some(c) => c,
                 None => match connect_named(&shared.client, response, &self.name).await {
@@ -530,10 +485,10 @@ impl<T: Send + 'static> Reader<T> {
             let result = if claiming {
                 let from = cursor.take().unwrap_or_else(|| "0-0".to_owned());
                 redis::cmd("XAUTOCLAIM")
-                    .arg(&shared.stream)
-                    .arg(&shared.group)
+                    .arg(&shared.options.stream)
+                    .arg(&shared.options.group)
                     .arg(&self.name)
-                    .arg(shared.claim_min_idle.as_millis() as u64)
+                    .arg(shared.options.claim_min_idle.as_millis() as u64)
                     .arg(&from)
                     .arg("COUNT")
                     .arg(count)
@@ -543,7 +498,7 @@ impl<T: Send + 'static> Reader<T> {
                         let next = autoclaim_reply(reply, &mut entries);
                         match next.as_deref() {
                             Some("0-0") | None => {
-                                next_claim = Instant::now() + shared.claim_interval;
+                                next_claim = Instant::now() + shared.options.claim_interval;
                             }
                             Some(_) => cursor = next,
                         }
@@ -552,14 +507,14 @@ impl<T: Send + 'static> Reader<T> {
             } else {
                 redis::cmd("XREADGROUP")
                     .arg("GROUP")
-                    .arg(&shared.group)
+                    .arg(&shared.options.group)
                     .arg(&self.name)
                     .arg("COUNT")
                     .arg(count)
                     .arg("BLOCK")
-                    .arg(shared.block.as_millis().max(1) as u64)
+                    .arg(shared.options.block.as_millis().max(1) as u64)
                     .arg("STREAMS")
-                    .arg(&shared.stream)
+                    .arg(&shared.options.stream)
                     .arg(">")
                     .query_async::<Value>(c)
                     .await
@@ -585,7 +540,7 @@ impl<T: Send + 'static> Reader<T> {
             self.demand
                 .wanted
                 .fetch_sub(messages.len() as u64, Ordering::AcqRel);
-            if !messages.is_empty() && self.to.send(Delivered(messages)).is_err() {
+            if !messages.is_empty() && !self.to.send(messages) {
                 // The stage stopped; the messages were dropped with the
                 // send, which left their entries pending.
                 return;
@@ -608,7 +563,7 @@ impl<T: Send + 'static> Reader<T> {
             match (shared.decode)(&entry) {
                 Ok(data) => messages.push(Message::new(data, AckRef::new(to.clone(), token))),
                 Err(reason) => {
-                    tracing::warn!(stream = %shared.stream, id = %entry.id, %reason, "redis: malformed entry");
+                    tracing::warn!(stream = %shared.options.stream, id = %entry.id, %reason, "redis: malformed entry");
                     malformed.push((token, Failure::Failed(format!("malformed entry: {reason}"))));
                 }
             }
@@ -623,7 +578,7 @@ impl<T: Send + 'static> Reader<T> {
     async fn failed(&self, error: &RedisError, backoff: &mut Backoff) {
         Counters::add(&self.shared.counters.connection_errors, 1);
         let delay = backoff.next_delay();
-        tracing::warn!(stream = %self.shared.stream, consumer = %self.name, %error,
+        tracing::warn!(stream = %self.shared.options.stream, consumer = %self.name, %error,
             retry_in_ms = delay.as_millis() as u64, "redis: reading failed; reconnecting");
         let stop = self.demand.stop.load(Ordering::Acquire);
         if !stop {

@@ -35,13 +35,7 @@ pub fn producer<P: Producer>(stage: P) -> ProducerBuilder<P> {
     ProducerBuilder {
         stage,
         dispatcher: DemandDispatcher::new(),
-        options: EngineOptions {
-            name: None,
-            buffer_size: DEFAULT_BUFFER_SIZE,
-            buffer_keep: BufferKeep::Last,
-            flow: DemandFlow::Forward,
-            stall_report: Some(DEFAULT_STALL_REPORT),
-        },
+        options: EngineOptions::new(DEFAULT_BUFFER_SIZE),
         calls: Calls::new(),
     }
 }
@@ -61,13 +55,7 @@ pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> ProducerConsumerBuild
     ProducerConsumerBuilder {
         stage,
         dispatcher: DemandDispatcher::new(),
-        options: EngineOptions {
-            name: None,
-            buffer_size: usize::MAX,
-            buffer_keep: BufferKeep::Last,
-            flow: DemandFlow::Forward,
-            stall_report: Some(DEFAULT_STALL_REPORT),
-        },
+        options: EngineOptions::new(usize::MAX),
         calls: Calls::new(),
     }
 }
@@ -236,10 +224,8 @@ impl<S: Consumer> ConsumerBuilder<S> {
     pub fn start(self) -> Result<ConsumerRef<S::Event>, StartError> {
         let options = EngineOptions {
             name: self.name,
-            buffer_size: 0,
-            buffer_keep: BufferKeep::Last,
-            flow: DemandFlow::Forward,
             stall_report: self.stall_report,
+            ..EngineOptions::new(0)
         };
         let started = engine::start::<_, NoDispatcher>(
             AsConsumer(self.stage, self.calls),

@@ -65,6 +65,21 @@ pub(crate) struct EngineOptions {
     pub(crate) stall_report: Option<std::time::Duration>,
 }
 
+impl EngineOptions {
+    /// A stage's options before its builder changes any: unnamed, a buffer of
+    /// `buffer_size` events that drops the oldest, forwarding demand, the
+    /// default stall report.
+    pub(crate) fn new(buffer_size: usize) -> Self {
+        EngineOptions {
+            name: None,
+            buffer_size,
+            buffer_keep: BufferKeep::Last,
+            flow: DemandFlow::Forward,
+            stall_report: Some(DEFAULT_STALL_REPORT),
+        }
+    }
+}
+
 /// What starting a stage hands to the builder that wraps it in a handle.
 pub(crate) struct Started<I, O> {
     pub(crate) mailbox: Arc<Mailbox<I, O>>,

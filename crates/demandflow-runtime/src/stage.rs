@@ -1,7 +1,7 @@
 //! The three stage traits pipeline authors implement.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 
 use demandflow_core::{CancelReason, Reason, SubscriptionId};
 
@@ -51,8 +51,7 @@ pub trait Producer: Send + 'static {
 
     /// Called once when the stage starts, before any other callback.
     fn init(&mut self, ctx: &mut Context<Self::Event>) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        async {}
+        nothing(ctx)
     }
 
     /// A consumer subscribed.
@@ -61,8 +60,7 @@ pub trait Producer: Send + 'static {
         sub: SubscriptionId,
         ctx: &mut Context<Self::Event>,
     ) -> impl Future<Output = ()> + Send {
-        let _ = (sub, ctx);
-        async {}
+        nothing((sub, ctx))
     }
 
     /// A consumer's subscription ended.
@@ -72,8 +70,7 @@ pub trait Producer: Send + 'static {
         reason: &CancelReason,
         ctx: &mut Context<Self::Event>,
     ) -> impl Future<Output = ()> + Send {
-        let _ = (sub, reason, ctx);
-        async {}
+        nothing((sub, reason, ctx))
     }
 
     /// An info message arrived (after the events buffered before it were dispatched).
@@ -82,9 +79,7 @@ pub trait Producer: Send + 'static {
         info: Info,
         ctx: &mut Context<Self::Event>,
     ) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        unhandled_info(info);
-        async {}
+        unhandled_info(info, ctx)
     }
 
     /// The buffer overflowed and `dropped` events were discarded.
@@ -110,8 +105,7 @@ pub trait Producer: Send + 'static {
 
     /// The stage is stopping with `reason`; the last callback it gets.
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
-        let _ = reason;
-        async {}
+        nothing(reason)
     }
 }
 
@@ -147,8 +141,7 @@ pub trait Consumer: Send + 'static {
 
     /// Called once when the stage starts, before any other callback.
     fn init(&mut self, ctx: &mut ConsumerContext) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        async {}
+        nothing(ctx)
     }
 
     /// This consumer subscribed to a producer; choose how it asks. Default: automatic.
@@ -168,8 +161,7 @@ pub trait Consumer: Send + 'static {
         reason: &CancelReason,
         ctx: &mut ConsumerContext,
     ) -> impl Future<Output = ()> + Send {
-        let _ = (sub, reason, ctx);
-        async {}
+        nothing((sub, reason, ctx))
     }
 
     /// An info message arrived.
@@ -178,15 +170,12 @@ pub trait Consumer: Send + 'static {
         info: Info,
         ctx: &mut ConsumerContext,
     ) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        unhandled_info(info);
-        async {}
+        unhandled_info(info, ctx)
     }
 
     /// The stage is stopping with `reason`; the last callback it gets.
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
-        let _ = reason;
-        async {}
+        nothing(reason)
     }
 }
 
@@ -229,8 +218,7 @@ pub trait ProducerConsumer: Send + 'static {
 
     /// Called once when the stage starts, before any other callback.
     fn init(&mut self, ctx: &mut Context<Self::Out>) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        async {}
+        nothing(ctx)
     }
 
     /// A subscription was made: to a producer (`peer` is [`Peer::Producer`]; the
@@ -254,8 +242,7 @@ pub trait ProducerConsumer: Send + 'static {
         reason: &CancelReason,
         ctx: &mut Context<Self::Out>,
     ) -> impl Future<Output = ()> + Send {
-        let _ = (peer, sub, reason, ctx);
-        async {}
+        nothing((peer, sub, reason, ctx))
     }
 
     /// An info message arrived (after the events buffered before it were dispatched).
@@ -264,9 +251,7 @@ pub trait ProducerConsumer: Send + 'static {
         info: Info,
         ctx: &mut Context<Self::Out>,
     ) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        unhandled_info(info);
-        async {}
+        unhandled_info(info, ctx)
     }
 
     /// The output buffer overflowed and `dropped` events were discarded.
@@ -279,11 +264,19 @@ pub trait ProducerConsumer: Send + 'static {
 
     /// The stage is stopping with `reason`; the last callback it gets.
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
-        let _ = reason;
-        async {}
+        nothing(reason)
     }
 }
 
-fn unhandled_info(info: Info) {
+/// The default of a callback with nothing to do: it ignores its arguments and
+/// is ready at once.
+fn nothing<A>(ignored: A) -> Ready<()> {
+    let _ = ignored;
+    std::future::ready(())
+}
+
+/// The default `handle_info`: logs the message it drops.
+fn unhandled_info<C>(info: Info, ctx: C) -> Ready<()> {
     tracing::debug!(?info, "info message not handled by the stage");
+    nothing(ctx)
 }

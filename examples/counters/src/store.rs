@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior};
-use store_url::Database;
+use store_url::{Errors, StoreBase};
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// How many PostgreSQL connections a store keeps (the synchronous mode's
@@ -41,16 +41,11 @@ pub enum StoreError {
 /// or PostgreSQL. Cloning shares it.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
-    table: Arc<str>,
+    base: StoreBase<Sqlite, Postgres>,
     rows_written: Arc<AtomicU64>,
 }
 
-#[derive(Clone, Debug)]
-enum Backend {
-    Sqlite(Arc<Sqlite>),
-    Postgres(Arc<Postgres>),
-}
+type Backend = store_url::Backend<Sqlite, Postgres>;
 
 impl Store {
     /// Opens the store `url` names and creates `table` if it does not exist.
@@ -64,35 +59,24 @@ impl Store {
     /// [`StoreError::Config`] for an unknown URL or a bad table name; the
     /// database's error if it cannot be opened or the table created.
     pub async fn open(url: &str, table: &str) -> Result<Store, StoreError> {
-        let backend = match Database::parse(url, table).map_err(StoreError::Config)? {
-            Database::Postgres(url) => {
-                Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
-            }
-            Database::Sqlite(path) => {
-                let (path, table) = (path.to_owned(), table.to_owned());
-                Backend::Sqlite(Arc::new(
-                    blocking(move || Sqlite::open(&path, &table)).await?,
-                ))
-            }
+        let errors = Errors {
+            config: StoreError::Config,
+            task: StoreError::Task,
         };
         Ok(Store {
-            backend,
-            table: table.into(),
+            base: StoreBase::open(url, table, Sqlite::open, Postgres::open, errors).await?,
             rows_written: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The table's name.
     pub fn table(&self) -> &str {
-        &self.table
+        self.base.table()
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
+        self.base.kind()
     }
 
     /// Rows this store has written (upserted or incremented) since it was opened.
@@ -106,7 +90,7 @@ impl Store {
     ///
     /// The database's error.
     pub async fn load(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let db = db.clone();
                 blocking(move || db.load()).await
@@ -130,7 +114,7 @@ impl Store {
     ///
     /// The database's error.
     pub async fn get(&self, key: &str) -> Result<i64, StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let (db, key) = (db.clone(), key.to_owned());
                 blocking(move || db.get(&key)).await
@@ -147,7 +131,7 @@ impl Store {
     /// The database's error; then nothing was written.
     pub async fn upsert(&self, rows: Arc<[(String, i64)]>) -> Result<(), StoreError> {
         let n = rows.len() as u64;
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let db = db.clone();
                 blocking(move || db.upsert(&rows)).await?;
@@ -166,7 +150,7 @@ impl Store {
     /// [`StoreError::Overflow`] if the sum leaves `i64`'s range (nothing is
     /// written); the database's error.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        let value = match &self.backend {
+        let value = match &self.base.backend {
             Backend::Sqlite(db) => {
                 let (db, key) = (db.clone(), key.to_owned());
                 blocking(move || db.increment(&key, delta)).await?
@@ -184,7 +168,7 @@ impl Store {
     ///
     /// The database's error.
     pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let (db, sql) = (db.clone(), sql.to_owned());
                 blocking(move || Ok(db.conn.lock().execute_batch(&sql)?)).await
@@ -207,35 +191,24 @@ async fn blocking<T: Send + 'static>(
     store_url::blocking(f, StoreError::Task).await
 }
 
-/// One SQLite connection (SQLite runs one writer at a time anyway), in WAL
-/// mode with `synchronous = NORMAL`.
+/// One SQLite connection (SQLite runs one writer at a time anyway), opened by
+/// [`store_url::open_sqlite`].
+#[derive(Debug)]
 struct Sqlite {
     conn: parking_lot::Mutex<Connection>,
     table: String,
 }
 
-impl std::fmt::Debug for Sqlite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sqlite")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Sqlite {
     fn open(path: &str, table: &str) -> Result<Sqlite, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WITHOUT ROWID: the key's B-tree is the table, so an upsert touches
         // one tree, not a row tree and an index.
-        conn.execute_batch(&format!(
+        let schema = format!(
             "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value BIGINT NOT NULL) \
              WITHOUT ROWID"
-        ))?;
+        );
         Ok(Sqlite {
-            conn: parking_lot::Mutex::new(conn),
+            conn: parking_lot::Mutex::new(store_url::open_sqlite(path, &schema)?),
             table: table.to_owned(),
         })
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, ToSql, TransactionBehavior};
 use serde_json::{Map, Value};
-use store_url::Database;
+use store_url::{Errors, StoreBase};
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// Rows per SQLite statement in a batched upsert (5 parameters each, well
@@ -77,16 +77,11 @@ pub struct Row {
 /// A timeline store: a table in SQLite or PostgreSQL. Cloning shares it.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
-    table: Arc<str>,
+    base: StoreBase<Sqlite, Postgres>,
     transactions: Arc<AtomicU64>,
 }
 
-#[derive(Clone, Debug)]
-enum Backend {
-    Sqlite(Arc<Sqlite>),
-    Postgres(Arc<Postgres>),
-}
+type Backend = store_url::Backend<Sqlite, Postgres>;
 
 impl Store {
     /// Opens the store `url` names and creates `table` if it does not exist.
@@ -101,35 +96,24 @@ impl Store {
     /// [`StoreError::Config`] for an unknown URL or a bad table name; the
     /// database's error if it cannot be opened or the table created.
     pub async fn open(url: &str, table: &str) -> Result<Store, StoreError> {
-        let backend = match Database::parse(url, table).map_err(StoreError::Config)? {
-            Database::Postgres(url) => {
-                Backend::Postgres(Arc::new(Postgres::open(url, table).await?))
-            }
-            Database::Sqlite(path) => {
-                let (path, table) = (path.to_owned(), table.to_owned());
-                Backend::Sqlite(Arc::new(
-                    blocking(move || Sqlite::open(&path, &table)).await?,
-                ))
-            }
+        let errors = Errors {
+            config: StoreError::Config,
+            task: StoreError::Task,
         };
         Ok(Store {
-            backend,
-            table: table.into(),
+            base: StoreBase::open(url, table, Sqlite::open, Postgres::open, errors).await?,
             transactions: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The table's name.
     pub fn table(&self) -> &str {
-        &self.table
+        self.base.table()
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
+        self.base.kind()
     }
 
     /// Upsert transactions committed since the store was opened.
@@ -145,7 +129,7 @@ impl Store {
     ///
     /// The database's error; then nothing was written.
     pub async fn upsert(&self, rows: Arc<[Upsert]>, now: i64) -> Result<(), StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let db = db.clone();
                 blocking(move || db.upsert(&rows, now)).await?;
@@ -175,7 +159,7 @@ impl Store {
     }
 
     async fn select(&self, message_id: Option<i64>) -> Result<Vec<Row>, StoreError> {
-        let raw = match &self.backend {
+        let raw = match &self.base.backend {
             Backend::Sqlite(db) => {
                 let db = db.clone();
                 blocking(move || db.select(message_id)).await?
@@ -206,7 +190,7 @@ impl Store {
     ///
     /// The database's error.
     pub async fn delete_older_than(&self, cutoff: i64) -> Result<u64, StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let db = db.clone();
                 blocking(move || db.delete_older_than(cutoff)).await
@@ -221,7 +205,7 @@ impl Store {
     ///
     /// The database's error.
     pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
-        match &self.backend {
+        match &self.base.backend {
             Backend::Sqlite(db) => {
                 let (db, sql) = (db.clone(), sql.to_owned());
                 blocking(move || Ok(db.conn.lock().execute_batch(&sql)?)).await
@@ -243,38 +227,27 @@ async fn blocking<T: Send + 'static>(
     store_url::blocking(f, StoreError::Task).await
 }
 
-/// One SQLite connection (SQLite runs one writer at a time anyway), in WAL
-/// mode with `synchronous = NORMAL`.
+/// One SQLite connection (SQLite runs one writer at a time anyway), opened by
+/// [`store_url::open_sqlite`].
+#[derive(Debug)]
 struct Sqlite {
     conn: parking_lot::Mutex<Connection>,
     table: String,
 }
 
-impl std::fmt::Debug for Sqlite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sqlite")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Sqlite {
     fn open(path: &str, table: &str) -> Result<Sqlite, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The key starts with message_id: the live timeline looks rows up by
         // message alone. The retention job scans by update time.
-        conn.execute_batch(&format!(
+        let schema = format!(
             "CREATE TABLE IF NOT EXISTS {table} (\
                message_id INTEGER NOT NULL, app_id INTEGER NOT NULL, events TEXT NOT NULL, \
                inserted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, \
                PRIMARY KEY (message_id, app_id)) WITHOUT ROWID; \
              CREATE INDEX IF NOT EXISTS {table}_updated_at ON {table} (updated_at);"
-        ))?;
+        );
         Ok(Sqlite {
-            conn: parking_lot::Mutex::new(conn),
+            conn: parking_lot::Mutex::new(store_url::open_sqlite(path, &schema)?),
             table: table.to_owned(),
         })
     }

@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::AutoDemand;
-use crate::test_support::{Out, ask_each, sub};
+use crate::test_support::{
+    Out, ask_each, assert_unknown_subscription_ignored, sub, subscribe_with,
+};
 
 fn subscribe(d: &mut PartitionDispatcher<u32>, n: u64, partition: impl Into<Partition>) {
-    let opts = SubscribeOptions::new().partition(partition);
-    assert_eq!(d.subscribe(sub(n), StageId::from_raw(n), &opts), Ok(0));
+    subscribe_with(d, n, &SubscribeOptions::new().partition(partition));
 }
 
 /// The dispatcher of SEMANTICS.md §4: multiples of 3 are discarded, the others
@@ -561,9 +562,7 @@ fn build_rejects_bad_configurations() {
 #[test]
 fn unknown_subscriptions_are_ignored() {
     let mut d = parity(10);
-    let mut out: Out = Vec::new();
-    assert_eq!(d.ask(sub(9), 5, &mut out), 0);
-    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(9)), 0);
+    assert_unknown_subscription_ignored(&mut d);
     assert_eq!(d.pending_demand(sub(9)), None);
     assert_eq!(d.pending(), 0);
 }
