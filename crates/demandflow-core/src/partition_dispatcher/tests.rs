@@ -695,9 +695,12 @@ fn parity_ahead(capacity: usize) -> PartitionDispatcher<u32> {
 /// received until `events` were emitted, and checks it got its partition's
 /// events in order.
 fn batch_sizes(mut d: PartitionDispatcher<u32>, events: u32) -> Vec<Vec<usize>> {
+    /// Its demand, the chunks it has yet to handle, the sizes of the batches
+    /// it received, and how many events it handled.
+    struct Consumer(AutoDemand, VecDeque<Vec<u32>>, Vec<usize>, u32);
     let n = d.partitions();
-    let mut consumers: Vec<(AutoDemand, VecDeque<Vec<u32>>, Vec<usize>, u32)> = (0..n)
-        .map(|_| (AutoDemand::new(1000, 500), VecDeque::new(), Vec::new(), 0))
+    let mut consumers: Vec<Consumer> = (0..n)
+        .map(|_| Consumer(AutoDemand::new(1000, 500), VecDeque::new(), Vec::new(), 0))
         .collect();
     let mut out: Out = Vec::new();
     let mut next = 0u32;
