@@ -511,8 +511,9 @@ impl<T> PartitionDispatcher<T> {
 
     /// Fill-ahead mode: what to ask upstream so that the window covers the
     /// partitions' unmet demand and, ahead of it, `n ×` the largest unmet demand
-    /// of a partition, no more than the fullest queue can take.
-    fn top_up(&mut self) -> u64 {
+    /// of a partition (or the ask being served, `ask`, if larger), no more than
+    /// the fullest queue can take.
+    fn top_up(&mut self, ask: u64) -> u64 {
         let (mut need, mut largest, mut room) = (0u64, 0u64, u64::MAX);
         for slot in &self.slots {
             need = need.saturating_add(slot.demand);
@@ -526,7 +527,10 @@ impl<T> PartitionDispatcher<T> {
             // Nobody lacks anything: fill ahead only on an ask, never on its own.
             return 0;
         }
-        let ahead = largest.saturating_mul(self.slots.len() as u64).min(room);
+        let ahead = largest
+            .max(ask)
+            .saturating_mul(self.slots.len() as u64)
+            .min(room);
         let forward = need.max(ahead).saturating_sub(self.waiting);
         self.waiting += forward;
         forward
@@ -644,7 +648,10 @@ impl<T> PartitionDispatcherBuilder<T> {
     ///
     /// What the producer sees: the dispatcher keeps the events it has asked for
     /// and not yet received (its window, [`awaited`](PartitionDispatcher::awaited))
-    /// at `n ×` the largest unmet demand of a partition, but no larger than what
+    /// at `n ×` the largest unmet demand of a partition (or `n ×` the whole ask
+    /// of a consumer its queue could not serve whole, so that every queue is
+    /// refilled by a whole ask rather than by that shortfall, which would split
+    /// the next asks in two batches as well), but no larger than what
     /// the fullest queue can still take (the smallest, over the partitions, of
     /// a partition's free room plus its own unmet demand), so that no queue
     /// overflows whatever the hash does with those events; and never smaller than
@@ -858,7 +865,11 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let own = &mut slot.subs[member].1;
         *own = own.saturating_add(rest);
         if self.fill_ahead {
-            return self.top_up();
+            // An ask its queue could not serve whole: fill ahead for a whole ask
+            // of every partition, not just for what this one still lacks, or the
+            // others' queues would be refilled by that shortfall and their next
+            // asks split in two batches as well.
+            return self.top_up(if rest > 0 { demand } else { 0 });
         }
         let reused = rest.min(self.pending);
         self.pending -= reused;
@@ -964,7 +975,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                     demand: 0,
                 };
             }
-            let demand = self.top_up();
+            let demand = self.top_up(0);
             return Dispatched { leftover, demand };
         }
         // Only deliveries (and pending demand used up) close the window: what it

@@ -802,12 +802,13 @@ fn filling_ahead_forwards_an_ask_times_the_partitions_and_queues_closes_the_wind
     assert_eq!(out, vec![(sub(1), vec![6]), (sub(2), vec![5])]);
     assert_eq!(got, Dispatched::leftover(vec![]));
     assert_eq!((d.awaited(), d.buffered()), (0, 1));
-    // Partition 1's next ask takes 7 from its queue; the rest, 1, is forwarded
-    // times 2, and so is partition 0's ask of 2 on top of it (2 × 2 = 4 in all).
+    // Partition 1's next ask takes 7 from its queue. The queue could not serve
+    // it whole, so the dispatcher fills ahead for a whole ask of each partition,
+    // 2 × 2, which covers partition 0's ask of 2 as well.
     out.clear();
-    assert_eq!(d.ask(sub(2), 2, &mut out), 2);
+    assert_eq!(d.ask(sub(2), 2, &mut out), 4);
     assert_eq!(out, vec![(sub(2), vec![7])]);
-    assert_eq!(d.ask(sub(1), 2, &mut out), 2);
+    assert_eq!(d.ask(sub(1), 2, &mut out), 0);
     assert_eq!(d.awaited(), 4);
     assert_eq!(d.pending_demand(sub(1)), Some(2));
     assert_eq!(d.pending_demand(sub(2)), Some(1));
