@@ -148,16 +148,20 @@ fn main() -> ExitCode {
     }
     // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.
     suite.row("messages", 1_000, demandflow_benches::messages(1_000));
-    // The partition dispatcher filling its queues ahead of demand: read next to
-    // `P->partition->C` and `P->C` at the same max_demand.
+    // The partition dispatcher filling its queues ahead of demand, measured alternately with
+    // `P->C` (its target is a ratio to `P->C` at the same max_demand, and two rows measured
+    // apart drift by more than that on a loaded machine); `P->partition->C` is the row above.
     for max_demand in FILL_AHEAD_MAX_DEMANDS {
         let label = "P->partition->C fill-ahead";
         let sizes = Arc::new(BatchSizes::default());
         per_batch.push((label.to_owned(), max_demand, sizes.clone()));
-        suite.row(
-            label,
+        suite.paired_rows(
             max_demand,
-            demandflow_benches::p_partition_c_fill_ahead(max_demand, sizes),
+            ("P->C paired", demandflow_benches::p_to_c(max_demand)),
+            (
+                label,
+                demandflow_benches::p_partition_c_fill_ahead(max_demand, sizes),
+            ),
         );
     }
 
