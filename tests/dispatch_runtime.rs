@@ -9,7 +9,7 @@ use demandflow::{
     Context, DemandFlow, Info, Producer, SubscribeError, SubscribeOptions, consumer, producer,
 };
 use parking_lot::Mutex;
-use support::{Counter, Recorder, batches, eventually};
+use support::{Counter, Recorder, batches, eventually, manual_partition_consumer};
 
 /// Emits the `Vec<u64>` it receives as info.
 struct Emitter;
@@ -191,18 +191,8 @@ async fn filling_ahead_the_producer_is_asked_for_every_partition_s_share() {
         .build()
         .unwrap();
     let p = producer(counter).dispatcher(parity).start().unwrap();
-    let (even, even_log) = Recorder::manual();
-    let (odd, odd_log) = Recorder::manual();
-    let even = consumer(even).start().unwrap();
-    let odd = consumer(odd).start().unwrap();
-    let es = even
-        .subscribe_to(&p, SubscribeOptions::new().partition(0))
-        .await
-        .unwrap();
-    let os = odd
-        .subscribe_to(&p, SubscribeOptions::new().partition(1))
-        .await
-        .unwrap();
+    let (even, es, even_log) = manual_partition_consumer(&p, 0).await;
+    let (odd, os, odd_log) = manual_partition_consumer(&p, 1).await;
     // An ask of 4 to one of 2 partitions asks the producer for 8: the even
     // half arrives in one batch, the odd half waits in its queue.
     even.ask(es, 4).unwrap();
@@ -458,18 +448,8 @@ async fn events_routed_to_a_missing_partition_are_counted_in_the_producer_stats(
         .build()
         .unwrap();
     let p = producer(Emitter).dispatcher(misrouting).start().unwrap();
-    let (zero, zero_log) = Recorder::manual();
-    let (one, one_log) = Recorder::manual();
-    let zero = consumer(zero).start().unwrap();
-    let one = consumer(one).start().unwrap();
-    let zs = zero
-        .subscribe_to(&p, SubscribeOptions::new().partition(0))
-        .await
-        .unwrap();
-    let os = one
-        .subscribe_to(&p, SubscribeOptions::new().partition(1))
-        .await
-        .unwrap();
+    let (zero, zs, zero_log) = manual_partition_consumer(&p, 0).await;
+    let (one, os, one_log) = manual_partition_consumer(&p, 1).await;
     zero.ask(zs, 10).unwrap();
     one.ask(os, 10).unwrap();
     zero.stats().await.unwrap();
