@@ -9,7 +9,7 @@ use demandflow::{
     Context, DemandFlow, Info, Producer, SubscribeError, SubscribeOptions, consumer, producer,
 };
 use parking_lot::Mutex;
-use support::{Counter, Recorder, batches, eventually};
+use support::{Counter, Recorder, batches, eventually, manual_partition_consumer};
 
 /// Emits the `Vec<u64>` it receives as info.
 struct Emitter;
@@ -181,6 +181,86 @@ async fn discarded_events_never_stall_a_partition() {
     let seen = batches(&log).concat();
     assert!(seen[..20].iter().copied().eq((0..40).step_by(2)));
     assert!(batches(&log).iter().all(|b| !b.is_empty() && b.len() <= 2));
+}
+
+#[tokio::test]
+async fn filling_ahead_the_producer_is_asked_for_every_partition_s_share() {
+    let (counter, demands) = Counter::new();
+    let parity = PartitionDispatcher::numbered(nz(2), |e: u64| Some(((e % 2) as usize, e)))
+        .fill_ahead(true)
+        .build()
+        .unwrap();
+    let p = producer(counter).dispatcher(parity).start().unwrap();
+    let (even, es, even_log) = manual_partition_consumer(&p, 0).await;
+    let (odd, os, odd_log) = manual_partition_consumer(&p, 1).await;
+    // An ask of 4 to one of 2 partitions asks the producer for 8: the even
+    // half arrives in one batch, the odd half waits in its queue.
+    even.ask(es, 4).unwrap();
+    eventually(|| batches(&even_log).concat().len() == 4).await;
+    assert_eq!(batches(&even_log), vec![vec![0, 2, 4, 6]]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 4);
+    assert_eq!(*demands.lock(), vec![8]);
+    // The odd partition's ask is served from its queue, whole; the producer is
+    // asked for nothing more.
+    odd.ask(os, 4).unwrap();
+    eventually(|| batches(&odd_log).concat().len() == 4).await;
+    assert_eq!(batches(&odd_log), vec![vec![1, 3, 5, 7]]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 0);
+    assert_eq!(*demands.lock(), vec![8]);
+    // Nothing is queued for the odd partition now: its ask of 2 asks the
+    // producer for 2 × 2, and the even half of those is queued.
+    odd.ask(os, 2).unwrap();
+    eventually(|| batches(&odd_log).concat().len() == 6).await;
+    assert_eq!(batches(&odd_log)[1], vec![9, 11]);
+    assert_eq!(*demands.lock(), vec![8, 4]);
+    assert_eq!(p.estimate_buffered_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn filling_ahead_automatic_demand_delivers_every_event_in_order() {
+    let (counter, demands) = Counter::new();
+    let by_three = PartitionDispatcher::numbered(nz(3), |e: u64| Some(((e % 3) as usize, e)))
+        .fill_ahead(true)
+        .build()
+        .unwrap();
+    let p = producer(counter).dispatcher(by_three).start().unwrap();
+    let mut logs = Vec::new();
+    for partition in 0..3 {
+        let (rec, log) = Recorder::new();
+        let c = consumer(rec).start().unwrap();
+        c.subscribe_to(
+            &p,
+            SubscribeOptions::new()
+                .partition(partition)
+                .max_demand(10)
+                .min_demand(5),
+        )
+        .await
+        .unwrap();
+        logs.push((c, log));
+    }
+    eventually(|| {
+        logs.iter()
+            .all(|(_, log)| batches(log).concat().len() >= 300)
+    })
+    .await;
+    for (partition, (_, log)) in logs.iter().enumerate() {
+        let seen = batches(log).concat();
+        // Each partition's events, in order, none missing or twice.
+        assert!(
+            seen[..300]
+                .iter()
+                .copied()
+                .eq((partition as u64..).step_by(3).take(300))
+        );
+        assert!(batches(log).iter().all(|b| !b.is_empty() && b.len() <= 10));
+    }
+    // The producer is asked for at most 3 × a consumer's max demand at once.
+    assert!(
+        demands.lock().iter().all(|&d| d <= 30),
+        "{:?}",
+        demands.lock()
+    );
 }
 
 #[tokio::test]
@@ -368,18 +448,8 @@ async fn events_routed_to_a_missing_partition_are_counted_in_the_producer_stats(
         .build()
         .unwrap();
     let p = producer(Emitter).dispatcher(misrouting).start().unwrap();
-    let (zero, zero_log) = Recorder::manual();
-    let (one, one_log) = Recorder::manual();
-    let zero = consumer(zero).start().unwrap();
-    let one = consumer(one).start().unwrap();
-    let zs = zero
-        .subscribe_to(&p, SubscribeOptions::new().partition(0))
-        .await
-        .unwrap();
-    let os = one
-        .subscribe_to(&p, SubscribeOptions::new().partition(1))
-        .await
-        .unwrap();
+    let (zero, zs, zero_log) = manual_partition_consumer(&p, 0).await;
+    let (one, os, one_log) = manual_partition_consumer(&p, 1).await;
     zero.ask(zs, 10).unwrap();
     one.ask(os, 10).unwrap();
     zero.stats().await.unwrap();

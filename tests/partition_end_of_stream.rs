@@ -50,15 +50,16 @@ impl Consumer for Tally {
 /// One round: `0..events` from an accumulating `from_iter` source (default
 /// buffer of 10 000 events), partitioned by `event mod partitions` with queues
 /// of `queue` events, one permanent consumer per partition at max demand 1000
-/// (partition 0's is slow). Returns how many events arrived, and their sum, once
-/// every consumer has stopped.
-async fn round(events: u64, partitions: usize, queue: usize) -> (u64, u64) {
+/// (partition 0's is slow), the dispatcher filling ahead or not. Returns how many
+/// events arrived, and their sum, once every consumer has stopped.
+async fn round(events: u64, partitions: usize, queue: usize, fill_ahead: bool) -> (u64, u64) {
     let n = partitions as u64;
     let dispatcher = PartitionDispatcher::numbered(
         NonZeroUsize::new(partitions).expect("at least one partition"),
         move |e: u64| Some(((e % n) as usize, e)),
     )
     .queue_capacity(NonZeroUsize::new(queue).expect("a queue of at least one event"))
+    .fill_ahead(fill_ahead)
     .build()
     .expect("building the partition dispatcher");
     let source = producer(from_iter(0..events))
@@ -98,6 +99,17 @@ async fn round(events: u64, partitions: usize, queue: usize) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_partition_queue_loses_no_event_of_a_finite_source() {
+    rounds(false).await;
+}
+
+/// Filling ahead, the source is asked for more than the consumers lack, and the
+/// slow partition's queue is full most of the time: still nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_ahead_a_full_partition_queue_loses_no_event_of_a_finite_source() {
+    rounds(true).await;
+}
+
+async fn rounds(fill_ahead: bool) {
     let events = 100_000_u64;
     for r in 0..9 {
         let partitions = [16, 32, 64][r % 3];
@@ -105,7 +117,7 @@ async fn a_full_partition_queue_loses_no_event_of_a_finite_source() {
         // demand outstanding (64 000) is above the source's buffer size too.
         let queue = [100, 1000, 10_000][r / 3];
         assert_eq!(
-            round(events, partitions, queue).await,
+            round(events, partitions, queue, fill_ahead).await,
             (events, (0..events).sum::<u64>()),
             "round {r}: {partitions} partitions, queues of {queue}: events lost or duplicated"
         );

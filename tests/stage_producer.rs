@@ -8,7 +8,7 @@ use demandflow::{
     BufferKeep, Context, DemandFlow, Info, Producer, SubscribeOptions, consumer, producer,
 };
 use parking_lot::Mutex;
-use support::{Counter, Recorder, batches, eventually};
+use support::{Counter, Recorder, batches, eventually, manual_partition_consumer};
 
 /// Emits the `Vec<u64>` it gets as info; records `&str` infos and drop reports.
 struct Probe {
@@ -486,18 +486,8 @@ async fn an_info_waits_for_the_events_queued_in_a_partition_before_it() {
     .unwrap();
     let (p, plog) = probe();
     let p = producer(p).dispatcher(parity).start().unwrap();
-    let (even, even_log) = Recorder::manual();
-    let (odd, _odd_log) = Recorder::manual();
-    let even = consumer(even).start().unwrap();
-    let odd = consumer(odd).start().unwrap();
-    let es = even
-        .subscribe_to(&p, SubscribeOptions::new().partition(0))
-        .await
-        .unwrap();
-    let os = odd
-        .subscribe_to(&p, SubscribeOptions::new().partition(1))
-        .await
-        .unwrap();
+    let (even, es, even_log) = manual_partition_consumer(&p, 0).await;
+    let (odd, os, _odd_log) = manual_partition_consumer(&p, 1).await;
     odd.ask(os, 10).unwrap();
     odd.stats().await.unwrap();
     // Partition 0 has no demand: its 5 events wait in its queue.
@@ -523,18 +513,8 @@ async fn several_infos_waiting_for_a_partition_are_all_delivered_in_order() {
     .unwrap();
     let (p, plog) = probe();
     let p = producer(p).dispatcher(parity).start().unwrap();
-    let (even, even_log) = Recorder::manual();
-    let (odd, _odd_log) = Recorder::manual();
-    let even = consumer(even).start().unwrap();
-    let odd = consumer(odd).start().unwrap();
-    let es = even
-        .subscribe_to(&p, SubscribeOptions::new().partition(0))
-        .await
-        .unwrap();
-    let os = odd
-        .subscribe_to(&p, SubscribeOptions::new().partition(1))
-        .await
-        .unwrap();
+    let (even, es, even_log) = manual_partition_consumer(&p, 0).await;
+    let (odd, os, _odd_log) = manual_partition_consumer(&p, 1).await;
     odd.ask(os, 10).unwrap();
     odd.stats().await.unwrap();
     // Partition 0 has no demand: its events wait in its queue, and every info

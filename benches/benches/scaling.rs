@@ -19,7 +19,7 @@ use std::sync::Arc;
 use demandflow_benches::{
     Args, BatchSizes, Config, LogLogPlot, Measurement, Mode, Progress, Reference, Sample, Series,
     chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, measure, partitions,
-    report_dir, result_line, rounded, tokio_mpsc_batched,
+    partitions_fill_ahead, report_dir, result_line, rounded, tokio_mpsc_batched,
 };
 use serde_json::{Value, json};
 
@@ -43,6 +43,8 @@ enum Curve {
     FanOutDemand,
     FanOutBroadcast,
     Partitions,
+    /// The partition dispatcher filling its queues ahead of demand.
+    PartitionsFillAhead,
     Keyed,
 }
 
@@ -54,6 +56,7 @@ impl Curve {
             Curve::FanOutDemand => format!("fan_out demand consumers={n}"),
             Curve::FanOutBroadcast => format!("fan_out broadcast consumers={n}"),
             Curve::Partitions => format!("partitions={n}"),
+            Curve::PartitionsFillAhead => format!("partitions fill-ahead={n}"),
             Curve::Keyed => format!("keyed keys={n}"),
         }
     }
@@ -65,6 +68,7 @@ impl Curve {
             Curve::FanOutDemand => "fan-out, demand (x: consumers)",
             Curve::FanOutBroadcast => "fan-out, broadcast (x: consumers)",
             Curve::Partitions => "partitions (x: partitions)",
+            Curve::PartitionsFillAhead => "partitions, fill-ahead (x: partitions)",
             Curve::Keyed => "keyed scheduler (x: distinct keys)",
         }
     }
@@ -131,6 +135,11 @@ fn main() -> ExitCode {
         let sizes = Arc::new(BatchSizes::default());
         let run = partitions(n as usize, MAX_DEMAND, sizes.clone());
         add(Curve::Partitions, n, run, 0, Some(sizes));
+    }
+    for n in WIDTHS {
+        let sizes = Arc::new(BatchSizes::default());
+        let run = partitions_fill_ahead(n as usize, MAX_DEMAND, sizes.clone());
+        add(Curve::PartitionsFillAhead, n, run, 0, Some(sizes));
     }
     for n in keys {
         add(Curve::Keyed, n, keyed(n), n, None);
@@ -228,6 +237,7 @@ fn main() -> ExitCode {
         "chain": rows(Curve::Chain, "stages"),
         "fan_out": fan_out,
         "partitions": rows(Curve::Partitions, "partitions"),
+        "partitions_fill_ahead": rows(Curve::PartitionsFillAhead, "partitions"),
         "keyed": rows(Curve::Keyed, "keys"),
         "bytes_per_idle_stage": rounded(bytes_per_idle_stage.unwrap_or(f64::NAN), 0),
         "baselines": [{"name": "tokio_mpsc_batched_1000", "events_per_sec": rounded(base.events_per_sec, 1)}],
@@ -285,6 +295,7 @@ fn table(
         Curve::FanOutDemand,
         Curve::FanOutBroadcast,
         Curve::Partitions,
+        Curve::PartitionsFillAhead,
         Curve::Keyed,
     ] {
         let curve_points: Vec<&Point> = points.iter().filter(|p| p.curve == curve).collect();
@@ -395,6 +406,7 @@ fn write_plots(
                     Curve::FanOutDemand,
                     Curve::FanOutBroadcast,
                     Curve::Partitions,
+                    Curve::PartitionsFillAhead,
                 ]),
                 references: reference.clone(),
             },

@@ -8,10 +8,11 @@
 //! See `benches/README.md` for the options, what each figure measures and how to compare runs.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use demandflow_benches::{
-    Scenario, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched, tokio_mpsc_round_trip,
-    tokio_spawn,
+    BatchSizes, Scenario, ThroughputSuite, crossbeam_batched, tokio_mpsc_batched,
+    tokio_mpsc_round_trip, tokio_spawn,
 };
 
 /// Events per batch in the baselines (the `_1000` of their names).
@@ -22,6 +23,9 @@ const CHANNEL_CAPACITY: usize = 16;
 
 /// The max_demand of every row, as BENCH.md lists them.
 const MAX_DEMANDS: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+
+/// The max_demand of the `P->partition->C fill-ahead` rows (issue 19 item 4).
+const FILL_AHEAD_MAX_DEMANDS: [u64; 3] = [1, 10, 1_000];
 
 /// The topologies of BENCH.md, one line of the plot each.
 #[derive(Debug, Clone, Copy)]
@@ -92,10 +96,23 @@ fn main() -> ExitCode {
 
     // Rows without a scenario yet, named in one line: `P->C` when all its max_demands are missing.
     let mut pending = Vec::new();
+    // Events per batch the partitions' consumers received, by row, printed after the table.
+    let mut per_batch: Vec<(String, u64, Arc<BatchSizes>)> = Vec::new();
+    let partitions = num_cpus::get().max(1);
     for topology in Topology::ALL {
         let mut missing = Vec::new();
         for max_demand in MAX_DEMANDS {
-            match topology.scenario(max_demand) {
+            let run = match topology {
+                Topology::Partition => {
+                    let sizes = Arc::new(BatchSizes::default());
+                    per_batch.push((topology.label().to_owned(), max_demand, sizes.clone()));
+                    Some(demandflow_benches::partitions(
+                        partitions, max_demand, sizes,
+                    ))
+                }
+                _ => topology.scenario(max_demand),
+            };
+            match run {
                 Some(run) => {
                     suite.row(topology.label(), max_demand, run);
                 }
@@ -140,6 +157,22 @@ fn main() -> ExitCode {
     }
     // Broadway-style messages (demandflow-messages): read next to `P->PC->C` at max_demand 1000.
     suite.row("messages", 1_000, demandflow_benches::messages(1_000));
+    // The partition dispatcher filling its queues ahead of demand, measured alternately with
+    // `P->C` (its target is a ratio to `P->C` at the same max_demand, and two rows measured
+    // apart drift by more than that on a loaded machine); `P->partition->C` is the row above.
+    for max_demand in FILL_AHEAD_MAX_DEMANDS {
+        let label = "P->partition->C fill-ahead";
+        let sizes = Arc::new(BatchSizes::default());
+        per_batch.push((label.to_owned(), max_demand, sizes.clone()));
+        suite.paired_rows(
+            max_demand,
+            ("P->C paired", demandflow_benches::p_to_c(max_demand)),
+            (
+                label,
+                demandflow_benches::p_partition_c_fill_ahead(max_demand, sizes),
+            ),
+        );
+    }
 
     if !pending.is_empty() {
         eprintln!(
@@ -148,5 +181,20 @@ fn main() -> ExitCode {
         );
     }
 
-    suite.run_cli()
+    let code = suite.run_cli();
+    // On stderr: stdout ends with the RESULT line.
+    let measured: Vec<String> = per_batch
+        .iter()
+        .filter(|(_, _, sizes)| sizes.average().is_finite())
+        .map(|(label, max_demand, sizes)| {
+            format!("{label} max_demand={max_demand}: {:.1}", sizes.average())
+        })
+        .collect();
+    if !measured.is_empty() {
+        eprintln!(
+            "events per batch the partitions' consumers received ({partitions} partitions, every run): {}",
+            measured.join("; ")
+        );
+    }
+    code
 }

@@ -62,6 +62,7 @@ pub use progress::Progress;
 pub use result::{last_result, result_line, rounded};
 pub use scaling::{
     BatchSizes, chain, fan_out_broadcast, fan_out_demand, idle_stage_bytes, keyed, partitions,
+    partitions_fill_ahead,
 };
 pub use supervisor::{consumer_supervisor, consumer_supervisor_inline};
 pub use throughput::{
@@ -69,5 +70,6 @@ pub use throughput::{
     ThroughputReport, ThroughputSuite,
 };
 pub use topologies::{
-    Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_pc_c, p_pc_c_observed, p_to_c,
+    Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_partition_c_fill_ahead, p_pc_c,
+    p_pc_c_observed, p_to_c,
 };

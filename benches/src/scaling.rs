@@ -98,6 +98,26 @@ pub fn fan_out_broadcast(consumers: usize, max_demand: u64) -> Scenario {
 /// partition. The figure is events/s out of the source; `sizes` counts the batches the
 /// consumers receive.
 pub fn partitions(partitions: usize, max_demand: u64, sizes: Arc<BatchSizes>) -> Scenario {
+    partitioned(partitions, max_demand, false, sizes)
+}
+
+/// [`partitions`] with the dispatcher filling its queues ahead of demand
+/// (`PartitionDispatcherBuilder::fill_ahead`): each ask is forwarded times the partitions, so
+/// the other partitions' asks are served from their queues in whole batches.
+pub fn partitions_fill_ahead(
+    partitions: usize,
+    max_demand: u64,
+    sizes: Arc<BatchSizes>,
+) -> Scenario {
+    partitioned(partitions, max_demand, true, sizes)
+}
+
+fn partitioned(
+    partitions: usize,
+    max_demand: u64,
+    fill_ahead: bool,
+    sizes: Arc<BatchSizes>,
+) -> Scenario {
     scenario(move |events| {
         let sizes = sizes.clone();
         async move {
@@ -105,6 +125,7 @@ pub fn partitions(partitions: usize, max_demand: u64, sizes: Arc<BatchSizes>) ->
             let dispatcher = PartitionDispatcher::numbered(nz(partitions), move |e: u64| {
                 Some(((e % n) as usize, e))
             })
+            .fill_ahead(fill_ahead)
             .build()
             .expect("building the partition dispatcher");
             let source = source(events, dispatcher);

@@ -247,6 +247,12 @@ pub fn p_partition_c(max_demand: u64) -> Scenario {
     crate::partitions(num_cpus::get().max(1), max_demand, Arc::default())
 }
 
+/// `P->partition->C fill-ahead`: [`p_partition_c`] with the dispatcher filling its queues
+/// ahead of demand; `sizes` counts the batches the consumers receive.
+pub fn p_partition_c_fill_ahead(max_demand: u64, sizes: Arc<crate::BatchSizes>) -> Scenario {
+    crate::partitions_fill_ahead(num_cpus::get().max(1), max_demand, sizes)
+}
+
 /// A count that is not zero, for the APIs that take `NonZeroUsize`.
 pub(crate) fn nz(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).expect("counts here are not zero")

@@ -161,3 +161,27 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition never became true");
 }
+
+/// A consumer in manual demand subscribed to partition `partition` of
+/// `producer`: the consumer, its subscription and what it saw.
+pub async fn manual_partition_consumer<T: Send + Clone + 'static>(
+    producer: &impl demandflow::AsProducer<T>,
+    partition: usize,
+) -> (
+    demandflow::ConsumerRef<T>,
+    SubscriptionId,
+    Arc<Mutex<Vec<Seen<T>>>>,
+) {
+    let (recorder, log) = Recorder::manual();
+    let c = demandflow::consumer(recorder)
+        .start()
+        .expect("starting a consumer");
+    let sub = c
+        .subscribe_to(
+            producer,
+            demandflow::SubscribeOptions::new().partition(partition),
+        )
+        .await
+        .expect("subscribing to a partition");
+    (c, sub, log)
+}

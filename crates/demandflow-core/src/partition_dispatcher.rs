@@ -183,6 +183,9 @@ pub struct PartitionDispatcher<T> {
     /// One batch per partition, filled during `dispatch` and always left empty.
     batches: Box<[Vec<T>]>,
     capacity: usize,
+    /// Fill-ahead mode: queued events close the window, and asks are forwarded
+    /// ahead for the other partitions (see [`PartitionDispatcherBuilder::fill_ahead`]).
+    fill_ahead: bool,
     /// The window: events asked for upstream and still awaited (GenStage's `waiting`).
     waiting: u64,
     /// Unmet demand of cancelled subscriptions, already forwarded upstream.
@@ -269,6 +272,7 @@ pub struct PartitionDispatcherBuilder<T> {
     partitions: Partitions,
     hash: HashFn<T>,
     queue_capacity: NonZeroUsize,
+    fill_ahead: bool,
 }
 
 enum Partitions {
@@ -309,6 +313,7 @@ impl<T> PartitionDispatcher<T> {
             partitions: Partitions::Numbered(partitions),
             hash: Box::new(hash),
             queue_capacity: DEFAULT_PARTITION_QUEUE_CAPACITY,
+            fill_ahead: false,
         }
     }
 
@@ -357,6 +362,7 @@ impl<T> PartitionDispatcher<T> {
             partitions: Partitions::Named(names.into_iter().map(Into::into).collect()),
             hash: Box::new(hash),
             queue_capacity: DEFAULT_PARTITION_QUEUE_CAPACITY,
+            fill_ahead: false,
         }
     }
 
@@ -503,6 +509,59 @@ impl<T> PartitionDispatcher<T> {
         self.pending
     }
 
+    /// Fill-ahead mode: what to ask upstream so that the window covers the
+    /// partitions' unmet demand and, ahead of it, `n ×` the largest unmet demand
+    /// of a partition (or the ask being served, `ask`, if larger), no more than
+    /// the fullest queue can take.
+    fn top_up(&mut self, ask: u64) -> u64 {
+        let (mut need, mut largest, mut room) = (0u64, 0u64, u64::MAX);
+        for slot in &self.slots {
+            need = need.saturating_add(slot.demand);
+            largest = largest.max(slot.demand);
+            // What may arrive for this partition without overflowing its queue:
+            // its demand (positive only while its queue is empty) and its room.
+            let free = (self.capacity - slot.queue.len()) as u64;
+            room = room.min(slot.demand.saturating_add(free));
+        }
+        if need == 0 {
+            // Nobody lacks anything: fill ahead only on an ask, never on its own.
+            return 0;
+        }
+        let ahead = largest
+            .max(ask)
+            .saturating_mul(self.slots.len() as u64)
+            .min(room);
+        let forward = need.max(ahead).saturating_sub(self.waiting);
+        self.waiting += forward;
+        forward
+    }
+
+    /// Events asked for upstream and not yet received: the window (GenStage's
+    /// `waiting`). Without [fill-ahead](PartitionDispatcherBuilder::fill_ahead)
+    /// it is what the partitions still lack; with it, up to `n` times the largest
+    /// unmet demand of a partition.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use demandflow_core::{Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
+    ///
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(4).unwrap(), |e: u32| Some(((e % 4) as usize, e)))
+    ///     .fill_ahead(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let sub = SubscriptionId::from_raw(1);
+    /// d.subscribe(sub, StageId::from_raw(1), &SubscribeOptions::new().partition(0)).unwrap();
+    /// d.ask(sub, 10, &mut Vec::new());
+    /// assert_eq!(d.awaited(), 40);
+    /// d.dispatch((0..25).collect(), &mut Vec::new());
+    /// assert_eq!(d.awaited(), 15);
+    /// ```
+    pub fn awaited(&self) -> u64 {
+        self.waiting
+    }
+
     fn label(&self, index: usize) -> Partition {
         match &self.names {
             Some(names) => Partition::Name(names[index].clone()),
@@ -573,6 +632,73 @@ impl<T> PartitionDispatcherBuilder<T> {
         self
     }
 
+    /// Fills the partitions' queues ahead of their demand (default `false`): a
+    /// partition's ask is forwarded upstream multiplied by the number of
+    /// partitions, so that the other partitions' share of the events the producer
+    /// sends is queued before they ask, and their next asks are served from their
+    /// queues in whole batches.
+    ///
+    /// Why: without it, a consumer's ask of 500 to one of `n` partitions is
+    /// forwarded as 500; the producer's 500 events are spread over all the
+    /// partitions, the asking one gets about `500 / n`, the rest is queued, and
+    /// the dispatcher asks again for what is still missing. The 500 arrive as a
+    /// geometric series of ever smaller batches (250, 125, 63, … with 2
+    /// partitions), each a message to the consumer. With fill-ahead they arrive
+    /// in one batch, or a few when the hash spreads the events unevenly.
+    ///
+    /// What the producer sees: the dispatcher keeps the events it has asked for
+    /// and not yet received (its window, [`awaited`](PartitionDispatcher::awaited))
+    /// at `n ×` the largest unmet demand of a partition (or `n ×` the whole ask
+    /// of a consumer its queue could not serve whole, so that every queue is
+    /// refilled by a whole ask rather than by that shortfall, which would split
+    /// the next asks in two batches as well), but no larger than what
+    /// the fullest queue can still take (the smallest, over the partitions, of
+    /// a partition's free room plus its own unmet demand), so that no queue
+    /// overflows whatever the hash does with those events; and never smaller than
+    /// the sum of the partitions' unmet demand, as without fill-ahead. So the
+    /// producer is asked for up to `n` times what one consumer asked, and for at
+    /// most [`queue_capacity`](Self::queue_capacity) events beyond what the
+    /// consumers lack, and only when a consumer asks. Every event it sends for
+    /// the window closes it, delivered or queued; discarded events are replaced
+    /// as without fill-ahead. No event is lost, duplicated or reordered within a
+    /// partition: the queues are the same, only filled earlier.
+    ///
+    /// The cost: events wait in queues (memory within the queues' bound, as
+    /// always) and the producer works ahead of its consumers. A cancelled
+    /// subscription's unmet demand does not become
+    /// [`pending`](PartitionDispatcher::pending): the events asked for it are
+    /// queued for the partition when they come.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use demandflow_core::{Dispatched, Dispatcher, PartitionDispatcher, StageId, SubscribeOptions, SubscriptionId};
+    ///
+    /// let mut d = PartitionDispatcher::numbered(NonZeroUsize::new(2).unwrap(), |e: u32| Some(((e % 2) as usize, e)))
+    ///     .fill_ahead(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let (even, odd) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
+    /// d.subscribe(even, StageId::from_raw(1), &SubscribeOptions::new().partition(0)).unwrap();
+    /// d.subscribe(odd, StageId::from_raw(2), &SubscribeOptions::new().partition(1)).unwrap();
+    /// let mut out = Vec::new();
+    /// // Partition 0 asks for 3: 2 × 3 are asked upstream.
+    /// assert_eq!(d.ask(even, 3, &mut out), 6);
+    /// // Its 3 arrive in one batch; the odd ones are queued and close the window.
+    /// assert_eq!(d.dispatch((0..6).collect(), &mut out), Dispatched { leftover: vec![], demand: 0 });
+    /// assert_eq!(out, vec![(even, vec![0, 2, 4])]);
+    /// assert_eq!(d.buffered(), 3);
+    /// // Partition 1's ask is served from its queue, whole, and asks nothing upstream.
+    /// assert_eq!(d.ask(odd, 3, &mut out), 0);
+    /// assert_eq!(out[1], (odd, vec![1, 3, 5]));
+    /// ```
+    #[must_use]
+    pub fn fill_ahead(mut self, fill_ahead: bool) -> Self {
+        self.fill_ahead = fill_ahead;
+        self
+    }
+
     /// Checks the configuration and builds the dispatcher.
     ///
     /// # Errors
@@ -627,6 +753,7 @@ impl<T> PartitionDispatcherBuilder<T> {
                 .collect(),
             batches: (0..count).map(|_| Vec::new()).collect(),
             capacity: self.queue_capacity.get(),
+            fill_ahead: self.fill_ahead,
             waiting: 0,
             pending: 0,
             discarded: 0,
@@ -645,6 +772,7 @@ impl<T> fmt::Debug for PartitionDispatcherBuilder<T> {
         f.debug_struct("PartitionDispatcherBuilder")
             .field("partitions", partitions)
             .field("queue_capacity", &self.queue_capacity)
+            .field("fill_ahead", &self.fill_ahead)
             .finish_non_exhaustive()
     }
 }
@@ -660,6 +788,7 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
         f.debug_struct("PartitionDispatcher")
             .field("partitions (name, [(sub, demand)], queued)", &partitions)
             .field("queue_capacity", &self.capacity)
+            .field("fill_ahead", &self.fill_ahead)
             .field("waiting", &self.waiting)
             .field("pending", &self.pending)
             .field("discarded", &self.discarded)
@@ -705,7 +834,12 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         slot.demand = slot.demand.saturating_sub(unmet);
         // Its queue stays for the other subscriptions of the partition, or the
         // next one; its unmet demand was forwarded already and serves later asks.
-        self.pending = self.pending.saturating_add(unmet);
+        // Filling ahead, the window is not tied to anyone's demand: the events
+        // asked for it are queued when they come, and later asks top it up from
+        // what is then missing.
+        if !self.fill_ahead {
+            self.pending = self.pending.saturating_add(unmet);
+        }
         0
     }
 
@@ -730,6 +864,13 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         slot.demand = slot.demand.saturating_add(rest);
         let own = &mut slot.subs[member].1;
         *own = own.saturating_add(rest);
+        if self.fill_ahead {
+            // An ask its queue could not serve whole: fill ahead for a whole ask
+            // of every partition, not just for what this one still lacks, or the
+            // others' queues would be refilled by that shortfall and their next
+            // asks split in two batches as well.
+            return self.top_up(if rest > 0 { demand } else { 0 });
+        }
         let reused = rest.min(self.pending);
         self.pending -= reused;
         let forward = (rest - reused).saturating_add(std::mem::take(&mut slot.withheld));
@@ -747,6 +888,15 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         // Events are routed until `target` of them have been delivered; the rest
         // was not asked for and goes back to the producer unhashed.
         let mut target = self.waiting;
+        // Filling ahead, every asked-for event closes the window, delivered or
+        // queued; unasked ones are routed only while a partition still lacks events.
+        let mut lacking = if self.fill_ahead {
+            self.slots
+                .iter()
+                .fold(0u64, |sum, slot| sum.saturating_add(slot.demand))
+        } else {
+            0
+        };
 
         let mut leftover = Vec::new();
         let mut delivered = 0u64;
@@ -755,7 +905,12 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let mut misrouted: Option<(usize, u64)> = None;
         let mut events = events.into_iter();
         for (position, event) in events.by_ref().enumerate() {
-            if delivered == target {
+            let done = if self.fill_ahead {
+                position >= asked && lacking == 0
+            } else {
+                delivered == target
+            };
+            if done {
                 leftover.push(event);
                 break;
             }
@@ -776,6 +931,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                         batch.push(event);
                         slot.demand -= 1;
                         delivered += 1;
+                        lacking = lacking.saturating_sub(1);
                         continue;
                     }
                     Some(slot) if slot.queue.len() < self.capacity => slot.queue.push_back(event),
@@ -787,7 +943,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             }
             // Not delivered. If it was asked for a cancelled subscription, nobody
             // misses it: it uses that pending demand up.
-            if position < asked && self.pending > 0 {
+            if !self.fill_ahead && position < asked && self.pending > 0 {
                 self.pending -= 1;
                 target -= 1;
             }
@@ -808,6 +964,20 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             }
         }
 
+        if self.fill_ahead {
+            // The producer counted `asked` events against the window. If some
+            // overflowed a full queue, hold back as below until a partition asks.
+            self.waiting -= asked as u64;
+            if blocked.is_some() {
+                self.waiting = 0;
+                return Dispatched {
+                    leftover,
+                    demand: 0,
+                };
+            }
+            let demand = self.top_up(0);
+            return Dispatched { leftover, demand };
+        }
         // Only deliveries (and pending demand used up) close the window: what it
         // still awaits is `target - delivered`. The producer counted `asked`
         // events against it, so that many minus the deliveries are asked again.

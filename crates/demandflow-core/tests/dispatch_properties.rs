@@ -404,7 +404,17 @@ proptest! {
         ops in ops(),
         capacity in 1usize..6,
     ) {
-        run_partition(&ops, capacity)?;
+        run_partition(&ops, capacity, false)?;
+    }
+
+    /// The same in fill-ahead mode, which also keeps the events it awaits within
+    /// what the subscriptions lack plus one queue's capacity.
+    #[test]
+    fn partition_filling_ahead_routes_each_event_once_in_order_and_loses_none(
+        ops in ops(),
+        capacity in 1usize..6,
+    ) {
+        run_partition(&ops, capacity, true)?;
     }
 }
 
@@ -426,9 +436,10 @@ fn is_discarded(e: u32) -> bool {
     e % 8 >= 6
 }
 
-fn run_partition(ops: &[Op], capacity: usize) -> Result<(), TestCaseError> {
+fn run_partition(ops: &[Op], capacity: usize, fill_ahead: bool) -> Result<(), TestCaseError> {
     let mut d = PartitionDispatcher::numbered(nz(3), route)
         .queue_capacity(nz(capacity))
+        .fill_ahead(fill_ahead)
         .build()
         .unwrap();
     let mut producer = Producer::new();
@@ -550,6 +561,16 @@ fn run_partition(ops: &[Op], capacity: usize) -> Result<(), TestCaseError> {
             delivered + d.buffered() + producer.buffer.len() + d.discarded() as usize
         );
         prop_assert!(d.buffered() <= 3 * capacity, "queues exceed their capacity");
+        if fill_ahead {
+            // What the producer is asked for ahead of the consumers is bounded.
+            let lacking: u64 = subs.iter().map(|s| s.asked - s.received_count()).sum();
+            prop_assert!(
+                d.awaited() <= lacking + capacity as u64,
+                "awaits {} events, the subscriptions lack {}",
+                d.awaited(),
+                lacking
+            );
+        }
 
         // Exact upstream demand: with nothing owed or buffered upstream, every
         // partition got all it asked for (discarded events never stall it).
@@ -646,11 +667,13 @@ proptest! {
     fn partition_never_stalls_whatever_the_hash_discards(
         consumers in prop::collection::vec(bounds(), 1..4),
         discard in any::<u16>(),
+        fill_ahead in any::<bool>(),
     ) {
         let partitions = consumers.len();
         let mut d = PartitionDispatcher::numbered(nz(partitions), move |e: u32| {
             (discard & (1 << (e % 16)) == 0).then_some(((e / 16) as usize % partitions, e))
         })
+        .fill_ahead(fill_ahead)
         .build()
         .unwrap();
         let mut autos = Vec::new();

@@ -1,5 +1,6 @@
 //! Exact-number tests of the partition dispatcher's state machine.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
@@ -670,6 +671,296 @@ fn subscribe_refuses_a_selector_option() {
     );
     // The partition is still free.
     subscribe(&mut d, 1, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Fill-ahead mode
+// ---------------------------------------------------------------------------
+
+/// Two numbered partitions by parity, filling ahead, with a queue capacity.
+fn parity_ahead(capacity: usize) -> PartitionDispatcher<u32> {
+    PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
+        .queue_capacity(nz(capacity))
+        .fill_ahead(true)
+        .build()
+        .unwrap()
+}
+
+/// Consumers in automatic demand (max 1000, min 500), one per partition of
+/// `d`, behind a producer that emits what it is asked for at once. The
+/// consumers take turns: each handles its oldest undelivered chunk and asks
+/// again, and the producer answers that ask before the next consumer's turn,
+/// as a fast source does. Returns the sizes of the batches each consumer
+/// received until `events` were emitted, and checks it got its partition's
+/// events in order.
+fn batch_sizes(mut d: PartitionDispatcher<u32>, events: u32) -> Vec<Vec<usize>> {
+    /// Its demand, the chunks it has yet to handle, the sizes of the batches
+    /// it received, and how many events it handled.
+    struct Consumer(AutoDemand, VecDeque<Vec<u32>>, Vec<usize>, u32);
+    let n = d.partitions();
+    let mut consumers: Vec<Consumer> = (0..n)
+        .map(|_| Consumer(AutoDemand::new(1000, 500), VecDeque::new(), Vec::new(), 0))
+        .collect();
+    let mut out: Out = Vec::new();
+    let mut next = 0u32;
+    let mut emit = |d: &mut PartitionDispatcher<u32>, mut upstream: u64, out: &mut Out| {
+        while upstream > 0 {
+            let batch: Vec<u32> = (next..next + upstream as u32).collect();
+            next += upstream as u32;
+            let got = d.dispatch(batch, out);
+            assert!(got.leftover.is_empty());
+            upstream = got.demand;
+        }
+        next
+    };
+    for (i, c) in consumers.iter_mut().enumerate() {
+        subscribe(&mut d, i as u64, i);
+        let upstream = d.ask(sub(i as u64), c.0.subscribe(), &mut out);
+        emit(&mut d, upstream, &mut out);
+    }
+    let mut turn = 0;
+    loop {
+        for (s, batch) in out.drain(..) {
+            let c = &mut consumers[s.as_u64() as usize];
+            c.2.push(batch.len());
+            for chunk in crate::split_chunks(batch, c.0.chunk_len()) {
+                c.1.push_back(chunk);
+            }
+        }
+        let i = turn % n;
+        turn += 1;
+        let c = &mut consumers[i];
+        let Some(chunk) = c.1.pop_front() else {
+            continue;
+        };
+        for e in &chunk {
+            assert_eq!((*e % n as u32, *e / n as u32), (i as u32, c.3));
+            c.3 += 1;
+        }
+        let ask = c.0.consume(chunk.len() as u64);
+        if ask > 0 {
+            let upstream = d.ask(sub(i as u64), ask, &mut out);
+            if emit(&mut d, upstream, &mut out) >= events {
+                return consumers.into_iter().map(|c| c.2).collect();
+            }
+        }
+    }
+}
+
+#[test]
+fn without_fill_ahead_an_ask_arrives_in_a_geometric_series_of_batches() {
+    // The problem fill-ahead solves (benches/README.md): partition 0's first
+    // ask of 1000 comes as 500, 250, 125, … while the odd half is queued.
+    let d = PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
+        .build()
+        .unwrap();
+    let sizes = batch_sizes(d, 20_000);
+    assert_eq!(sizes[0][..10], [500, 250, 125, 63, 31, 15, 8, 4, 2, 1]);
+    let average = |s: &[usize]| s.iter().sum::<usize>() / s.len();
+    assert!(average(&sizes[0]) < 250, "{:?}", sizes[0]);
+}
+
+#[test]
+fn filling_ahead_an_ask_arrives_in_one_batch_and_the_other_partition_s_from_its_queue() {
+    let d = PartitionDispatcher::numbered(nz(2), |e: u32| Some(((e % 2) as usize, e)))
+        .fill_ahead(true)
+        .build()
+        .unwrap();
+    let sizes = batch_sizes(d, 20_000);
+    // Partition 0's first ask of 1000 is forwarded as 2000: its 1000 arrive in
+    // one batch, partition 1's 1000 are queued and serve its first ask whole.
+    // From then on each ask of 500 arrives as one batch of 500.
+    for consumer in &sizes {
+        assert_eq!(consumer[0], 1000);
+        assert!(consumer[1..].iter().all(|&s| s == 500), "{consumer:?}");
+        assert!(consumer.len() >= 18, "{consumer:?}");
+    }
+}
+
+#[test]
+fn filling_ahead_forwards_an_ask_times_the_partitions_and_queues_closes_the_window() {
+    let mut d = parity_ahead(100);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 4, &mut out), 8);
+    // Partition 1 lacks 3 of the 8 already asked for (4 × 2): nothing more.
+    assert_eq!(d.ask(sub(2), 3, &mut out), 0);
+    assert_eq!(d.awaited(), 8);
+    // The first 5 close 5 of the window: 0, 2, 4 delivered to partition 0,
+    // 1 and 3 to partition 1. Each lacks 1 more; 3 are still awaited, more
+    // than 2 × 1: no top-up.
+    let got = d.dispatch(vec![0, 1, 2, 3, 4], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(1), vec![0, 2, 4]), (sub(2), vec![1, 3])]);
+    assert_eq!(d.awaited(), 3);
+    // 5 and 6 meet the last demand; 7, beyond it, is queued for partition 1
+    // and closes the window like a delivery.
+    out.clear();
+    let got = d.dispatch(vec![5, 6, 7], &mut out);
+    assert_eq!(out, vec![(sub(1), vec![6]), (sub(2), vec![5])]);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!((d.awaited(), d.buffered()), (0, 1));
+    // Partition 1's next ask takes 7 from its queue. The queue could not serve
+    // it whole, so the dispatcher fills ahead for a whole ask of each partition,
+    // 2 × 2, which covers partition 0's ask of 2 as well.
+    out.clear();
+    assert_eq!(d.ask(sub(2), 2, &mut out), 4);
+    assert_eq!(out, vec![(sub(2), vec![7])]);
+    assert_eq!(d.ask(sub(1), 2, &mut out), 0);
+    assert_eq!(d.awaited(), 4);
+    assert_eq!(d.pending_demand(sub(1)), Some(2));
+    assert_eq!(d.pending_demand(sub(2)), Some(1));
+}
+
+#[test]
+fn filling_ahead_asks_for_no_more_than_the_fullest_queue_can_take() {
+    let mut d = PartitionDispatcher::numbered(nz(3), |e: u32| Some(((e % 3) as usize, e)))
+        .queue_capacity(nz(5))
+        .fill_ahead(true)
+        .build()
+        .unwrap();
+    subscribe(&mut d, 1, 0);
+    let mut out: Out = Vec::new();
+    // 3 × 1 = 3 fits.
+    assert_eq!(d.ask(sub(1), 1, &mut out), 3);
+    // 3 × 2 = 6 would not fit an idle partition's 5 free places if the hash sent
+    // all of them there: 5.
+    let mut d2 = PartitionDispatcher::numbered(nz(3), |e: u32| Some(((e % 3) as usize, e)))
+        .queue_capacity(nz(5))
+        .fill_ahead(true)
+        .build()
+        .unwrap();
+    subscribe(&mut d2, 1, 0);
+    assert_eq!(d2.ask(sub(1), 2, &mut out), 5);
+    // When the partition lacks more than any queue takes, the window grows to
+    // what it lacks, 10, as without fill-ahead.
+    assert_eq!(d2.ask(sub(1), 8, &mut out), 5);
+    assert_eq!(d2.awaited(), 10);
+
+    // As queues fill, the bound falls: 1 and 2 are queued, so partitions 1 and
+    // 2 have 4 free places each.
+    out.clear();
+    let got = d.dispatch(vec![0, 1, 2], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out, vec![(sub(1), vec![0])]);
+    assert_eq!((d.awaited(), d.buffered()), (0, 2));
+    // An ask of 2: 3 × 2 = 6, bounded by the 4 places.
+    assert_eq!(d.ask(sub(1), 2, &mut out), 4);
+}
+
+#[test]
+fn filling_ahead_replaces_discarded_events() {
+    let mut d = PartitionDispatcher::named(["even", "odd"], |e: u32| {
+        (e % 3 != 0).then_some(((e % 2) as usize, e))
+    })
+    .fill_ahead(true)
+    .build()
+    .unwrap();
+    subscribe(&mut d, 1, "even");
+    subscribe(&mut d, 2, "odd");
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 2, &mut out), 4);
+    assert_eq!(d.ask(sub(2), 2, &mut out), 0);
+    // 3 is discarded, so the window closes with "odd" lacking 1.
+    let got = d.dispatch(vec![1, 2, 3, 4], &mut out);
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![],
+            demand: 2
+        }
+    );
+    // 2 and 4 to "even", 1 to "odd", which lacks 1: the window (0 left) is
+    // topped up to 2 × 1.
+    assert_eq!(out, vec![(sub(1), vec![2, 4]), (sub(2), vec![1])]);
+    assert_eq!(d.discarded(), 1);
+    let got = d.dispatch(vec![5, 6], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out[2], (sub(2), vec![5]));
+    assert_eq!((d.awaited(), d.buffered(), d.discarded()), (0, 0, 2));
+}
+
+#[test]
+fn filling_ahead_a_full_queue_holds_the_window_back_until_a_partition_asks() {
+    // Partition 0 has a subscriber that asked for nothing; its queue holds 2.
+    let mut d = parity_ahead(2);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    // Room: min(0 + 2, 4 + 2) = 2, less than partition 1 lacks: 4 as asked.
+    assert_eq!(d.ask(sub(2), 4, &mut out), 4);
+    // The producer sends more even events than the queue holds.
+    let got = d.dispatch(vec![0, 2, 4, 1], &mut out);
+    assert_eq!(
+        got,
+        Dispatched {
+            leftover: vec![4],
+            demand: 0
+        }
+    );
+    assert_eq!(out, vec![(sub(2), vec![1])]);
+    assert_eq!((d.awaited(), d.buffered()), (0, 2));
+    // Partition 0 takes one event from its queue; room is now min(0 + 1, 3 + 2):
+    // the 3 partition 1 lacks are asked for again.
+    out.clear();
+    assert_eq!(d.ask(sub(1), 1, &mut out), 3);
+    assert_eq!(out, vec![(sub(1), vec![0])]);
+    // The producer sends its buffer first: 4 is queued now, 3 and 5 close the
+    // window, and 7, beyond it, is routed too, because partition 1 lacked it.
+    let got = d.dispatch(vec![4, 3, 5, 7], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    assert_eq!(out[1], (sub(2), vec![3, 5, 7]));
+    assert_eq!((d.awaited(), d.buffered()), (0, 2));
+    assert_eq!(d.pending_demand(sub(2)), Some(0));
+}
+
+#[test]
+fn filling_ahead_a_cancelled_subscription_leaves_no_pending_demand() {
+    let mut d = parity_ahead(100);
+    subscribe(&mut d, 1, 0);
+    subscribe(&mut d, 2, 1);
+    let mut out: Out = Vec::new();
+    assert_eq!(d.ask(sub(1), 5, &mut out), 10);
+    assert_eq!(Dispatcher::<u32>::cancel(&mut d, sub(1)), 0);
+    assert_eq!((d.pending(), d.awaited()), (0, 10));
+    // Partition 1's ask is covered by the 10 already asked for.
+    assert_eq!(d.ask(sub(2), 3, &mut out), 0);
+    let got = d.dispatch((0..10).collect(), &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![]));
+    // The even ones, asked for the cancelled subscription, are queued for the
+    // partition's next subscriber; 7 and 9 wait in partition 1's queue.
+    assert_eq!(out, vec![(sub(2), vec![1, 3, 5])]);
+    assert_eq!((d.buffered(), d.awaited()), (7, 0));
+}
+
+#[test]
+fn filling_ahead_unasked_events_are_routed_only_while_a_partition_lacks_events() {
+    let mut d = parity_ahead(100);
+    subscribe(&mut d, 1, 0);
+    let mut out: Out = Vec::new();
+    // Nobody asked: all of a push goes back unhashed.
+    assert_eq!(d.dispatch(vec![0, 1], &mut out).leftover, vec![0, 1]);
+    assert_eq!(d.ask(sub(1), 2, &mut out), 4);
+    // Six events against a window of 4: the first 4 close it (0 and 2
+    // delivered, 1 and 3 queued), then 4 and 5 are left over.
+    let got = d.dispatch((0..6).collect(), &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![4, 5]));
+    // With a partition lacking events, unasked events are routed on until it has them.
+    assert_eq!(d.ask(sub(1), 1, &mut out), 2);
+    let got = d.dispatch(vec![5, 7, 9, 4, 6], &mut out);
+    assert_eq!(got, Dispatched::leftover(vec![6]));
+    assert_eq!(out, vec![(sub(1), vec![0, 2]), (sub(1), vec![4])]);
+    assert_eq!((d.buffered(), d.awaited()), (5, 0));
+}
+
+#[test]
+fn fill_ahead_is_off_by_default_and_shown_in_debug() {
+    let d = parity(10);
+    assert!(!d.fill_ahead);
+    assert!(format!("{d:?}").contains("fill_ahead: false"));
+    let b = PartitionDispatcher::numbered(nz(2), |e: u32| Some((0, e))).fill_ahead(true);
+    assert!(format!("{b:?}").contains("fill_ahead: true"));
 }
 
 /// A count that is not zero, for the APIs that take `NonZeroUsize`.
