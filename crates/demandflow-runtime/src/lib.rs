@@ -114,6 +114,7 @@ mod closure;
 mod context;
 mod engine;
 mod error;
+mod fuse;
 mod group;
 mod handle;
 mod info;
@@ -142,6 +143,7 @@ pub use demandflow_core::{
     Partition, PartitionDispatcher, Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use error::{NotRunning, SendError, StartError, SubscribeError, TrySendError};
+pub use fuse::{Fuse, Fused, FusedChain, fuse};
 pub use handle::{
     AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageHandle, StageMonitor,
 };
