@@ -101,7 +101,7 @@ type Build<H, T> =
 /// # Examples
 ///
 /// ```
-/// use demandflow_runtime::{consumer, from_iter, fuse, map, producer, producer_consumer, Consumer, ConsumerContext, Reason, SubscribeOptions, SubscriptionId};
+/// use demandflow_runtime::{consumer, from_iter, fuse, map, producer, Consumer, ConsumerContext, Reason, SubscribeOptions, SubscriptionId};
 ///
 /// struct Sum(tokio::sync::mpsc::UnboundedSender<u64>, u64);
 /// impl Consumer for Sum {
@@ -118,7 +118,7 @@ type Build<H, T> =
 /// # async fn main() {
 /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 /// let chain = fuse(producer(from_iter(1..=100_u64)))
-///     .via(producer_consumer(map(|n: u64| n * 2)), SubscribeOptions::new().max_demand(1))
+///     .via(map(|n: u64| n * 2), SubscribeOptions::new().max_demand(1))
 ///     .to(consumer(Sum(tx, 0)), SubscribeOptions::new().max_demand(1))
 ///     .start()
 ///     .unwrap();
