@@ -1157,12 +1157,12 @@ pub use demandflow_core::{
 };
 pub use demandflow_runtime::{
     AsProducer, CallError, Consumer, ConsumerBuilder, ConsumerContext, ConsumerRef, Context,
-    DemandFlow, DemandMode, DrainOutcome, DrainReport, EventStream, HandleCall, Info, InfoSender,
-    IterSource, NotRunning, Peer, Pipeline, Producer, ProducerBuilder, ProducerConsumer,
-    ProducerConsumerBuilder, ProducerConsumerRef, ProducerRef, PushSource, Pusher, Request,
-    SendError, StageDrain, StageHandle, StageKind, StageMonitor, StageStats, Stall, StartError,
-    StreamSource, SubscribeError, SubscriptionStats, TrySendError, consumer, from_iter,
-    from_stream, producer, producer_consumer, push,
+    DemandFlow, DemandMode, DrainOutcome, DrainReport, EventStream, Fuse, Fused, FusedChain,
+    HandleCall, Info, InfoSender, IterSource, NotRunning, Peer, Pipeline, Producer,
+    ProducerBuilder, ProducerConsumer, ProducerConsumerBuilder, ProducerConsumerRef, ProducerRef,
+    PushSource, Pusher, Request, SendError, StageDrain, StageHandle, StageKind, StageMonitor,
+    StageStats, Stall, StartError, StreamSource, SubscribeError, SubscriptionStats, TrySendError,
+    consumer, from_iter, from_stream, fuse, producer, producer_consumer, push,
 };
 // Stages made from a closure.
 pub use demandflow_runtime::{

@@ -26,6 +26,9 @@ const MAX_DEMANDS: [u64; 5] = [1, 10, 100, 1_000, 10_000];
 
 /// The max_demand of the `P->partition->C fill-ahead` rows (issue 19 item 4).
 const FILL_AHEAD_MAX_DEMANDS: [u64; 3] = [1, 10, 1_000];
+/// The max_demands of the fused rows: small demand, where fusing matters, and 1000 to show
+/// what it does where batches are large.
+const FUSED_MAX_DEMANDS: [u64; 3] = [1, 10, 1_000];
 
 /// The topologies of BENCH.md, one line of the plot each.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +131,20 @@ fn main() -> ExitCode {
                 missing.join(", ")
             )),
         }
+    }
+    // Fused chains (`demandflow::fuse`): the stages of `P->C` and `P->PC->C` in one task, at
+    // the small max_demands where the messages between stage tasks bound the unfused rows.
+    for max_demand in FUSED_MAX_DEMANDS {
+        suite.row(
+            "P->C fused",
+            max_demand,
+            demandflow_benches::fused(max_demand, false),
+        );
+        suite.row(
+            "P->PC->C fused",
+            max_demand,
+            demandflow_benches::fused(max_demand, true),
+        );
     }
     // What the registry costs the stages: `P->PC->C` with nobody reading the registry (off)
     // and with a task reading all of it every 10 ms (on: a hundred times a dashboard's rate),

@@ -70,6 +70,6 @@ pub use throughput::{
     ThroughputReport, ThroughputSuite,
 };
 pub use topologies::{
-    Scenario, p_2c_broadcast, p_4c_demand, p_partition_c, p_partition_c_fill_ahead, p_pc_c,
+    Scenario, fused, p_2c_broadcast, p_4c_demand, p_partition_c, p_partition_c_fill_ahead, p_pc_c,
     p_pc_c_observed, p_to_c,
 };

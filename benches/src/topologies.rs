@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use demandflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
 use demandflow::{
-    AsProducer, Consumer, ConsumerContext, Context, DemandFlow, ProducerConsumer, ProducerRef,
-    Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, producer, producer_consumer,
+    AsProducer, Consumer, ConsumerContext, Context, DemandFlow, Peer, ProducerConsumer,
+    ProducerRef, Reason, SubscribeOptions, SubscriptionId, consumer, from_iter, fuse, producer,
+    producer_consumer,
 };
 
 use crate::Sample;
@@ -29,6 +30,17 @@ struct Tally {
     sum: u64,
     batches: u64,
     totals: Arc<[AtomicU64; 3]>,
+}
+
+impl Tally {
+    fn new(totals: &Arc<[AtomicU64; 3]>) -> Tally {
+        Tally {
+            count: 0,
+            sum: 0,
+            batches: 0,
+            totals: totals.clone(),
+        }
+    }
 }
 
 impl Consumer for Tally {
@@ -106,13 +118,9 @@ pub(crate) async fn fan_out(
     let totals: Arc<[AtomicU64; 3]> = Arc::default();
     let mut sinks = Vec::with_capacity(consumers);
     for i in 0..consumers {
-        let tally = Tally {
-            count: 0,
-            sum: 0,
-            batches: 0,
-            totals: totals.clone(),
-        };
-        let sink = consumer(tally).start().expect("starting a consumer");
+        let sink = consumer(Tally::new(&totals))
+            .start()
+            .expect("starting a consumer");
         sink.subscribe_to(upstream, options(i))
             .await
             .expect("subscribing");
@@ -130,6 +138,13 @@ pub(crate) async fn fan_out(
         );
     }
     let elapsed = start.elapsed();
+    let batches = check_totals(&totals, events, copies);
+    (Sample::new(events, elapsed), batches)
+}
+
+/// Checks the consumers' count and sum against `copies` copies of `0..events`;
+/// returns how many batches they received together.
+fn check_totals(totals: &[AtomicU64; 3], events: u64, copies: u64) -> u64 {
     assert_eq!(
         totals[0].load(Ordering::Relaxed),
         copies * events,
@@ -140,8 +155,7 @@ pub(crate) async fn fan_out(
         sum_below(events).wrapping_mul(copies),
         "wrong events delivered"
     );
-    let batches = totals[2].load(Ordering::Relaxed);
-    (Sample::new(events, elapsed), batches)
+    totals[2].load(Ordering::Relaxed)
 }
 
 /// A finite source of `0..events`, accumulating demand until the clock starts.
@@ -216,6 +230,52 @@ pub fn p_pc_c_observed(max_demand: u64) -> Scenario {
             "the registry was never read"
         );
         sample
+    })
+}
+
+/// `P->C fused` and `P->PC->C fused` (`through_stage`): the stages of `P->C` and
+/// `P->PC->C`, subscribed with the same options, run as one fused chain
+/// (`demandflow::fuse`): one task instead of one per stage.
+pub fn fused(max_demand: u64, through_stage: bool) -> Scenario {
+    scenario(move |events| async move {
+        let totals: Arc<[AtomicU64; 3]> = Arc::default();
+        let head = fuse(producer(from_iter(0..events)).demand_flow(DemandFlow::Accumulate));
+        let chain = if through_stage {
+            head.via(producer_consumer(Pass), at(max_demand))
+                .to(consumer(Tally::new(&totals)), at(max_demand))
+                .start()
+        } else {
+            head.to(consumer(Tally::new(&totals)), at(max_demand))
+                .start()
+        }
+        .expect("starting the fused chain");
+        // Every link is made before the clock starts, as in the unfused rows.
+        let producing = &chain.stages()[..chain.stages().len() - 1];
+        for stage in producing {
+            while !stage
+                .stats()
+                .await
+                .expect("a stage of the chain")
+                .subscriptions
+                .iter()
+                .any(|s| s.peer == Peer::Consumer)
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        let start = Instant::now();
+        chain
+            .head()
+            .set_demand_flow(DemandFlow::Forward)
+            .expect("forward");
+        assert_eq!(
+            chain.wait().await,
+            Reason::Normal,
+            "the chain stopped abnormally"
+        );
+        let elapsed = start.elapsed();
+        check_totals(&totals, events, 1);
+        Sample::new(events, elapsed)
     })
 }
 

@@ -8,7 +8,7 @@ use demandflow_core::{BufferKeep, DEFAULT_BUFFER_SIZE, DemandDispatcher, Dispatc
 
 use crate::behaviour::{AsConsumer, AsProducer, AsProducerConsumer};
 use crate::call::{Calls, HandleCall, Request};
-use crate::engine::{self, DEFAULT_STALL_REPORT, EngineOptions};
+use crate::engine::{self, DEFAULT_STALL_REPORT, EngineOptions, StageTask};
 use crate::{
     Consumer, ConsumerRef, DemandFlow, Producer, ProducerConsumer, ProducerConsumerRef,
     ProducerRef, StartError,
@@ -140,10 +140,19 @@ impl<S: Producer, D: Dispatcher<S::Event>> ProducerBuilder<S, D> {
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<ProducerRef<S::Event>, StartError> {
+        self.start_in(None)
+    }
+
+    /// `start`, or with `fused` the stage's task is left there for a fused chain.
+    pub(crate) fn start_in(
+        self,
+        fused: Option<&mut Vec<StageTask>>,
+    ) -> Result<ProducerRef<S::Event>, StartError> {
         let started = engine::start(
             AsProducer(self.stage, self.calls),
             self.dispatcher,
             self.options,
+            fused,
         )?;
         Ok(ProducerRef {
             port: started.mailbox.clone(),
@@ -175,10 +184,19 @@ impl<S: ProducerConsumer, D: Dispatcher<S::Out>> ProducerConsumerBuilder<S, D> {
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<ProducerConsumerRef<S::In, S::Out>, StartError> {
+        self.start_in(None)
+    }
+
+    /// `start`, or with `fused` the stage's task is left there for a fused chain.
+    pub(crate) fn start_in(
+        self,
+        fused: Option<&mut Vec<StageTask>>,
+    ) -> Result<ProducerConsumerRef<S::In, S::Out>, StartError> {
         let started = engine::start(
             AsProducerConsumer(self.stage, self.calls),
             self.dispatcher,
             self.options,
+            fused,
         )?;
         Ok(ProducerConsumerRef {
             port: started.mailbox.clone(),
@@ -222,6 +240,14 @@ impl<S: Consumer> ConsumerBuilder<S> {
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<ConsumerRef<S::Event>, StartError> {
+        self.start_in(None)
+    }
+
+    /// `start`, or with `fused` the stage's task is left there for a fused chain.
+    pub(crate) fn start_in(
+        self,
+        fused: Option<&mut Vec<StageTask>>,
+    ) -> Result<ConsumerRef<S::Event>, StartError> {
         let options = EngineOptions {
             name: self.name,
             stall_report: self.stall_report,
@@ -231,6 +257,7 @@ impl<S: Consumer> ConsumerBuilder<S> {
             AsConsumer(self.stage, self.calls),
             NoDispatcher,
             options,
+            fused,
         )?;
         let subscriber: Arc<dyn crate::port::SubscriberPort<S::Event>> = started.mailbox.clone();
         Ok(ConsumerRef {

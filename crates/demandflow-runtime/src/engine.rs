@@ -86,11 +86,16 @@ pub(crate) struct Started<I, O> {
     pub(crate) guard: Arc<HandleGuard>,
 }
 
-/// Spawns the stage's task on the current tokio runtime.
+/// A stage's task not spawned yet: a fused chain runs several in one task.
+pub(crate) type StageTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Spawns the stage's task on the current tokio runtime or, with `fused`,
+/// appends it there for a fused chain to run in its own task.
 pub(crate) fn start<B, D>(
     behaviour: B,
     dispatcher: D,
     options: EngineOptions,
+    fused: Option<&mut Vec<StageTask>>,
 ) -> Result<Started<B::In, B::Out>, StartError>
 where
     B: Behaviour,
@@ -166,7 +171,13 @@ where
         watch: watchdog::Watch::new(options.stall_report),
     };
     let span = tracing::debug_span!("stage", id = id.as_u64(), name = %name, kind);
-    runtime.spawn(engine.run().instrument(span));
+    let task = engine.run().instrument(span);
+    match fused {
+        Some(tasks) => tasks.push(Box::pin(task)),
+        None => {
+            runtime.spawn(task);
+        }
+    }
     Ok(Started { mailbox, guard })
 }
 

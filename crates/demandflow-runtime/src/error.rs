@@ -17,6 +17,10 @@ pub enum StartError {
     /// `start` was called outside a tokio runtime.
     #[error("must be started from within a tokio runtime")]
     NoRuntime,
+    /// A link of a fused chain could not be subscribed (see
+    /// [`fuse`](crate::fuse)).
+    #[error("a link of the fused chain could not be subscribed")]
+    Subscribe(#[source] SubscribeError),
 }
 
 /// Why a subscription could not be made.

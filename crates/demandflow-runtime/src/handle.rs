@@ -305,7 +305,7 @@ macro_rules! consumer_methods {
             self.control.control(Control::Ask(sub, demand))
         }
 
-        fn send_subscribe(
+        pub(crate) fn send_subscribe(
             &self,
             producer: &impl AsProducer<$in>,
             options: SubscribeOptions<$in>,

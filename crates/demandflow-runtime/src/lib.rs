@@ -115,6 +115,7 @@ mod context;
 mod engine;
 mod error;
 mod exit;
+mod fuse;
 mod group;
 mod handle;
 mod info;
@@ -143,6 +144,7 @@ pub use demandflow_core::{
     Partition, PartitionDispatcher, Reason, StageId, SubscribeOptions, SubscriptionId,
 };
 pub use error::{NotRunning, SendError, StartError, SubscribeError, TrySendError};
+pub use fuse::{Fuse, Fused, FusedChain, fuse};
 pub use handle::{
     AsProducer, ConsumerRef, ProducerConsumerRef, ProducerRef, StageHandle, StageMonitor,
 };
