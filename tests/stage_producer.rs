@@ -249,36 +249,31 @@ async fn a_finite_source_started_accumulating_delivers_everything_before_it_ends
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_empty_source_started_accumulating_ends_its_consumer_once_it_forwards() {
-    let p = producer(demandflow::from_iter(0..0_u64))
-        .demand_flow(DemandFlow::Accumulate)
-        .start()
-        .unwrap();
-    let (rec, log) = Recorder::new();
-    let c = consumer(rec).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
-    p.set_demand_flow(DemandFlow::Forward).unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), c.wait()).await;
-    assert_eq!(ended, Ok(demandflow::Reason::Normal));
-    assert_eq!(p.wait().await, demandflow::Reason::Normal);
-    assert!(batches(&log).is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_empty_source_started_accumulating_ends_a_chain_once_it_forwards() {
-    let p = producer(demandflow::from_iter(0..0_u64))
-        .demand_flow(DemandFlow::Accumulate)
-        .start()
-        .unwrap();
-    let pc = demandflow::map(|n: u64| n + 1).start().unwrap();
-    let (rec, log) = Recorder::new();
-    let c = consumer(rec).start().unwrap();
-    pc.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
-    c.subscribe_to(&pc, SubscribeOptions::new()).await.unwrap();
-    p.set_demand_flow(DemandFlow::Forward).unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), c.wait()).await;
-    assert_eq!(ended, Ok(demandflow::Reason::Normal));
-    assert!(batches(&log).is_empty());
+async fn an_empty_source_started_accumulating_ends_its_consumers_once_it_forwards() {
+    for through_map in [false, true] {
+        let p = producer(demandflow::from_iter(0..0_u64))
+            .demand_flow(DemandFlow::Accumulate)
+            .start()
+            .unwrap();
+        let (rec, log) = Recorder::new();
+        let c = consumer(rec).start().unwrap();
+        if through_map {
+            let pc = demandflow::map(|n: u64| n + 1).start().unwrap();
+            pc.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+            c.subscribe_to(&pc, SubscribeOptions::new()).await.unwrap();
+        } else {
+            c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+        }
+        p.set_demand_flow(DemandFlow::Forward).unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), c.wait()).await;
+        assert_eq!(
+            ended,
+            Ok(demandflow::Reason::Normal),
+            "through a map: {through_map}"
+        );
+        assert_eq!(p.wait().await, demandflow::Reason::Normal);
+        assert!(batches(&log).is_empty());
+    }
 }
 
 /// Stops after its buffered events at every `"stop"` info.

@@ -208,11 +208,12 @@ async fn temporary_workers_that_fail_are_not_restarted_and_free_their_slot(mode:
         }
     });
     let workers = supervisor.monitor();
-    let p = producer(from_iter(0..10_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().max_demand(2).min_demand(1))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..10_u64),
+        supervisor,
+        SubscribeOptions::new().max_demand(2).min_demand(1),
+    )
+    .await;
     assert_eq!(c.wait().await, Reason::Normal);
     assert_eq!(*attempts.lock(), (0..10).collect::<Vec<_>>());
     let stats = workers.stats();
@@ -329,11 +330,12 @@ async fn restarts_spread_wider_than_max_seconds_do_not_stop_the_supervisor(mode:
     .build()
     .unwrap();
     let workers = supervisor.monitor();
-    let p = producer(from_iter([0_u64])).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter([0_u64]),
+        supervisor,
+        SubscribeOptions::new().cancel(CancelMode::Temporary),
+    )
+    .await;
     until(|| workers.stats().succeeded == 1).await;
     let stats = workers.stats();
     assert_eq!((stats.restarted, stats.failed, stats.running), (5, 5, 0));
@@ -428,11 +430,12 @@ async fn stopping_waits_for_workers_until_the_deadline_then_aborts_the_rest(mode
     .build()
     .unwrap();
     let workers = supervisor.monitor();
-    let p = producer(from_iter(0..3_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..3_u64),
+        supervisor,
+        SubscribeOptions::new().cancel(CancelMode::Temporary),
+    )
+    .await;
     until(|| workers.running() == 3).await;
 
     let stopping = Instant::now();
@@ -454,11 +457,12 @@ async fn stopping_with_no_worker_left_past_the_deadline_aborts_none(mode: Worker
         Ok::<(), Infallible>(())
     });
     let workers = supervisor.monitor();
-    let p = producer(from_iter(0..4_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..4_u64),
+        supervisor,
+        SubscribeOptions::new().cancel(CancelMode::Temporary),
+    )
+    .await;
     until(|| workers.running() == 4).await;
     let stopping = Instant::now();
     c.stop(Reason::Shutdown).await.unwrap();
@@ -591,11 +595,12 @@ async fn transient_workers_that_fail_while_a_finite_source_stops_the_stage_lose_
                 .build()
                 .unwrap();
             let workers = supervisor.monitor();
-            let p = producer(from_iter(0..EVENTS)).start().unwrap();
-            let c = consumer(supervisor).start().unwrap();
-            c.subscribe_to(&p, SubscribeOptions::new().max_demand(max_demand))
-                .await
-                .unwrap();
+            let c = support::fed_by(
+                from_iter(0..EVENTS),
+                supervisor,
+                SubscribeOptions::new().max_demand(max_demand),
+            )
+            .await;
             assert_eq!(c.wait().await, Reason::Normal);
 
             let mut done = done.lock().clone();
@@ -637,11 +642,12 @@ async fn failures_past_the_restart_limit_while_stopping_are_counted_as_abandoned
     .build()
     .unwrap();
     let workers = supervisor.monitor();
-    let p = producer(from_iter(0..5_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().max_demand(10))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..5_u64),
+        supervisor,
+        SubscribeOptions::new().max_demand(10),
+    )
+    .await;
     c.wait().await;
     let stats = workers.stats();
     assert_eq!(
@@ -680,9 +686,7 @@ async fn a_transient_worker_keeps_restarting_while_stopping_until_the_deadline_a
     .build()
     .unwrap();
     let workers = supervisor.monitor();
-    let p = producer(from_iter([0_u64])).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new()).await.unwrap();
+    let c = support::fed_by(from_iter([0_u64]), supervisor, SubscribeOptions::new()).await;
     c.wait().await;
     let stats = workers.stats();
     assert_eq!(
@@ -735,11 +739,12 @@ async fn the_worker_view_lists_and_counts_workers_with_their_restarts(mode: Work
         .unwrap();
     let workers = supervisor.monitor();
     assert_eq!(workers.workers().await, Err(NotRunning));
-    let p = producer(from_iter(0..3_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..3_u64),
+        supervisor,
+        SubscribeOptions::new().cancel(CancelMode::Temporary),
+    )
+    .await;
     until(|| workers.stats().restarted == 1 && workers.running() == 3).await;
 
     let list = workers.workers().await.unwrap();

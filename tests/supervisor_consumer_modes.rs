@@ -45,11 +45,12 @@ async fn task_ids(mode: WorkerMode) -> (BTreeSet<tokio::task::Id>, WorkerStats) 
     .build()
     .unwrap();
     let workers = supervisor.monitor();
-    let p = producer(from_iter(0..20_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().max_demand(5))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..20_u64),
+        supervisor,
+        SubscribeOptions::new().max_demand(5),
+    )
+    .await;
     assert_eq!(c.wait().await, Reason::Normal);
     let ids = ids.lock().clone();
     (ids, workers.stats())
@@ -201,11 +202,12 @@ async fn a_worker_that_does_not_await_runs_to_its_end_before_its_sibling_starts(
             Ok::<(), Infallible>(())
         }
     });
-    let p = producer(from_iter(0..3_u64)).start().unwrap();
-    let c = consumer(supervisor).start().unwrap();
-    c.subscribe_to(&p, SubscribeOptions::new().max_demand(3))
-        .await
-        .unwrap();
+    let c = support::fed_by(
+        from_iter(0..3_u64),
+        supervisor,
+        SubscribeOptions::new().max_demand(3),
+    )
+    .await;
     assert_eq!(c.wait().await, Reason::Normal);
     assert_eq!(
         *log.lock(),

@@ -185,3 +185,28 @@ pub async fn manual_partition_consumer<T: Send + Clone + 'static>(
         .expect("subscribing to a partition");
     (c, sub, log)
 }
+
+/// Starts `source` and `stage` as a consumer subscribed to it with `options`:
+/// the consumer's handle, for the tests that feed a consumer (a supervisor,
+/// say) from a source they do not touch again.
+pub async fn fed_by<T, P, C>(
+    source: P,
+    stage: C,
+    options: demandflow::SubscribeOptions<T>,
+) -> demandflow::ConsumerRef<T>
+where
+    T: Send + 'static,
+    P: Producer<Event = T>,
+    C: Consumer<Event = T>,
+{
+    let p = demandflow::producer(source)
+        .start()
+        .expect("starting the source");
+    let c = demandflow::consumer(stage)
+        .start()
+        .expect("starting the consumer");
+    c.subscribe_to(&p, options)
+        .await
+        .expect("subscribing to the source");
+    c
+}
