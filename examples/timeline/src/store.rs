@@ -4,7 +4,11 @@
 //! A row's `events` is a JSON object mapping step name → time. An upsert
 //! merges the new steps into it, new keys winning: `json_patch` in SQLite,
 //! JSONB `||` in PostgreSQL. Times of insertion and last update are
-//! milliseconds since the Unix epoch.
+//! milliseconds since the Unix epoch. Two windows of one message may be
+//! written at once by two store consumers, and the later one may commit
+//! first: the row keeps the earlier insertion time and the later update
+//! time whatever order they commit in, so `inserted_at <= updated_at`
+//! always holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,7 +268,9 @@ impl Sqlite {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO {t} (message_id, app_id, events, inserted_at, updated_at) \
                  VALUES {placeholders} ON CONFLICT(message_id, app_id) DO UPDATE SET \
-                 events = json_patch({t}.events, excluded.events), updated_at = excluded.updated_at",
+                 events = json_patch({t}.events, excluded.events), \
+                 inserted_at = MIN({t}.inserted_at, excluded.inserted_at), \
+                 updated_at = MAX({t}.updated_at, excluded.updated_at)",
                 t = self.table
             ))?;
             let mut params: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
@@ -372,7 +378,9 @@ impl Postgres {
                  SELECT m, a, e::jsonb, $4, $4 \
                  FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(m, a, e) \
                  ON CONFLICT (message_id, app_id) DO UPDATE SET \
-                 events = r.events || excluded.events, updated_at = excluded.updated_at"
+                 events = r.events || excluded.events, \
+                 inserted_at = LEAST(r.inserted_at, excluded.inserted_at), \
+                 updated_at = GREATEST(r.updated_at, excluded.updated_at)"
             ))
             .await?;
         Ok(PgConn { client, upsert })
